@@ -1,0 +1,363 @@
+"""The public entry points: :func:`similarity`, :func:`rv2` and :func:`plan`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import kernels, metrics
+from .plan import make_plan
+
+__all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning"]
+
+
+class UndefinedLayerWarning(RuntimeWarning):
+    """A layer has zero variance (or, uncentred, is all zeros): its metrics are NaN."""
+
+
+def _is_dask(x) -> bool:
+    return type(x).__module__.startswith("dask.") and hasattr(x, "chunks")
+
+
+def _check_dtype(name, dtype):
+    kind = getattr(dtype, "kind", None)
+    if kind not in ("f", "i", "u", "b"):
+        raise TypeError(
+            f"layer {name!r} has dtype {dtype}, not a real number type; "
+            "activations must be float, integer or boolean arrays"
+        )
+
+
+def _as_layers(obj, side):
+    """Read ``obj`` into an ordered list of (name, array) with arrays ``(n, units)``.
+
+    Accepts a mapping of arrays, an xarray.Dataset in the store schema, or a path to
+    an activation store."""
+    if isinstance(obj, (str, os.PathLike)) or _is_dataset(obj):
+        from . import store
+
+        dataset = store.open_activations(obj) if not _is_dataset(obj) else store.validate_dataset(obj)
+        return store.layer_arrays(dataset), store.observation_ids(dataset)
+    if not isinstance(obj, Mapping):
+        raise TypeError(
+            f"{side} must be a mapping {{layer name: array}}, an xarray.Dataset or a store path, "
+            f"not {type(obj).__name__}"
+        )
+    if not obj:
+        raise ValueError(f"{side} has no layers")
+    layers = []
+    for name, array in obj.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{side}: layer names must be strings, got {name!r}")
+        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+            array = np.asarray(array)
+        _check_dtype(name, array.dtype)
+        if len(array.shape) == 0:
+            raise ValueError(f"layer {name!r} is a scalar; expected (observations, units...)")
+        units = int(np.prod(array.shape[1:], dtype=np.int64)) if len(array.shape) > 1 else 1
+        if units == 0:
+            raise ValueError(f"layer {name!r} has no units (shape {tuple(array.shape)})")
+        layers.append((name, array))
+    return layers, None
+
+
+def _is_dataset(obj) -> bool:
+    return type(obj).__name__ == "Dataset" and hasattr(obj, "data_vars")
+
+
+def _select(layers, wanted, side):
+    if wanted is None:
+        return layers
+    by_name = dict(layers)
+    missing = [w for w in wanted if w not in by_name]
+    if missing:
+        raise ValueError(f"{side} has no layer {missing[0]!r}; it has {', '.join(by_name)}")
+    return [(w, by_name[w]) for w in wanted]
+
+
+def _split_layer_selection(layers, self_job):
+    if layers is None:
+        return None, None
+    if isinstance(layers, tuple) and len(layers) == 2 and not isinstance(layers[0], str):
+        if self_job:
+            raise ValueError("layers=(a, b) needs b; for a against itself give one list")
+        return list(layers[0]), list(layers[1])
+    return list(layers), list(layers)
+
+
+def _check_metrics(metric):
+    names = [metric] if isinstance(metric, str) else list(metric)
+    if not names:
+        raise ValueError("no metric given")
+    for name in names:
+        if name not in metrics.METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(metrics.METRICS)}")
+    return names
+
+
+def _check_obs(layers):
+    n = None
+    first = None
+    for name, array in layers:
+        rows = int(array.shape[0])
+        if n is None:
+            n, first = rows, name
+        elif rows != n:
+            raise ValueError(
+                f"layer {name!r} has {rows} observations but layer {first!r} has {n}; "
+                "all layers must hold the same observations in the same order"
+            )
+    return n
+
+
+def _check_ids(ids_a, ids_b):
+    if ids_a is None or ids_b is None:
+        return
+    if len(ids_a) != len(ids_b):
+        raise ValueError(f"the networks hold {len(ids_a)} and {len(ids_b)} observations")
+    mismatch = np.flatnonzero(np.asarray(ids_a) != np.asarray(ids_b))
+    if mismatch.size:
+        i = int(mismatch[0])
+        raise ValueError(
+            f"observation ids differ first at position {i}: {ids_a[i]!r} against {ids_b[i]!r}"
+        )
+
+
+def _result_dtype(layers):
+    dtypes = {np.dtype(array.dtype) for _, array in layers}
+    if all(d.kind == "f" and d.itemsize <= 4 for d in dtypes):
+        return "float32"
+    return "float64"
+
+
+def default_memory_budget(client=None) -> int:
+    """Bytes one task may use: a share of worker memory per thread (or of free RAM)."""
+    if client is not None:
+        info = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) else client.scheduler_info()["workers"]
+        shares = [w["memory_limit"] / max(1, w["nthreads"]) for w in info.values() if w.get("memory_limit")]
+        if shares:
+            return int(min(shares) / 2)
+    import psutil
+
+    return int(psutil.virtual_memory().available / max(1, os.cpu_count() or 1) / 2)
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def default_parallelism(client=None) -> int:
+    """Tasks that run at once: the cluster's threads, or this machine's cores."""
+    if client is not None:
+        threads = sum(client.nthreads().values())
+        if threads:
+            return threads
+    return os.cpu_count() or 1
+
+
+def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision):
+    names = _check_metrics(metric)
+    self_job = b is None
+    layers_a, ids_a = _as_layers(a, "a")
+    layers_b, ids_b = (None, None) if self_job else _as_layers(b, "b")
+    want_a, want_b = _split_layer_selection(layers, self_job)
+    layers_a = _select(layers_a, want_a, "a")
+    if not self_job:
+        layers_b = _select(layers_b, want_b, "b")
+        _check_ids(ids_a, ids_b)
+    everything = layers_a + (layers_b or [])
+    n = _check_obs(everything)
+    needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
+    if "cka_debiased" in names and n < 4:
+        raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
+    input_chunks = _row_chunks(everything)
+    widths = [(name, _units(array)) for name, array in layers_a]
+    widths_b = [(name, _units(array)) for name, array in layers_b] if layers_b else None
+    job_plan = make_plan(
+        n,
+        widths,
+        widths_b,
+        dtype=_result_dtype(everything),
+        route=route,
+        memory_budget=memory_budget or default_memory_budget(client),
+        parallelism=default_parallelism(client),
+        row_chunks=input_chunks,
+        precision=precision,
+        n_stat_sets=len(needed),
+    )
+    return names, needed, everything, job_plan, self_job, layers_a, layers_b
+
+
+def _units(array) -> int:
+    return int(np.prod(array.shape[1:], dtype=np.int64)) if len(array.shape) > 1 else 1
+
+
+def _row_chunks(layers):
+    chunkings = {tuple(array.chunks[0]) for _, array in layers if _is_dask(array)}
+    if len(chunkings) == 1 and all(_is_dask(array) for _, array in layers):
+        return chunkings.pop()
+    return None
+
+
+def _as_dask(array, row_chunks):
+    """A 2-D dask array ``(n, units)`` chunked as ``row_chunks`` along rows only."""
+    import dask.array as da
+
+    if not _is_dask(array):
+        array = da.from_array(array, chunks=(row_chunks,) + tuple(-1 for _ in array.shape[1:]),
+                              asarray=not kernels.namespace(array).__name__.startswith("cupy"))
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim > 2:
+        array = array.rechunk({i: -1 for i in range(1, array.ndim)}).reshape(array.shape[0], -1)
+    array = array.rechunk({0: row_chunks, 1: -1})
+    if array.dtype.kind != "f":
+        array = array.astype(np.float64)
+    return array
+
+
+def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
+         memory_budget=None, precision="auto"):
+    """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
+
+    Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
+    see the route and why, the chunking, the work in FLOP and the peak bytes per task.
+    """
+    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision)[3]
+
+
+def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
+               memory_budget=None, precision="auto", compute=True):
+    """Similarity matrices between the layers of two networks (or one with itself).
+
+    Never forms an n x n matrix: every metric follows from sums over observations
+    (DESIGN.md section 2), computed in one dask graph for all layer pairs.
+
+    Parameters
+    ----------
+    a, b : mapping, xarray.Dataset or path
+        Activations: ``{layer name: array (n_obs, ...)}`` of numpy, dask or cupy arrays
+        (further dims are flattened into units), a Dataset in the store schema, or a
+        path to an activation store.  Mappings keep their order as depth order.
+        ``b=None`` compares ``a`` with itself, computing each product once.
+    metric : str or list of str
+        ``"rv2"`` (modified RV, Smilde et al. 2009), ``"rv"``, ``"cka"`` (linear CKA),
+        ``"cka_debiased"`` (Song et al.'s unbiased HSIC; may be negative) or
+        ``"rv2_null"`` (expected RV2 under permutation of the rows of one side).
+        A list returns an xarray.Dataset with one variable per metric.
+    center : bool
+        Centre columns first (default).  ``False`` reproduces hoggorm's RV2coeff;
+        ``"cka"`` and ``"cka_debiased"`` always centre.
+    layers : list of str, or (list, list), optional
+        Layers to compare, in the order wanted; a pair gives a's and b's separately.
+    route : {"auto", "feature", "gram"}
+        The exact route (see :func:`rv2dist.plan.make_plan`); ``"auto"`` lets the
+        planner choose from the shapes.
+    client : distributed.Client, optional
+        Run on this cluster; default: the current dask scheduler (threads, or the
+        active distributed client).
+    memory_budget : int, optional
+        Bytes a task may use; default: half of worker memory per thread.
+    precision : {"auto", "input", "float64"}
+        Dtype of the per-chunk products (see :func:`rv2dist.plan.make_plan`).
+    compute : bool
+        ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
+        computed; nothing is read or computed before that.
+
+    Returns
+    -------
+    xarray.DataArray or xarray.Dataset
+        Dims ``("layer_a", "layer_b")`` with layer names as coordinates, ``name`` the
+        metric; attrs ``n_obs``, ``metric``, ``center``, ``route``, ``precision``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the layer or value at fault: differing observation counts, NaN or Inf,
+        non-numeric dtypes, empty layers, unknown metric, route or layer.
+    """
+    from dask import delayed
+
+    from .graph import build_statistics
+
+    names, needed, everything, job_plan, self_job, layers_a, layers_b = _prepare(
+        a, b, metric, center, layers, route, client, memory_budget, precision
+    )
+    arrays = [_as_dask(array, job_plan.row_chunks) for _, array in everything]
+    statistics = {flag: build_statistics(arrays, job_plan, flag) for flag in needed}
+    result = delayed(_assemble, pure=True)(
+        statistics, names, center, job_plan, [n for n, _ in layers_a],
+        [n for n, _ in (layers_b or layers_a)], isinstance(metric, str),
+    )
+    if not compute:
+        return result
+    if client is not None:
+        return client.compute(result, sync=True)
+    return result.compute()
+
+
+def _assemble(statistics, names, center, job_plan, names_a, names_b, single):
+    import xarray as xr
+
+    layer_names = job_plan.layer_names
+    for stats in statistics.values():
+        bad = [layer_names[i] for i, ok in enumerate(stats["finite"]) if not ok]
+        if bad:
+            raise ValueError(
+                f"layer {bad[0]!r} contains NaN or Inf (or values too large to sum in float64)"
+            )
+    undefined = sorted({layer_names[i] for stats in statistics.values()
+                        for i, u in enumerate(stats["undefined"]) if u})
+    if undefined:
+        warnings.warn(
+            f"layer(s) {', '.join(map(repr, undefined))} have zero variance"
+            f"{'' if center else ' (or are all zeros)'}: their rows/columns are NaN",
+            UndefinedLayerWarning,
+            stacklevel=2,
+        )
+    la = job_plan.n_layers_a
+    rows = slice(0, la)
+    cols = slice(0, la) if job_plan.self_job else slice(la, job_plan.n_layers)
+    variables = {}
+    for name in names:
+        stats = statistics[metrics.needs_centring(name, center)]
+        values = metrics.metric_matrix(name, stats)[rows, cols]
+        variables[name] = xr.DataArray(
+            values,
+            dims=("layer_a", "layer_b"),
+            coords={"layer_a": list(names_a), "layer_b": list(names_b)},
+            name=name,
+            attrs={"metric": name, "center": int(metrics.needs_centring(name, center))},
+        )
+    attrs = {
+        "n_obs": int(job_plan.n_obs),
+        "center": int(bool(center)),
+        "route": job_plan.route,
+        "precision": job_plan.compute_dtype,
+    }
+    if single:
+        result = variables[names[0]]
+        result.attrs.update(attrs)
+        return result
+    dataset = xr.Dataset(variables)
+    dataset.attrs.update(attrs, metric=list(names))
+    return dataset
+
+
+def rv2(x, y, *, center=True) -> float:
+    """RV2 between two arrays with the same observations (rows) in the same order.
+
+    Parameters
+    ----------
+    x, y : array_like
+        ``(n_obs, ...)`` arrays; further dims are flattened into units.
+    center : bool
+        Centre columns first (default); ``False`` matches hoggorm's RV2coeff.
+    """
+    result = similarity({"x": x}, {"y": y}, metric="rv2", center=center, route="feature")
+    return float(result.values[0, 0])

@@ -1,0 +1,205 @@
+"""The ``rv2dist`` command line.
+
+Exit status: 0 on success; 2 on bad input or usage, with a one-paragraph message
+naming the file, layer or value at fault and no partial output; 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+from . import metrics
+
+_BAD_INPUT = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError)
+
+
+class UsageError(ValueError):
+    """Bad arguments that argparse cannot see."""
+
+
+def _add_cluster_options(parser):
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--scheduler", metavar="ADDR", help="address of a running dask scheduler")
+    group.add_argument("--scheduler-file", metavar="FILE", help="scheduler file of a running cluster")
+    group.add_argument("--gpus", action="store_true", help="local dask-cuda cluster, one worker per GPU")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="rv2dist",
+        description="RV2 / RV / CKA similarity matrices between network layers, on Dask.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    demo = verbs.add_parser("demo", help="synthesise two networks, compare them, draw the heatmap")
+    demo.add_argument("--out", default="rv2dist-demo", help="output folder (default: ./rv2dist-demo)")
+    demo.add_argument("--n-obs", type=int, default=23582, help="observations (default: 23582, as the seed study)")
+    _add_cluster_options(demo)
+
+    compare = verbs.add_parser("compare", help="compare the layers of store A with those of B (or A itself)")
+    compare.add_argument("a", help="activation store of network A")
+    compare.add_argument("b", nargs="?", help="activation store of network B (default: A against itself)")
+    compare.add_argument("--metric", nargs="+", default=["rv2"], choices=metrics.METRICS, metavar="M",
+                         help=f"metrics among {', '.join(metrics.METRICS)} (default: rv2)")
+    compare.add_argument("--no-center", action="store_true", help="do not centre columns (hoggorm's RV2)")
+    compare.add_argument("--route", default="auto", choices=("auto", "feature", "gram"))
+    compare.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to compare (default: all)")
+    compare.add_argument("--out", required=True, metavar="RESULT", help="result file, .nc or .zarr")
+    compare.add_argument("--plot", metavar="PNG", help="also draw the first metric's heatmap")
+    _add_cluster_options(compare)
+
+    cluster = verbs.add_parser("cluster", help="start a local cluster; print its address and dashboard")
+    cluster.add_argument("--workers", type=int, help="workers (default: one per core)")
+    cluster.add_argument("--gpus", action="store_true", help="one dask-cuda worker per GPU")
+
+    info = verbs.add_parser("info", help="describe an activation store")
+    info.add_argument("store")
+
+    plot = verbs.add_parser("plot", help="draw a result as a heatmap")
+    plot.add_argument("result", help="result file (.nc or .zarr)")
+    plot.add_argument("--out", required=True, help="image file (.png, .svg or .pdf)")
+    plot.add_argument("--metric", help="metric to draw (default: the first)")
+    return parser
+
+
+def _check_output(path, suffixes, what):
+    path = Path(path)
+    if path.suffix not in suffixes:
+        raise UsageError(f"{what} {path} must end in {' or '.join(suffixes)}")
+    if not path.parent.exists():
+        raise UsageError(f"{what} {path}: folder {path.parent} does not exist")
+    return path
+
+
+def _compare(a, b, *, metric, center, route, layers, out, plot, client):
+    from . import store
+    from .api import similarity
+    from .plot import heatmap
+
+    result = similarity(a, b, metric=list(metric), center=center, route=route,
+                        layers=layers, client=client, compute=False)
+    result = _compute_with_progress(result, client)
+    net_a = store.network_name(store.open_activations(a), Path(a).stem)
+    net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
+    from . import __version__
+
+    result.attrs.update(
+        store_a=str(a), store_b=str(b or a), network_a=net_a, network_b=net_b,
+        metric=",".join(metric), rv2dist_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    store.write_result(result, out)
+    if plot:
+        heatmap(result, plot)
+    return result
+
+
+def _compute_with_progress(lazy, client):
+    from distributed import progress
+
+    future = client.compute(lazy)
+    if sys.stderr.isatty():
+        progress(future)
+    return future.result()
+
+
+def _connect(args):
+    from .cluster import connect, dashboard_link
+
+    client = connect(scheduler=getattr(args, "scheduler", None),
+                     scheduler_file=getattr(args, "scheduler_file", None),
+                     gpus=getattr(args, "gpus", False), workers=getattr(args, "workers", None))
+    link = dashboard_link(client)
+    if link:
+        print(f"dashboard: {link}", flush=True)
+    return client
+
+
+def _run_demo(args):
+    from . import store
+    from .demo import related_networks
+
+    if args.n_obs < 4:
+        raise UsageError(f"--n-obs must be at least 4, got {args.n_obs}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net_a, net_b = related_networks(args.n_obs)
+    paths = []
+    for name, layers in (("standard", net_a), ("drifted", net_b)):
+        path = out / f"{name}.zarr"
+        store.write_activations(path, layers, network=name, overwrite=True,
+                                attrs={"source": "rv2dist demo: random ReLU network"})
+        paths.append(path)
+    with _connect(args) as client:
+        result = _compare(paths[0], paths[1], metric=["rv2", "cka"], center=True, route="auto",
+                          layers=None, out=out / "result.nc", plot=out / "rv2.png", client=client)
+    print(result["rv2"].to_pandas().round(2).to_string())
+    print(f"stores:  {paths[0]}  {paths[1]}")
+    print(f"result:  {out / 'result.nc'}")
+    print(f"heatmap: {out / 'rv2.png'}")
+
+
+def _run_compare(args):
+    _check_output(args.out, (".nc", ".zarr"), "result")
+    if args.plot:
+        _check_output(args.plot, (".png", ".svg", ".pdf"), "plot")
+    from . import store
+
+    for path in filter(None, (args.a, args.b)):
+        store.open_activations(path)
+    with _connect(args) as client:
+        result = _compare(args.a, args.b, metric=args.metric, center=not args.no_center, route=args.route,
+                          layers=args.layers, out=Path(args.out), plot=args.plot, client=client)
+    print(result[args.metric[0]].to_pandas().round(3).to_string())
+    print(f"result: {args.out}")
+
+
+def _run_info(args):
+    from . import store
+
+    print(store.describe(args.store))
+
+
+def _run_plot(args):
+    from . import store
+    from .plot import heatmap
+
+    _check_output(args.out, (".png", ".svg", ".pdf"), "plot")
+    heatmap(store.read_result(args.result), args.out, metric=args.metric)
+    print(f"heatmap: {args.out}")
+
+
+def _run_cluster(args):
+    import time
+
+    with _connect(args) as client:
+        print(f"scheduler: {client.scheduler.address}", flush=True)
+        print("Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+_VERBS = {"demo": _run_demo, "compare": _run_compare, "info": _run_info, "plot": _run_plot,
+          "cluster": _run_cluster}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``rv2dist`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        _VERBS[args.verb](args)
+    except _BAD_INPUT as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"rv2dist {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

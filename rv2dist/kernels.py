@@ -1,0 +1,364 @@
+"""Per-chunk mathematics on in-memory blocks.
+
+Everything here is pure and array-namespace agnostic: it takes arrays of one array-API
+namespace (numpy, cupy, array-api-strict, ...) and returns arrays of the same namespace
+or Python scalars.  Nothing here knows about dask, paths or plans.
+
+Two families of kernels serve the two exact routes of DESIGN.md section 2:
+
+feature route
+    :func:`shift_slab` builds, per row chunk, a slab of shifted columns; :func:`chunk_moments`
+    and :func:`cross_product` reduce it to sums over observations; :func:`combine`
+    merges partial sums; :func:`feature_statistics` turns the totals into the sufficient
+    statistics of every layer pair.
+gram route
+    :func:`column_summary` (pass one: means and flags), :func:`gram_prepare` (centred row
+    block), :func:`gram_tile` (Frobenius inner products of the off-diagonal Gram tile) and
+    :func:`gram_statistics`.
+
+Centring uses the shifted-data algorithm: every chunk subtracts a fixed reference row
+``shift`` (the mean of the first chunk, rounded to the compute dtype) before any product,
+so uncentred products never see the large means of post-ReLU activations; the exact
+correction for the small residual mean is applied once, in float64, on the totals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def namespace(*arrays):
+    """Return the array-API namespace of the first array that declares one."""
+    for x in arrays:
+        get = getattr(x, "__array_namespace__", None)
+        if get is not None:
+            return get()
+        if type(x).__module__.split(".")[0] == "cupy":
+            import cupy
+
+            return cupy
+    return np
+
+
+def to_numpy(x):
+    """Copy a (small) array of any namespace to host numpy."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):
+        return x.get()
+    return np.from_dlpack(x)
+
+
+def _f64(x):
+    xp = namespace(x)
+    return xp.astype(x, xp.float64)
+
+
+def first_rows_mean(x, dtype):
+    """Mean of the rows of ``x`` in float64, rounded to ``dtype``: the centring shift."""
+    xp = namespace(x)
+    return xp.astype(xp.mean(_f64(x), axis=0), getattr(xp, dtype))
+
+
+def shift_slab(chunks, pieces, shifts, dtype):
+    """Gather column pieces of several layers into one shifted slab.
+
+    Parameters
+    ----------
+    chunks : sequence of arrays
+        One row chunk per layer, shape ``(k, p_l)``.
+    pieces : sequence of (int, int, int)
+        ``(index into chunks, first column, stop column)`` in slab order.
+    shifts : sequence of arrays or None
+        Per layer, the row subtracted before products (``None``: no centring).
+    dtype : str
+        Compute dtype of the slab (``"float32"`` or ``"float64"``).
+    """
+    xp = namespace(*chunks)
+    dt = getattr(xp, dtype)
+    parts = []
+    for index, start, stop in pieces:
+        part = xp.astype(chunks[index][:, start:stop], dt)
+        if shifts[index] is not None:
+            part = part - shifts[index][start:stop]
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+
+
+def chunk_moments(slabs, pieces, n_layers):
+    """Sums over the rows of one chunk that the feature route needs besides X'Y.
+
+    Parameters
+    ----------
+    slabs : sequence of arrays
+        Shifted slabs of one row chunk, ``(k, width_b)`` each.
+    pieces : sequence of sequence of (int, int, int, int)
+        Per slab, ``(layer, layer column start, layer column stop, slab column start)``.
+    n_layers : int
+        Number of layers the pieces refer to.
+
+    Returns
+    -------
+    dict
+        ``n`` rows; per layer ``colsum``/``colmin``/``colmax`` (lists of per-piece
+        arrays, float64), ``finite`` flags; ``norm_sum`` (L,), ``norm_outer`` (L, L)
+        and ``norm_cross`` (per piece, ``(L, width)``): sums of the squared row norms
+        ``a_i``, of ``a_i b_i`` and of ``a_i y_i``.
+    """
+    xp = namespace(*slabs)
+    k = slabs[0].shape[0]
+    norms = [0.0] * n_layers
+    colsum = [[] for _ in range(n_layers)]
+    colmin = [[] for _ in range(n_layers)]
+    colmax = [[] for _ in range(n_layers)]
+    # two sweeps over the pieces keep one float64 piece alive at a time
+    for slab, slab_pieces in zip(slabs, pieces):
+        for layer, start, stop, offset in slab_pieces:
+            part = _f64(slab[:, offset : offset + stop - start])
+            norms[layer] = norms[layer] + xp.sum(part * part, axis=1)
+            colsum[layer].append(xp.sum(part, axis=0))
+            colmin[layer].append(xp.min(part, axis=0))
+            colmax[layer].append(xp.max(part, axis=0))
+    norms = xp.stack(norms, axis=1)
+    norms_t = norms.mT
+    norm_cross = [[] for _ in range(n_layers)]
+    for slab, slab_pieces in zip(slabs, pieces):
+        for layer, start, stop, offset in slab_pieces:
+            norm_cross[layer].append(norms_t @ _f64(slab[:, offset : offset + stop - start]))
+    return {
+        "n": k,
+        "colsum": colsum,
+        "colmin": colmin,
+        "colmax": colmax,
+        "finite": [all(bool(xp.all(xp.isfinite(s))) for s in sums) for sums in colsum],
+        "norm_sum": xp.sum(norms, axis=0),
+        "norm_outer": norms_t @ norms,
+        "norm_cross": norm_cross,
+    }
+
+
+def cross_product(x, x_range, y, y_range):
+    """``x[:, x_range]' y[:, y_range]`` in the slabs' dtype, returned in float64."""
+    xp = namespace(x, y)
+    xs = x[:, x_range[0] : x_range[1]]
+    ys = y[:, y_range[0] : y_range[1]]
+    return _f64(xs.mT @ ys)
+
+
+def _merge(a, b, how):
+    if isinstance(a, list):
+        return [_merge(u, v, how) for u, v in zip(a, b)]
+    if how == "min":
+        return namespace(a).minimum(a, b)
+    if how == "max":
+        return namespace(a).maximum(a, b)
+    if how == "and":
+        return a and b
+    return a + b
+
+
+_HOW = {"colmin": "min", "colmax": "max", "finite": "and"}
+
+
+def combine(parts):
+    """Merge partial sums of several chunks (dicts of moments, or plain arrays)."""
+    total = parts[0]
+    for part in parts[1:]:
+        if isinstance(total, dict):
+            total = {key: _merge(total[key], part[key], _HOW.get(key, "sum")) for key in total}
+        else:
+            total = total + part
+    return total
+
+
+def _concat_host(pieces):
+    return np.concatenate([to_numpy(p) for p in pieces]) if pieces else np.zeros(0)
+
+
+def layer_flags(moments, center):
+    """Per layer: ``(finite, undefined)`` where undefined means zero variance
+    (centred) or all zeros (uncentred)."""
+    flags = []
+    for finite, lo, hi in zip(moments["finite"], moments["colmin"], moments["colmax"]):
+        lo, hi = _concat_host(lo), _concat_host(hi)
+        if center:
+            undefined = bool(np.all(lo == hi))
+        else:
+            undefined = bool(np.all(lo == 0) and np.all(hi == 0))
+        flags.append((bool(finite) and bool(np.all(np.isfinite(lo))), undefined))
+    return flags
+
+
+def feature_statistics(moments, products, product_pieces, mirrored, shifts, center):
+    """Sufficient statistics of every layer pair from the feature route's totals.
+
+    Parameters
+    ----------
+    moments : dict
+        Output of :func:`combine` over :func:`chunk_moments` of all chunks.
+    products : sequence of arrays
+        Summed cross-products, one per product of the plan.
+    product_pieces : sequence of (rows, cols)
+        Per product, the pieces ``(layer, start, stop, offset)`` along its rows and
+        columns.
+    mirrored : sequence of bool
+        Whether the product also stands for its transpose (an off-diagonal block pair
+        of a symmetric job).
+    shifts : sequence of arrays or None
+        The shifts that were subtracted (their float64 values restore uncentred sums).
+    center : bool
+        Whether the statistics are of column-centred data.
+
+    Returns
+    -------
+    dict
+        ``n``, ``cross`` ``<A_l, A_m>`` (L, L), ``rowdot`` ``sum_i a_i b_i`` (L, L),
+        ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``finite`` and
+        ``undefined`` flags (L,); entries of pairs not computed are NaN.
+    """
+    n = moments["n"]
+    n_layers = len(moments["colsum"])
+    colsum = [_concat_host(c) for c in moments["colsum"]]
+    residual = [c / n for c in colsum]
+    if not center:
+        residual = [np.zeros_like(c) for c in colsum]
+    cross = np.full((n_layers, n_layers), np.nan)
+    quad = np.full((n_layers, n_layers), np.nan)
+    for product, (rows, cols), mirror in zip(products, product_pieces, mirrored):
+        xp = namespace(product)
+        for li, ls, le, lo in rows:
+            mi = xp.asarray(residual[li][ls:le], dtype=xp.float64)
+            for lj, ms, me, mo in cols:
+                mj = xp.asarray(residual[lj][ms:me], dtype=xp.float64)
+                block = product[lo : lo + le - ls, mo : mo + me - ms]
+                centred = block - n * (mi[:, None] * mj[None, :])
+                square = float(xp.sum(centred * centred))
+                q = float(xp.sum((mi @ block) * mj))
+                targets = [(li, lj), (lj, li)] if mirror else [(li, lj)]
+                for a, b in targets:
+                    cross[a, b] = (0.0 if np.isnan(cross[a, b]) else cross[a, b]) + square
+                    quad[a, b] = (0.0 if np.isnan(quad[a, b]) else quad[a, b]) + q
+    norm_sum = to_numpy(moments["norm_sum"])
+    norm_outer = to_numpy(moments["norm_outer"])
+    norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
+    sq = np.array([r @ r for r in residual])
+    # a_i y_i summed, restricted to layer m's columns: row l of N'X over layer m
+    nx_dot = np.array(
+        [[np.concatenate([p[l] for p in norm_cross[m]]) @ residual[m] if norm_cross[m] else 0.0
+          for m in range(n_layers)] for l in range(n_layers)]
+    )
+    # |x_i - mean|^2 = a'_i - 2 x'_i.mean' + |mean'|^2 with x' the shifted rows, mean' their mean
+    rowdot = (
+        norm_outer
+        - 2 * nx_dot
+        - 2 * nx_dot.T
+        + np.outer(norm_sum, sq)
+        + np.outer(sq, norm_sum)
+        + 4 * quad
+        - 3 * n * np.outer(sq, sq)
+    )
+    trace = norm_sum - n * sq
+    if center:
+        ones = -trace
+    else:
+        totals = []
+        for c, shift in zip(colsum, shifts):
+            s = c if shift is None else c + n * _concat_host([_f64(shift)])
+            totals.append(s @ s)
+        ones = np.array(totals) - trace
+    flags = layer_flags(moments, center)
+    return {
+        "n": n,
+        "cross": cross,
+        "rowdot": rowdot,
+        "trace": trace,
+        "ones": ones,
+        "finite": np.array([f for f, _ in flags]),
+        "undefined": np.array([u for _, u in flags]),
+    }
+
+
+def column_summary(chunks, shifts):
+    """Pass one of the gram route: per layer sums of shifted columns and flags."""
+    slabs = []
+    pieces = []
+    for index, chunk in enumerate(chunks):
+        width = chunk.shape[1]
+        slabs.append(shift_slab(chunks, [(index, 0, width)], shifts, "float64"))
+        pieces.append([(index, 0, width, 0)])
+    moments = chunk_moments(slabs, pieces, len(chunks))
+    keep = ("n", "colsum", "colmin", "colmax", "finite")
+    return {key: moments[key] for key in keep}
+
+
+def column_means(summary, shifts):
+    """Exact float64 column means from :func:`column_summary` totals and the shifts."""
+    n = summary["n"]
+    means = []
+    for parts, shift in zip(summary["colsum"], shifts):
+        mean = parts[0] / n
+        if shift is not None:
+            mean = mean + _f64(shift)
+        means.append(mean)
+    return means
+
+
+def gram_prepare(chunks, means, dtype):
+    """Centre one row block of every layer (float64), round to ``dtype``, and sum the
+    products of the squared row norms that the diagonal of the Grams holds."""
+    xp = namespace(*chunks)
+    rows = []
+    norms = []
+    for chunk, mean in zip(chunks, means):
+        centred = _f64(chunk)
+        if mean is not None:
+            centred = centred - mean
+        norms.append(xp.sum(centred * centred, axis=1))
+        rows.append(xp.astype(centred, getattr(xp, dtype)))
+    norms = xp.stack(norms, axis=1)
+    return {"rows": rows, "norm_outer": norms.mT @ norms, "norm_sum": xp.sum(norms, axis=0)}
+
+
+def gram_tile(block_i, block_j, diagonal):
+    """Frobenius inner products ``<G_l, G_m>`` of the off-diagonal parts of the Gram
+    tiles ``G_l = X_l[i] X_l[j]'`` of every layer, weighted 2 off the block diagonal."""
+    rows_i, rows_j = block_i["rows"], block_j["rows"]
+    xp = namespace(*rows_i)
+    b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
+    flat = []
+    for x, y in zip(rows_i, rows_j):
+        tile = _f64(x @ y.mT)
+        if diagonal:
+            tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
+        flat.append(xp.reshape(tile, (b_i * b_j,)))
+    flat = xp.stack(flat, axis=0)
+    return (1.0 if diagonal else 2.0) * (flat @ flat.mT)
+
+
+def gram_statistics(summary, shifts, inner, prepared, center):
+    """Sufficient statistics from the gram route's totals (see :func:`feature_statistics`)."""
+    n = summary["n"]
+    rowdot = to_numpy(prepared["norm_outer"])
+    trace = to_numpy(prepared["norm_sum"])
+    if center:
+        ones = -trace
+    else:
+        sums = [_concat_host(parts) for parts in summary["colsum"]]
+        ones = np.array([s @ s for s in sums]) - trace
+    flags = layer_flags(summary, center)
+    return {
+        "n": n,
+        "cross": to_numpy(inner) + rowdot,
+        "rowdot": rowdot,
+        "trace": trace,
+        "ones": ones,
+        "finite": np.array([f for f, _ in flags]),
+        "undefined": np.array([u for _, u in flags]),
+    }
+
+
+def null_level_scale(n):
+    """``n (n - 1)``: the number of off-diagonal cells of an n x n Gram."""
+    return n * (n - 1) if n > 1 else math.nan

@@ -1,0 +1,80 @@
+"""From sufficient statistics to similarity metrics (small arrays only).
+
+A statistics mapping (see :func:`rv2dist.kernels.feature_statistics`) holds, for every
+computed pair of layers ``(l, m)`` with Grams ``A_l = X_l X_l'``:
+
+``cross``   ``<A_l, A_m>``, ``rowdot`` ``sum_i a_i b_i`` (``a`` the squared row norms),
+``trace``   ``tr A_l``, ``ones`` ``1' Ã_l 1``, ``n`` the number of observations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("rv2", "rv", "cka", "cka_debiased", "rv2_null")
+CENTRED_ONLY = frozenset({"cka", "cka_debiased"})
+
+
+def _normalise(numerator):
+    diagonal = np.diag(numerator).copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sqrt(np.outer(diagonal, diagonal))
+        return numerator / scale
+
+
+def _off_diagonal_inner(stats):
+    return stats["cross"] - stats["rowdot"]
+
+
+def rv(stats):
+    """RV = <A, B> / sqrt(<A, A> <B, B>)."""
+    return _normalise(stats["cross"])
+
+
+def rv2(stats):
+    """RV2 = <Ã, B̃> / sqrt(<Ã, Ã> <B̃, B̃>), Ã the Gram without its diagonal."""
+    return _normalise(_off_diagonal_inner(stats))
+
+
+def cka_debiased(stats):
+    """Linear CKA with Song et al.'s unbiased HSIC (valid for centred statistics).
+
+    Kornblith's ``feature_space_linear_cka(debiased=True)``; the constant factor
+    ``1 / (n (n - 3))`` cancels in the ratio.
+    """
+    n = stats["n"]
+    trace = stats["trace"]
+    hsic = (
+        stats["cross"]
+        - n / (n - 2.0) * stats["rowdot"]
+        + np.outer(trace, trace) / ((n - 1.0) * (n - 2.0))
+    )
+    return _normalise(hsic)
+
+
+def rv2_null(stats):
+    """Expected RV2 under random permutation of the rows of one side:
+    ``(1'Ã1)(1'B̃1) / (n (n - 1) |Ã| |B̃|)``, ``tr A tr B / (...)`` for centred data."""
+    n = stats["n"]
+    inner = np.diag(_off_diagonal_inner(stats))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.outer(stats["ones"], stats["ones"]) / (
+            n * (n - 1.0) * np.sqrt(np.outer(inner, inner))
+        )
+
+
+_FORMULAS = {"rv2": rv2, "rv": rv, "cka": rv, "cka_debiased": cka_debiased, "rv2_null": rv2_null}
+
+
+def metric_matrix(name, stats):
+    """The full (L, L) matrix of metric ``name``; undefined layers give NaN rows/columns."""
+    values = _FORMULAS[name](stats)
+    undefined = np.asarray(stats["undefined"], dtype=bool)
+    values[undefined, :] = np.nan
+    values[:, undefined] = np.nan
+    return values
+
+
+def needs_centring(name, center):
+    """Whether metric ``name`` is computed from centred statistics."""
+    return True if name in CENTRED_ONLY else bool(center)

@@ -1,0 +1,345 @@
+"""The planner: shapes, dtypes and a memory budget in, a :class:`Plan` out.
+
+Pure: it never touches data.  Strategies are strings resolved by small ``_choose_*``
+functions, each of which records why it chose what it chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+ROUTES = ("auto", "feature", "gram")
+PRECISIONS = ("auto", "input", "float64")
+SPLIT_EVERY = 4
+_MIN_CHUNK_ROWS = 1024
+_MIN_TILE_ROWS = 256
+_MAX_COLUMN_BLOCKS = 256
+
+
+class PlanError(ValueError):
+    """The job cannot be planned within the memory budget."""
+
+
+@dataclass(frozen=True)
+class Product:
+    """One cross-product of the feature route: slab columns ``rows`` x ``cols``.
+
+    ``row_pieces``/``col_pieces`` hold ``(layer, layer start, layer stop, offset)``;
+    ``mirrored`` marks an off-diagonal block of a symmetric product, standing for its
+    transpose as well.
+    """
+
+    row_block: int
+    row_range: tuple[int, int]
+    col_block: int
+    col_range: tuple[int, int]
+    row_pieces: tuple
+    col_pieces: tuple
+    mirrored: bool
+
+    @property
+    def symmetric(self) -> bool:
+        return self.row_block == self.col_block and self.row_range == self.col_range
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one job runs: route, chunking, work and memory.  ``print(plan)`` explains it."""
+
+    route: str
+    reason: str
+    n_obs: int
+    layer_names: tuple[str, ...]
+    widths: tuple[int, ...]
+    n_layers_a: int
+    self_job: bool
+    input_dtype: str
+    compute_dtype: str
+    row_chunks: tuple[int, ...]
+    memory_budget: int
+    flops: float
+    peak_task_bytes: int
+    n_tasks: int
+    alternative_flops: dict = field(default_factory=dict)
+    blocks: tuple = ()
+    products: tuple = ()
+    n_stat_sets: int = 1
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_names)
+
+    def __repr__(self) -> str:
+        la = self.n_layers_a
+        lb = la if self.self_job else self.n_layers - la
+        kind = "self" if self.self_job else "cross"
+        rows = self.row_chunks
+        lines = [
+            f"rv2dist plan: route={self.route} ({self.reason})",
+            f"  observations   {self.n_obs:,} in {len(rows)} row chunk(s) of <= {max(rows):,}",
+            f"  layers         {la} x {lb} ({kind}), widths {min(self.widths):,}..{max(self.widths):,},"
+            f" {sum(self.widths):,} units in all",
+            f"  arithmetic     {self.compute_dtype} products from {self.input_dtype} input,"
+            " float64 sums over observations",
+        ]
+        if self.route == "feature":
+            lines.append(
+                f"  products       {len(self.blocks)} column block(s), {len(self.products)} product(s)"
+                " per row chunk"
+            )
+        else:
+            lines.append(f"  gram tiles     {len(rows)} x {len(rows)} blocks of {max(rows):,} rows (upper half)")
+        others = ", ".join(f"{r} {_flops(f)}" for r, f in self.alternative_flops.items())
+        lines += [
+            f"  work           {_flops(self.flops)} in about {self.n_tasks:,} tasks"
+            + (f" (alternatives: {others})" if others else ""),
+            f"  peak per task  {_bytes(self.peak_task_bytes)} of a {_bytes(self.memory_budget)} budget",
+        ]
+        return "\n".join(lines)
+
+
+def _flops(value: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} FLOP"
+
+
+def _bytes(value: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{int(value)} B"
+
+
+def _even_chunks(n: int, rows: int) -> tuple[int, ...]:
+    count = max(1, math.ceil(n / rows))
+    base, extra = divmod(n, count)
+    return tuple(base + (i < extra) for i in range(count))
+
+
+def _choose_compute_dtype(input_dtype: str, precision: str, device: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    narrow = input_dtype in ("float32", "float16", "bfloat16")
+    if precision == "float64" or not narrow:
+        return "float64"
+    if precision == "auto" and device == "gpu":
+        # data-centre GPUs run float64 GEMM at half the float32 rate, without TF32's rounding
+        return "float64"
+    return "float32"
+
+
+def _choose_pieces(widths, first_layer, max_width):
+    """Split layers into pieces of at most ``max_width`` columns and pack consecutive
+    pieces into blocks of at most ``max_width`` columns."""
+    blocks, current, used = [], [], 0
+    for layer, width in enumerate(widths, start=first_layer):
+        for start in range(0, width, max_width):
+            stop = min(width, start + max_width)
+            if used + stop - start > max_width and current:
+                blocks.append(tuple(current))
+                current, used = [], 0
+            current.append((layer, start, stop, used))
+            used += stop - start
+    if current:
+        blocks.append(tuple(current))
+    return blocks
+
+
+def _block_width(block) -> int:
+    return sum(stop - start for _, start, stop, _ in block)
+
+
+def _feature_products(blocks_a, blocks_b, self_job):
+    products = []
+
+    def whole(index, block):
+        return index, (0, _block_width(block)), block
+
+    if self_job:
+        for i, bi in enumerate(blocks_a):
+            for j in range(i, len(blocks_a)):
+                bj = blocks_a[j]
+                products.append(_product(whole(i, bi), whole(j, bj), mirrored=i != j))
+        return products
+    offset = len(blocks_a)
+    for i, bi in enumerate(blocks_a):
+        for j, bj in enumerate(blocks_b, start=offset):
+            products.append(_product(whole(i, bi), whole(j, bj), mirrored=False))
+    # each layer's own X'X, for the normalisation
+    pieces_of = {}
+    for index, block in enumerate(list(blocks_a) + list(blocks_b)):
+        for layer, start, stop, offset_in in block:
+            piece = (layer, start, stop, 0)
+            pieces_of.setdefault(layer, []).append((index, (offset_in, offset_in + stop - start), (piece,)))
+    for pieces in pieces_of.values():
+        for i, first in enumerate(pieces):
+            for second in pieces[i:]:
+                products.append(_product(first, second, mirrored=first is not second))
+    return products
+
+
+def _product(rows, cols, mirrored):
+    (ri, rr, rp), (ci, cr, cp) = rows, cols
+    return Product(ri, rr, ci, cr, tuple(rp), tuple(cp), mirrored)
+
+
+def _product_flops(product: Product, n: int) -> float:
+    p = product.row_range[1] - product.row_range[0]
+    q = product.col_range[1] - product.col_range[0]
+    return n * p * (p + 1) if product.symmetric else 2.0 * n * p * q
+
+
+def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chunks):
+    total_width = sum(widths_a) + sum(widths_b or ())
+    # accumulators of one product, SPLIT_EVERY + 1 of them alive in a tree reduction
+    max_width = int(math.sqrt(budget / (2 * 8 * (SPLIT_EVERY + 1))))
+    if max_width < 1:
+        raise PlanError(f"a memory budget of {_bytes(budget)} cannot hold any product")
+    max_width = min(max_width, max(sum(widths_a), sum(widths_b or ())))
+    per_row = total_width * itemsize + max_width * 8 * 2
+    max_rows = int((budget / 2) // per_row)
+    if max_rows < 1:
+        raise PlanError(
+            f"one observation of all layers ({_bytes(per_row)}) does not fit half the"
+            f" memory budget of {_bytes(budget)}"
+        )
+    if total_width / max_width > _MAX_COLUMN_BLOCKS:
+        raise PlanError(
+            f"{total_width:,} units in blocks of {max_width:,} columns make more than"
+            f" {_MAX_COLUMN_BLOCKS} column blocks; raise the memory budget of {_bytes(budget)}"
+        )
+    blocks_a = _choose_pieces(widths_a, 0, max_width)
+    blocks_b = _choose_pieces(widths_b, len(widths_a), max_width) if widths_b else []
+    products = _feature_products(blocks_a, blocks_b, widths_b is None)
+    if row_chunks and max(row_chunks) <= max_rows and min(row_chunks) >= min(n, 64):
+        chunks = tuple(row_chunks)
+    else:
+        target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / (2 * parallelism)))
+        chunks = _even_chunks(n, min(max_rows, target))
+    flops = sum(_product_flops(p, n) for p in products) + 2.0 * n * total_width * (
+        len(widths_a) + len(widths_b or ())
+    )
+    rows = max(chunks)
+    accumulator = max(
+        (p.row_range[1] - p.row_range[0]) * (p.col_range[1] - p.col_range[0]) * 8 for p in products
+    )
+    peak = max(rows * per_row, (SPLIT_EVERY + 1) * accumulator + rows * 2 * max_width * itemsize)
+    n_tasks = len(chunks) * (len(blocks_a) + len(blocks_b) + 1 + len(products)) + len(products) * math.ceil(
+        len(chunks) / (SPLIT_EVERY - 1)
+    )
+    return dict(flops=flops, peak=peak, chunks=chunks, blocks=tuple(blocks_a + blocks_b),
+                products=tuple(products), n_tasks=n_tasks)
+
+
+def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism):
+    widths = tuple(widths_a) + tuple(widths_b or ())
+    n_layers, total_width = len(widths), sum(widths)
+
+    def peak(b):
+        return 2 * n_layers * b * b * 8 + 2 * b * total_width * itemsize + b * max(widths) * 8
+
+    target_blocks = 1
+    while target_blocks * (target_blocks + 1) // 2 < 2 * parallelism:
+        target_blocks += 1
+    rows = max(min(n, _MIN_TILE_ROWS), math.ceil(n / target_blocks))
+    while rows > 1 and peak(rows) > budget:
+        rows = rows // 2
+    if peak(rows) > budget:
+        raise PlanError(f"no gram tile fits the memory budget of {_bytes(budget)}")
+    chunks = _even_chunks(n, rows)
+    pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
+    flops = sum(chunks[i] * chunks[j] * (2.0 * total_width + 2.0 * n_layers**2) for i, j in pairs)
+    return dict(flops=flops, peak=peak(max(chunks)), chunks=chunks, blocks=(), products=(),
+                n_tasks=2 * len(chunks) + len(pairs) * 2)
+
+
+def _choose_route(route, costs):
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+    feature, gram = costs["feature"]["flops"], costs["gram"]["flops"]
+    if route != "auto":
+        return route, "requested"
+    if feature <= gram:
+        return "feature", f"auto: fewer operations than gram, {_flops(feature)} against {_flops(gram)}; layers narrower than n"
+    return "gram", f"auto: fewer operations than feature, {_flops(gram)} against {_flops(feature)}; layers wider than n"
+
+
+def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", memory_budget,
+              parallelism=1, row_chunks=None, precision="auto", device="cpu", n_stat_sets=1) -> Plan:
+    """Plan a similarity job from shapes alone.
+
+    Parameters
+    ----------
+    n_obs : int
+        Number of observations (rows) shared by every layer.
+    layers_a, layers_b : sequence of (str, int)
+        Layer names and widths (units) in depth order; ``layers_b=None`` plans ``a``
+        against itself, computing each product once.
+    dtype : str
+        Input dtype (the widest of all layers).
+    route : {"auto", "feature", "gram"}
+        ``"feature"`` sums cross-products ``X_l' X_m`` over row chunks (cost ~ n p q per
+        pair); ``"gram"`` sums Frobenius products of off-diagonal Gram tiles
+        (cost ~ n^2 (sum p + L^2) / 2); ``"auto"`` takes the one with fewer operations.
+    memory_budget : int
+        Bytes one task may use (worker memory per thread, or GPU memory).
+    parallelism : int
+        Number of tasks that run at once; the planner aims for at least twice as many
+        row chunks (feature) or tiles (gram).
+    row_chunks : tuple of int, optional
+        The input's existing row chunking, kept when it fits the budget.
+    precision : {"auto", "input", "float64"}
+        Dtype of the per-chunk products: ``"input"`` keeps float32 input in float32,
+        ``"float64"`` upcasts, ``"auto"`` is ``"input"`` on CPUs and ``"float64"`` on
+        GPUs (fast float64 there, and no silent TF32).  Sums over observations are
+        always float64.
+    device : {"cpu", "gpu"}
+        Where the chunks live.
+    n_stat_sets : int
+        Number of statistic sets (2 when centred and uncentred metrics are both asked).
+
+    Raises
+    ------
+    PlanError
+        When nothing of the job fits ``memory_budget``.
+    """
+    if n_obs < 2:
+        raise ValueError(f"need at least 2 observations, got {n_obs}")
+    names = tuple(name for name, _ in layers_a) + tuple(name for name, _ in (layers_b or ()))
+    widths_a = tuple(int(w) for _, w in layers_a)
+    widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None
+    itemsize_in = 8 if dtype not in ("float32", "float16", "bfloat16") else 4
+    costs = {
+        "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, row_chunks),
+        "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism),
+    }
+    chosen, reason = _choose_route(route, costs)
+    compute = _choose_compute_dtype(dtype, precision, device)
+    cost = costs[chosen]
+    logger.info("rv2dist route %s: %s", chosen, reason)
+    return Plan(
+        route=chosen,
+        reason=reason,
+        n_obs=n_obs,
+        layer_names=names,
+        widths=widths_a + (widths_b or ()),
+        n_layers_a=len(widths_a),
+        self_job=layers_b is None,
+        input_dtype=dtype,
+        compute_dtype=compute,
+        row_chunks=cost["chunks"],
+        memory_budget=int(memory_budget),
+        flops=cost["flops"] * n_stat_sets,
+        peak_task_bytes=int(cost["peak"]),
+        n_tasks=cost["n_tasks"] * n_stat_sets,
+        alternative_flops={r: c["flops"] * n_stat_sets for r, c in costs.items() if r != chosen},
+        blocks=cost["blocks"],
+        products=cost["products"],
+        n_stat_sets=n_stat_sets,
+    )

@@ -1,0 +1,85 @@
+"""Bad input raises clear errors naming the layer or value; undefined layers give NaN."""
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import rv2dist
+
+
+@pytest.fixture
+def good(rng):
+    return {"c1": rng.standard_normal((20, 3)), "c2": rng.standard_normal((20, 4))}
+
+
+def test_observation_counts_differ(good, rng):
+    with pytest.raises(ValueError, match=r"'fc1' has 19 observations.*'c1' has 20"):
+        rv2dist.similarity(good, {"fc1": rng.standard_normal((19, 2))})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("route", ["feature", "gram"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_nan_or_inf_names_the_layer(good, bad, route, lazy):
+    good["c2"][7, 1] = bad
+    layers = {k: da.from_array(v, chunks=(5, -1)) for k, v in good.items()} if lazy else good
+    with pytest.raises(ValueError, match=r"layer 'c2' contains NaN or Inf"):
+        rv2dist.similarity(layers, route=route)
+
+
+def test_non_numeric_dtype(good):
+    good["c2"] = np.array([["a"] * 3] * 20)
+    with pytest.raises(TypeError, match=r"layer 'c2' has dtype <U1"):
+        rv2dist.similarity(good)
+    with pytest.raises(TypeError, match=r"layer 'z'.*complex128"):
+        rv2dist.similarity({"z": np.ones((5, 2), dtype=complex)})
+
+
+def test_layer_with_no_units(good):
+    good["c3"] = np.zeros((20, 0))
+    with pytest.raises(ValueError, match=r"layer 'c3' has no units"):
+        rv2dist.similarity(good)
+
+
+def test_unknown_metric_route_precision_layer(good):
+    with pytest.raises(ValueError, match=r"unknown metric 'rv3'"):
+        rv2dist.similarity(good, metric="rv3")
+    with pytest.raises(ValueError, match=r"unknown route 'fast'"):
+        rv2dist.similarity(good, route="fast")
+    with pytest.raises(ValueError, match=r"unknown precision 'half'"):
+        rv2dist.similarity(good, precision="half")
+    with pytest.raises(ValueError, match=r"no layer 'fc9'"):
+        rv2dist.similarity(good, layers=["c1", "fc9"])
+
+
+def test_bad_containers(good):
+    with pytest.raises(TypeError, match="mapping"):
+        rv2dist.similarity([np.ones((3, 2))])
+    with pytest.raises(ValueError, match="no layers"):
+        rv2dist.similarity({})
+    with pytest.raises(ValueError, match="at least 4 observations"):
+        rv2dist.similarity({"x": np.ones((3, 2))}, metric="cka_debiased")
+
+
+@pytest.mark.parametrize("route", ["feature", "gram"])
+def test_zero_variance_layer_gives_nan_and_one_warning(good, route):
+    good["flat"] = np.full((20, 5), 3.25)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = rv2dist.similarity(good, metric=["rv2", "cka"], route=route)
+    relevant = [w for w in caught if issubclass(w.category, rv2dist.UndefinedLayerWarning)]
+    assert len(relevant) == 1 and "'flat'" in str(relevant[0].message)
+    for metric in ("rv2", "cka"):
+        m = got[metric].values
+        assert np.all(np.isnan(m[2, :])) and np.all(np.isnan(m[:, 2]))
+        assert np.all(np.isfinite(m[:2, :2]))
+
+
+def test_uncentred_constant_layer_is_defined_but_zero_layer_is_not(good):
+    good["flat"] = np.full((20, 5), 3.25)
+    good["zero"] = np.zeros((20, 2))
+    with pytest.warns(rv2dist.UndefinedLayerWarning, match="'zero'"):
+        got = rv2dist.similarity(good, metric="rv", center=False)
+    assert np.isfinite(got.values[2, 2]) and np.all(np.isnan(got.values[3]))

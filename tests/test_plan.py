@@ -1,0 +1,49 @@
+"""The planner: pure, explains itself, picks the cheaper route and fits the budget."""
+
+import pytest
+
+from rv2dist.plan import PlanError, make_plan
+
+PAPER = [(f"c{i}", w) for i, w in enumerate((64, 64, 128, 128, 256, 256, 256, 512, 512, 1024, 1024))]
+
+
+def test_paper_scale_picks_feature_route():
+    plan = make_plan(23582, PAPER, PAPER, dtype="float32", memory_budget=2**31, parallelism=2)
+    assert plan.route == "feature" and plan.compute_dtype == "float32"
+    assert sum(plan.row_chunks) == 23582
+    text = repr(plan)
+    for needed in ("route=feature", "TFLOP", "peak per task", "23,582"):
+        assert needed in text
+    assert plan.peak_task_bytes <= 2**31
+
+
+def test_wide_layers_pick_gram_route():
+    wide = [(f"w{i}", 50_000) for i in range(4)]
+    plan = make_plan(4000, wide, dtype="float32", memory_budget=2**31, parallelism=2)
+    assert plan.route == "gram"
+    assert plan.alternative_flops["feature"] > plan.flops
+
+
+def test_forced_route_and_gpu_precision():
+    plan = make_plan(100, PAPER[:2], route="gram", dtype="float32", memory_budget=2**30, device="gpu")
+    assert plan.route == "gram" and plan.reason == "requested" and plan.compute_dtype == "float64"
+    plan = make_plan(100, PAPER[:2], dtype="float32", precision="input", memory_budget=2**30, device="gpu")
+    assert plan.compute_dtype == "float32"
+
+
+def test_small_budget_splits_columns_and_rows():
+    plan = make_plan(10_000, PAPER, dtype="float32", route="feature", memory_budget=64 * 2**20, parallelism=1)
+    assert len(plan.blocks) > 1
+    widths = [sum(stop - start for _, start, stop, _ in block) for block in plan.blocks]
+    assert max(widths) ** 2 * 8 * 5 <= 32 * 2**20
+    assert plan.peak_task_bytes <= 64 * 2**20
+
+
+def test_existing_chunks_kept_when_they_fit():
+    plan = make_plan(1000, PAPER[:2], dtype="float64", memory_budget=2**30, row_chunks=(400, 400, 200))
+    assert plan.row_chunks == (400, 400, 200)
+
+
+def test_impossible_budget_rejected_before_running():
+    with pytest.raises(PlanError, match="budget"):
+        make_plan(1000, [("x", 10**7)], dtype="float64", route="feature", memory_budget=1000)
