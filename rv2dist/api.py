@@ -160,7 +160,34 @@ def default_parallelism(client=None) -> int:
     return os.cpu_count() or 1
 
 
-def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision):
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def _choose_device(device, layers):
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device != "auto":
+        return device
+    on_gpu = any(_backend(array) == "cupy" for _, array in layers)
+    return "gpu" if on_gpu else "cpu"
+
+
+def _backend(array):
+    """Top-level module of the array's chunk type ("numpy", "cupy", ...)."""
+    return type(getattr(array, "_meta", array)).__module__.split(".")[0]
+
+
+def _gpu_memory_budget() -> int:
+    try:
+        import cupy
+
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        return int(free // 4)
+    except Exception:
+        return 4 * 2**30
+
+
+def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device):
     names = _check_metrics(metric)
     self_job = b is None
     layers_a, ids_a = _as_layers(a, "a")
@@ -175,6 +202,7 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
     if "cka_debiased" in names and n < 4:
         raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
+    device = _choose_device(device, everything)
     input_chunks = _row_chunks(everything)
     widths = [(name, _units(array)) for name, array in layers_a]
     widths_b = [(name, _units(array)) for name, array in layers_b] if layers_b else None
@@ -184,13 +212,14 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         widths_b,
         dtype=_result_dtype(everything),
         route=route,
-        memory_budget=memory_budget or default_memory_budget(client),
+        memory_budget=memory_budget or (_gpu_memory_budget() if device == "gpu" else default_memory_budget(client)),
         parallelism=default_parallelism(client),
         row_chunks=input_chunks,
         precision=precision,
+        device=device,
         n_stat_sets=len(needed),
     )
-    return names, needed, everything, job_plan, self_job, layers_a, layers_b
+    return names, needed, everything, job_plan, self_job, layers_a, layers_b, device
 
 
 def _units(array) -> int:
@@ -204,13 +233,20 @@ def _row_chunks(layers):
     return None
 
 
-def _as_dask(array, row_chunks):
-    """A 2-D dask array ``(n, units)`` chunked as ``row_chunks`` along rows only."""
+def _to_gpu(block):
+    import cupy
+
+    return cupy.asarray(block)
+
+
+def _as_dask(array, row_chunks, device):
+    """A 2-D dask array ``(n, units)`` chunked as ``row_chunks`` along rows only, whose
+    chunks live on ``device``."""
     import dask.array as da
 
     if not _is_dask(array):
         array = da.from_array(array, chunks=(row_chunks,) + tuple(-1 for _ in array.shape[1:]),
-                              asarray=not kernels.namespace(array).__name__.startswith("cupy"))
+                              asarray=_backend(array) != "cupy")
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim > 2:
@@ -218,21 +254,24 @@ def _as_dask(array, row_chunks):
     array = array.rechunk({0: row_chunks, 1: -1})
     if array.dtype.kind != "f":
         array = array.astype(np.float64)
+    if device == "gpu" and _backend(array) != "cupy":
+        # chunks are read on the host and moved to the worker's GPU once
+        array = array.map_blocks(_to_gpu, dtype=array.dtype, meta=np.empty((0, 0), array.dtype))
     return array
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-         memory_budget=None, precision="auto"):
+         memory_budget=None, precision="auto", device="auto"):
     """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
-    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision)[3]
+    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device)[3]
 
 
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-               memory_budget=None, precision="auto", compute=True):
+               memory_budget=None, precision="auto", device="auto", compute=True):
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
@@ -264,7 +303,13 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     memory_budget : int, optional
         Bytes a task may use; default: half of worker memory per thread.
     precision : {"auto", "input", "float64"}
-        Dtype of the per-chunk products (see :func:`rv2dist.plan.make_plan`).
+        Dtype of the per-chunk products (see :func:`rv2dist.plan.make_plan`):
+        ``"auto"`` keeps float32 input in float32 on CPUs and uses float64 on GPUs.
+    device : {"auto", "cpu", "gpu"}
+        Where the chunk products run.  ``"gpu"`` moves each chunk to the worker's GPU
+        as a CuPy array (only the small sums come back); ``"auto"`` follows the input
+        (CuPy-backed arrays run on the GPU).  The memory budget then defaults to a
+        quarter of the free GPU memory.
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
         computed; nothing is read or computed before that.
@@ -285,13 +330,14 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
     from .graph import build_statistics
 
-    names, needed, everything, job_plan, self_job, layers_a, layers_b = _prepare(
-        a, b, metric, center, layers, route, client, memory_budget, precision
+    names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
+        a, b, metric, center, layers, route, client, memory_budget, precision, device
     )
-    arrays = [_as_dask(array, job_plan.row_chunks) for _, array in everything]
-    statistics = {flag: build_statistics(arrays, job_plan, flag) for flag in needed}
+    with _gpu_annotation(client, device):
+        arrays = [_as_dask(array, job_plan.row_chunks, device) for _, array in everything]
+        statistics = {flag: build_statistics(arrays, job_plan, flag) for flag in needed}
     result = delayed(_assemble, pure=True)(
-        statistics, names, center, job_plan, [n for n, _ in layers_a],
+        statistics, names, center, device, job_plan, [n for n, _ in layers_a],
         [n for n, _ in (layers_b or layers_a)], isinstance(metric, str),
     )
     if not compute:
@@ -301,7 +347,22 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     return result.compute()
 
 
-def _assemble(statistics, names, center, job_plan, names_a, names_b, single):
+def _gpu_annotation(client, device):
+    """Restrict tasks to workers with a ``GPU`` resource when the cluster declares one
+    (a mixed CPU/GPU cluster); otherwise annotate nothing, so no task waits forever."""
+    import contextlib
+
+    import dask
+
+    if device != "gpu" or client is None:
+        return contextlib.nullcontext()
+    workers = client.scheduler_info()["workers"].values()
+    if any("GPU" in w.get("resources", {}) for w in workers):
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
+
+
+def _assemble(statistics, names, center, device, job_plan, names_a, names_b, single):
     import xarray as xr
 
     layer_names = job_plan.layer_names
@@ -339,6 +400,7 @@ def _assemble(statistics, names, center, job_plan, names_a, names_b, single):
         "center": int(bool(center)),
         "route": job_plan.route,
         "precision": job_plan.compute_dtype,
+        "device": device,
     }
     if single:
         result = variables[names[0]]

@@ -51,15 +51,20 @@ def to_numpy(x):
     return np.from_dlpack(x)
 
 
-def _f64(x):
+def _astype(x, dtype):
     xp = namespace(x)
-    return xp.astype(x, xp.float64)
+    # CuPy's namespace has no ``astype`` function; its arrays have the method
+    return xp.astype(x, dtype) if hasattr(xp, "astype") else x.astype(dtype)
+
+
+def _f64(x):
+    return _astype(x, namespace(x).float64)
 
 
 def first_rows_mean(x, dtype):
     """Mean of the rows of ``x`` in float64, rounded to ``dtype``: the centring shift."""
     xp = namespace(x)
-    return xp.astype(xp.mean(_f64(x), axis=0), getattr(xp, dtype))
+    return _astype(xp.mean(_f64(x), axis=0), getattr(xp, dtype))
 
 
 def shift_slab(chunks, pieces, shifts, dtype):
@@ -80,11 +85,12 @@ def shift_slab(chunks, pieces, shifts, dtype):
     dt = getattr(xp, dtype)
     parts = []
     for index, start, stop in pieces:
-        part = xp.astype(chunks[index][:, start:stop], dt)
+        part = _astype(chunks[index][:, start:stop], dt)
         if shifts[index] is not None:
             part = part - shifts[index][start:stop]
         parts.append(part)
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+    concat = getattr(xp, "concat", None) or xp.concatenate
+    return parts[0] if len(parts) == 1 else concat(parts, axis=1)
 
 
 def chunk_moments(slabs, pieces, n_layers):
@@ -122,7 +128,7 @@ def chunk_moments(slabs, pieces, n_layers):
             colmin[layer].append(xp.min(part, axis=0))
             colmax[layer].append(xp.max(part, axis=0))
     norms = xp.stack(norms, axis=1)
-    norms_t = norms.mT
+    norms_t = norms.T
     norm_cross = [[] for _ in range(n_layers)]
     for slab, slab_pieces in zip(slabs, pieces):
         for layer, start, stop, offset in slab_pieces:
@@ -144,7 +150,7 @@ def cross_product(x, x_range, y, y_range):
     xp = namespace(x, y)
     xs = x[:, x_range[0] : x_range[1]]
     ys = y[:, y_range[0] : y_range[1]]
-    return _f64(xs.mT @ ys)
+    return _f64(xs.T @ ys)
 
 
 def _merge(a, b, how):
@@ -316,9 +322,9 @@ def gram_prepare(chunks, means, dtype):
         if mean is not None:
             centred = centred - mean
         norms.append(xp.sum(centred * centred, axis=1))
-        rows.append(xp.astype(centred, getattr(xp, dtype)))
+        rows.append(_astype(centred, getattr(xp, dtype)))
     norms = xp.stack(norms, axis=1)
-    return {"rows": rows, "norm_outer": norms.mT @ norms, "norm_sum": xp.sum(norms, axis=0)}
+    return {"rows": rows, "norm_outer": norms.T @ norms, "norm_sum": xp.sum(norms, axis=0)}
 
 
 def gram_tile(block_i, block_j, diagonal):
@@ -329,12 +335,12 @@ def gram_tile(block_i, block_j, diagonal):
     b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
     flat = []
     for x, y in zip(rows_i, rows_j):
-        tile = _f64(x @ y.mT)
+        tile = _f64(x @ y.T)
         if diagonal:
             tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
         flat.append(xp.reshape(tile, (b_i * b_j,)))
     flat = xp.stack(flat, axis=0)
-    return (1.0 if diagonal else 2.0) * (flat @ flat.mT)
+    return (1.0 if diagonal else 2.0) * (flat @ flat.T)
 
 
 def gram_statistics(summary, shifts, inner, prepared, center):
