@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -151,13 +152,28 @@ def _takes_n_workers(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def default_parallelism(client=None) -> int:
-    """Tasks that run at once: the cluster's threads, or this machine's cores."""
+def default_parallelism(client=None, device="cpu") -> int:
+    """Tasks that run at once: the cluster's threads, or (no cluster) the local tasks
+    that leave each its share of the BLAS thread pool; with ``device="gpu"``, one per
+    worker (a worker drives one GPU)."""
+    if device == "gpu":
+        return len(client.scheduler_info()["workers"]) if client is not None else 1
     if client is not None:
         threads = sum(client.nthreads().values())
         if threads:
             return threads
-    return os.cpu_count() or 1
+    return _local_task_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def _local_task_threads() -> int:
+    """Threads for dask's local scheduler: one per BLAS pool, since a multithreaded BLAS
+    already spreads each GEMM over the cores and more tasks would oversubscribe them."""
+    from threadpoolctl import threadpool_info
+
+    cores = os.cpu_count() or 1
+    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=1)
+    return max(1, cores // max(1, blas))
 
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -213,7 +229,7 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         dtype=_result_dtype(everything),
         route=route,
         memory_budget=memory_budget or (_gpu_memory_budget() if device == "gpu" else default_memory_budget(client)),
-        parallelism=default_parallelism(client),
+        parallelism=default_parallelism(client, device),
         row_chunks=input_chunks,
         precision=precision,
         device=device,
@@ -239,25 +255,42 @@ def _to_gpu(block):
     return cupy.asarray(block)
 
 
-def _as_dask(array, row_chunks, device):
-    """A 2-D dask array ``(n, units)`` chunked as ``row_chunks`` along rows only, whose
-    chunks live on ``device``."""
-    import dask.array as da
+def _as_float(block):
+    return block if block.dtype.kind == "f" else block.astype(np.float64)
 
-    if not _is_dask(array):
-        array = da.from_array(array, chunks=(row_chunks,) + tuple(-1 for _ in array.shape[1:]),
-                              asarray=_backend(array) != "cupy")
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim > 2:
-        array = array.rechunk({i: -1 for i in range(1, array.ndim)}).reshape(array.shape[0], -1)
-    array = array.rechunk({0: row_chunks, 1: -1})
-    if array.dtype.kind != "f":
-        array = array.astype(np.float64)
+
+def _row_chunk_list(array, row_chunks, device):
+    """The row chunks ``(rows, units)`` of one layer as laid out by ``row_chunks``:
+    views of an in-memory array (never copied), or Delayeds of a dask array's chunks
+    (moved to the worker's GPU when ``device="gpu"``)."""
+    from dask import delayed
+
+    if _is_dask(array):
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim > 2:
+            array = array.rechunk({i: -1 for i in range(1, array.ndim)}).reshape(array.shape[0], -1)
+        array = array.rechunk({0: row_chunks, 1: -1})
+        if array.dtype.kind != "f":
+            array = array.astype(np.float64)
+        chunks = list(array.to_delayed().ravel())
+    else:
+        array = array.reshape(array.shape[0], -1)
+        bounds = np.cumsum((0,) + tuple(row_chunks))
+        chunks = [_as_float(array[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
     if device == "gpu" and _backend(array) != "cupy":
         # chunks are read on the host and moved to the worker's GPU once
-        array = array.map_blocks(_to_gpu, dtype=array.dtype, meta=np.empty((0, 0), array.dtype))
-    return array
+        chunks = [delayed(_to_gpu, pure=True)(chunk) for chunk in chunks]
+    return chunks
+
+
+def _inputs_token(layers):
+    """Names the inputs in task keys: dask arrays by their names, in-memory arrays by a
+    random token (hashing every byte would cost as much as a pass of the products)."""
+    import uuid
+
+    names = [array.name if _is_dask(array) else uuid.uuid4().hex for _, array in layers]
+    return "-".join(names)
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
@@ -333,9 +366,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device
     )
+    token = _inputs_token(everything)
     with _gpu_annotation(client, device):
-        arrays = [_as_dask(array, job_plan.row_chunks, device) for _, array in everything]
-        statistics = {flag: build_statistics(arrays, job_plan, flag) for flag in needed}
+        chunks = [_row_chunk_list(array, job_plan.row_chunks, device) for _, array in everything]
+        statistics = {flag: build_statistics(chunks, job_plan, flag, token) for flag in needed}
     result = delayed(_assemble, pure=True)(
         statistics, names, center, device, job_plan, [n for n, _ in layers_a],
         [n for n, _ in (layers_b or layers_a)], isinstance(metric, str),
@@ -344,7 +378,18 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         return result
     if client is not None:
         return client.compute(result, sync=True)
-    return result.compute()
+    return compute_locally(result)
+
+
+def compute_locally(lazy):
+    """Compute with the active scheduler (a distributed client, or dask's configured
+    one); by default, local threads sized by :func:`_local_task_threads`."""
+    import dask
+    from dask.base import get_scheduler
+
+    if get_scheduler() is not None or dask.config.get("scheduler", None) is not None:
+        return lazy.compute()
+    return lazy.compute(scheduler="threads", num_workers=_local_task_threads())
 
 
 def _gpu_annotation(client, device):

@@ -29,11 +29,6 @@ def _tree(parts, name, token):
     return parts[0]
 
 
-def _chunks_of(arrays):
-    """Per layer, the list of row-chunk Delayeds of a dask array chunked along rows only."""
-    return [list(array.to_delayed().ravel()) for array in arrays]
-
-
 def _shifts(chunks, dtype, center, token):
     if not center:
         return [None] * len(chunks)
@@ -45,10 +40,9 @@ def _shifts(chunks, dtype, center, token):
     ]
 
 
-def feature_statistics(arrays, plan, center):
+def feature_statistics(chunks, plan, center, token):
     """Delayed statistics of the feature route (see :func:`kernels.feature_statistics`)."""
-    token = tokenize([a.name for a in arrays], plan, center)
-    chunks = _chunks_of(arrays)
+    token = tokenize(token, plan, center)
     shifts = _shifts(chunks, plan.compute_dtype, center, token)
     n_chunks = len(plan.row_chunks)
     moments, partials = [], [[] for _ in plan.products]
@@ -92,10 +86,9 @@ def feature_statistics(arrays, plan, center):
     )
 
 
-def gram_statistics(arrays, plan, center):
+def gram_statistics(chunks, plan, center, token):
     """Delayed statistics of the gram route (see :func:`kernels.gram_statistics`)."""
-    token = tokenize([a.name for a in arrays], plan, center, "gram")
-    chunks = _chunks_of(arrays)
+    token = tokenize(token, plan, center, "gram")
     shifts = _shifts(chunks, "float64", center, token)
     n_chunks = len(plan.row_chunks)
     rows = [[layer[c] for layer in chunks] for c in range(n_chunks)]
@@ -149,16 +142,18 @@ def _diagonal_part(prepared):
 ROUTE_BUILDERS = {"feature": feature_statistics, "gram": gram_statistics}
 
 
-def build_statistics(arrays, plan, center):
+def build_statistics(chunks, plan, center, token):
     """Delayed sufficient statistics of all layer pairs of ``plan``.
 
     Parameters
     ----------
-    arrays : sequence of dask.array.Array
-        The layers of both sides in plan order, each ``(n_obs, units)``, chunked along
-        rows as ``plan.row_chunks`` and not along units.
+    chunks : sequence of sequence
+        Per layer of both sides in plan order, its row chunks ``(rows, units)`` as laid
+        out by ``plan.row_chunks``: in-memory arrays or Delayeds.
     plan : Plan
     center : bool
         Centre columns before the products.
+    token : str
+        Identifies the inputs in task names.
     """
-    return ROUTE_BUILDERS[plan.route](arrays, plan, center)
+    return ROUTE_BUILDERS[plan.route](chunks, plan, center, token)

@@ -53,6 +53,8 @@ def to_numpy(x):
 
 def _astype(x, dtype):
     xp = namespace(x)
+    if x.dtype == dtype:
+        return x
     # CuPy's namespace has no ``astype`` function; its arrays have the method
     return xp.astype(x, dtype) if hasattr(xp, "astype") else x.astype(dtype)
 
@@ -83,14 +85,25 @@ def shift_slab(chunks, pieces, shifts, dtype):
     """
     xp = namespace(*chunks)
     dt = getattr(xp, dtype)
-    parts = []
-    for index, start, stop in pieces:
+    if len(pieces) == 1:
+        index, start, stop = pieces[0]
         part = _astype(chunks[index][:, start:stop], dt)
-        if shifts[index] is not None:
-            part = part - shifts[index][start:stop]
-        parts.append(part)
-    concat = getattr(xp, "concat", None) or xp.concatenate
-    return parts[0] if len(parts) == 1 else concat(parts, axis=1)
+        return part if shifts[index] is None else part - shifts[index][start:stop]
+    width = sum(stop - start for _, start, stop in pieces)
+    slab = xp.empty((chunks[0].shape[0], width), dtype=dt)
+    offset = 0
+    for index, start, stop in pieces:
+        part = chunks[index][:, start:stop]
+        target = slab[:, offset : offset + stop - start]
+        if shifts[index] is None:
+            target[...] = part
+        elif hasattr(xp, "subtract") and xp.__name__ in ("numpy", "cupy"):
+            # one pass instead of a temporary and a copy
+            xp.subtract(part, shifts[index][start:stop], out=target, casting="unsafe")
+        else:
+            slab[:, offset : offset + stop - start] = _astype(part, dt) - shifts[index][start:stop]
+        offset += stop - start
+    return slab
 
 
 def chunk_moments(slabs, pieces, n_layers):
@@ -108,74 +121,62 @@ def chunk_moments(slabs, pieces, n_layers):
     Returns
     -------
     dict
-        ``n`` rows; per layer ``colsum``/``colmin``/``colmax`` (lists of per-piece
-        arrays, float64), ``finite`` flags; ``norm_sum`` (L,), ``norm_outer`` (L, L)
-        and ``norm_cross`` (per piece, ``(L, width)``): sums of the squared row norms
-        ``a_i``, of ``a_i b_i`` and of ``a_i y_i``.
+        ``n`` rows; per layer ``colsum`` (list of per-piece float64 arrays); ``norm_sum``
+        (L,), ``norm_outer`` (L, L) and ``norm_cross`` (per layer and piece,
+        ``(L, width)``): sums of the squared row norms ``a_i``, of ``a_i b_i`` and of
+        ``a_i y_i``.
     """
     xp = namespace(*slabs)
-    k = slabs[0].shape[0]
     norms = [0.0] * n_layers
     colsum = [[] for _ in range(n_layers)]
-    colmin = [[] for _ in range(n_layers)]
-    colmax = [[] for _ in range(n_layers)]
-    # two sweeps over the pieces keep one float64 piece alive at a time
+    views = [[] for _ in range(n_layers)]
     for slab, slab_pieces in zip(slabs, pieces):
         for layer, start, stop, offset in slab_pieces:
-            part = _f64(slab[:, offset : offset + stop - start])
-            norms[layer] = norms[layer] + xp.sum(part * part, axis=1)
-            colsum[layer].append(xp.sum(part, axis=0))
-            colmin[layer].append(xp.min(part, axis=0))
-            colmax[layer].append(xp.max(part, axis=0))
+            part = slab[:, offset : offset + stop - start]
+            views[layer].append(part)
+            # products in the slab dtype, sums over units and rows in float64
+            norms[layer] = norms[layer] + xp.sum(part * part, axis=1, dtype=xp.float64)
+            colsum[layer].append(xp.sum(part, axis=0, dtype=xp.float64))
     norms = xp.stack(norms, axis=1)
     norms_t = norms.T
-    norm_cross = [[] for _ in range(n_layers)]
-    for slab, slab_pieces in zip(slabs, pieces):
-        for layer, start, stop, offset in slab_pieces:
-            norm_cross[layer].append(norms_t @ _f64(slab[:, offset : offset + stop - start]))
+    norms_low = _astype(norms_t, slabs[0].dtype)
     return {
-        "n": k,
+        "n": slabs[0].shape[0],
         "colsum": colsum,
-        "colmin": colmin,
-        "colmax": colmax,
-        "finite": [all(bool(xp.all(xp.isfinite(s))) for s in sums) for sums in colsum],
         "norm_sum": xp.sum(norms, axis=0),
         "norm_outer": norms_t @ norms,
-        "norm_cross": norm_cross,
+        "norm_cross": [[_f64(norms_low @ part) for part in parts] for parts in views],
     }
 
 
 def cross_product(x, x_range, y, y_range):
-    """``x[:, x_range]' y[:, y_range]`` in the slabs' dtype, returned in float64."""
+    """``x[:, x_range]' y[:, y_range]`` in the slabs' dtype (:func:`combine` sums the
+    chunks' products in float64)."""
     xp = namespace(x, y)
     xs = x[:, x_range[0] : x_range[1]]
     ys = y[:, y_range[0] : y_range[1]]
-    return _f64(xs.T @ ys)
+    return xs.T @ ys
 
 
-def _merge(a, b, how):
-    if isinstance(a, list):
-        return [_merge(u, v, how) for u, v in zip(a, b)]
-    if how == "min":
-        return namespace(a).minimum(a, b)
-    if how == "max":
-        return namespace(a).maximum(a, b)
-    if how == "and":
-        return a and b
-    return a + b
-
-
-_HOW = {"colmin": "min", "colmax": "max", "finite": "and"}
+def _merge(total, part):
+    if isinstance(total, list):
+        return [_merge(t, p) for t, p in zip(total, part)]
+    return total + part
 
 
 def combine(parts):
-    """Merge partial sums of several chunks (dicts of moments, or plain arrays)."""
-    total = parts[0]
+    """Sum partial results of several chunks: dicts of moments, or product arrays, which
+    are accumulated in place into one float64 array."""
+    if isinstance(parts[0], dict):
+        total = parts[0]
+        for part in parts[1:]:
+            total = {key: _merge(total[key], part[key]) for key in total}
+        return total
+    total = _f64(parts[0])
+    if total is parts[0]:
+        total = total + 0.0
     for part in parts[1:]:
-        if isinstance(total, dict):
-            total = {key: _merge(total[key], part[key], _HOW.get(key, "sum")) for key in total}
-        else:
-            total = total + part
+        total += part
     return total
 
 
@@ -183,17 +184,18 @@ def _concat_host(pieces):
     return np.concatenate([to_numpy(p) for p in pieces]) if pieces else np.zeros(0)
 
 
-def layer_flags(moments, center):
-    """Per layer: ``(finite, undefined)`` where undefined means zero variance
-    (centred) or all zeros (uncentred)."""
+# relative size of the centred sum of squares under which a layer counts as constant
+ZERO_VARIANCE = 1e-10
+
+
+def layer_flags(moments, trace, center):
+    """Per layer: ``(finite, undefined)``; undefined means zero variance (centred; the
+    centred sum of squares ``trace`` vanishes against the shifted one) or all zeros."""
     flags = []
-    for finite, lo, hi in zip(moments["finite"], moments["colmin"], moments["colmax"]):
-        lo, hi = _concat_host(lo), _concat_host(hi)
-        if center:
-            undefined = bool(np.all(lo == hi))
-        else:
-            undefined = bool(np.all(lo == 0) and np.all(hi == 0))
-        flags.append((bool(finite) and bool(np.all(np.isfinite(lo))), undefined))
+    for sums, total, centred in zip(moments["colsum"], to_numpy(moments["norm_sum"]), trace):
+        finite = bool(np.all(np.isfinite(_concat_host(sums)))) and bool(np.isfinite(total))
+        undefined = total == 0 or (center and centred <= ZERO_VARIANCE * total)
+        flags.append((finite, bool(undefined)))
     return flags
 
 
@@ -274,7 +276,7 @@ def feature_statistics(moments, products, product_pieces, mirrored, shifts, cent
             s = c if shift is None else c + n * _concat_host([_f64(shift)])
             totals.append(s @ s)
         ones = np.array(totals) - trace
-    flags = layer_flags(moments, center)
+    flags = layer_flags(moments, trace, center)
     return {
         "n": n,
         "cross": cross,
@@ -295,7 +297,7 @@ def column_summary(chunks, shifts):
         slabs.append(shift_slab(chunks, [(index, 0, width)], shifts, "float64"))
         pieces.append([(index, 0, width, 0)])
     moments = chunk_moments(slabs, pieces, len(chunks))
-    keep = ("n", "colsum", "colmin", "colmax", "finite")
+    keep = ("n", "colsum", "norm_sum")
     return {key: moments[key] for key in keep}
 
 
@@ -353,7 +355,7 @@ def gram_statistics(summary, shifts, inner, prepared, center):
     else:
         sums = [_concat_host(parts) for parts in summary["colsum"]]
         ones = np.array([s @ s for s in sums]) - trace
-    flags = layer_flags(summary, center)
+    flags = layer_flags(summary, trace, center)
     return {
         "n": n,
         "cross": to_numpy(inner) + rowdot,

@@ -64,12 +64,12 @@ def test_gram_kernels_agree_across_namespaces(rng):
     _assert_same(*results)
 
 
-def test_combine_merges_by_kind():
-    a = {"n": 2, "colsum": [[np.array([1.0])]], "colmin": [[np.array([0.0])]],
-         "colmax": [[np.array([3.0])]], "finite": [True]}
-    b = {"n": 3, "colsum": [[np.array([2.0])]], "colmin": [[np.array([-1.0])]],
-         "colmax": [[np.array([2.0])]], "finite": [False]}
+def test_combine_sums_moments_and_accumulates_products_in_float64():
+    a = {"n": 2, "colsum": [[np.array([1.0])]]}
+    b = {"n": 3, "colsum": [[np.array([2.0])]]}
     merged = kernels.combine([a, b])
     assert merged["n"] == 5 and merged["colsum"][0][0][0] == 3.0
-    assert merged["colmin"][0][0][0] == -1.0 and merged["colmax"][0][0][0] == 3.0
-    assert merged["finite"] == [False]
+    parts = [np.full((2, 2), 1e8, np.float32), np.full((2, 2), 1.0, np.float32)]
+    total = kernels.combine(parts)
+    assert total.dtype == np.float64 and total[0, 0] == 1e8 + 1
+    assert parts[0][0, 0] == np.float32(1e8)  # inputs untouched
