@@ -122,8 +122,9 @@ def _check_ids(ids_a, ids_b):
     mismatch = np.flatnonzero(np.asarray(ids_a) != np.asarray(ids_b))
     if mismatch.size:
         i = int(mismatch[0])
+        first_a, first_b = np.asarray(ids_a)[i].item(), np.asarray(ids_b)[i].item()
         raise ValueError(
-            f"observation ids differ first at position {i}: {ids_a[i]!r} against {ids_b[i]!r}"
+            f"observation ids differ first at position {i}: {first_a!r} against {first_b!r}"
         )
 
 
@@ -259,12 +260,10 @@ def _as_float(block):
     return block if block.dtype.kind == "f" else block.astype(np.float64)
 
 
-def _row_chunk_list(array, row_chunks, device):
+def _row_chunk_list(array, row_chunks):
     """The row chunks ``(rows, units)`` of one layer as laid out by ``row_chunks``:
-    views of an in-memory array (never copied), or Delayeds of a dask array's chunks
-    (moved to the worker's GPU when ``device="gpu"``)."""
-    from dask import delayed
-
+    views of an in-memory array (never copied), or the task keys of a dask array's
+    chunks; and the dask collection those keys belong to (or None)."""
     if _is_dask(array):
         if array.ndim == 1:
             array = array[:, None]
@@ -273,15 +272,10 @@ def _row_chunk_list(array, row_chunks, device):
         array = array.rechunk({0: row_chunks, 1: -1})
         if array.dtype.kind != "f":
             array = array.astype(np.float64)
-        chunks = list(array.to_delayed().ravel())
-    else:
-        array = array.reshape(array.shape[0], -1)
-        bounds = np.cumsum((0,) + tuple(row_chunks))
-        chunks = [_as_float(array[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
-    if device == "gpu" and _backend(array) != "cupy":
-        # chunks are read on the host and moved to the worker's GPU once
-        chunks = [delayed(_to_gpu, pure=True)(chunk) for chunk in chunks]
-    return chunks
+        return [(array.name, c, 0) for c in range(len(row_chunks))], array
+    array = array.reshape(array.shape[0], -1)
+    bounds = np.cumsum((0,) + tuple(row_chunks))
+    return [_as_float(array[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])], None
 
 
 def _inputs_token(layers):
@@ -289,8 +283,9 @@ def _inputs_token(layers):
     random token (hashing every byte would cost as much as a pass of the products)."""
     import uuid
 
-    names = [array.name if _is_dask(array) else uuid.uuid4().hex for _, array in layers]
-    return "-".join(names)
+    from dask.base import tokenize
+
+    return tokenize([array.name if _is_dask(array) else uuid.uuid4().hex for _, array in layers])
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
@@ -359,21 +354,29 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Naming the layer or value at fault: differing observation counts, NaN or Inf,
         non-numeric dtypes, empty layers, unknown metric, route or layer.
     """
-    from dask import delayed
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
 
-    from .graph import build_statistics
+    from .graph import TaskGraph, build_statistics, to_device
 
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device
     )
-    token = _inputs_token(everything)
+    graph = TaskGraph(_inputs_token(everything))
+    chunks, collections = [], []
+    for _, array in everything:
+        layer_chunks, collection = _row_chunk_list(array, job_plan.row_chunks)
+        chunks.append(layer_chunks)
+        collections += [collection] if collection is not None else []
+    if device == "gpu" and not all(_backend(array) == "cupy" for _, array in everything):
+        # chunks are read on the host and moved to the worker's GPU once
+        chunks = to_device(graph, chunks, _to_gpu)
+    statistics = [build_statistics(graph, chunks, job_plan, flag) for flag in needed]
+    final = graph.add("result", (), _assemble, statistics, needed, names, center, device, job_plan,
+                      [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)], isinstance(metric, str))
     with _gpu_annotation(client, device):
-        chunks = [_row_chunk_list(array, job_plan.row_chunks, device) for _, array in everything]
-        statistics = {flag: build_statistics(chunks, job_plan, flag, token) for flag in needed}
-    result = delayed(_assemble, pure=True)(
-        statistics, names, center, device, job_plan, [n for n, _ in layers_a],
-        [n for n, _ in (layers_b or layers_a)], isinstance(metric, str),
-    )
+        layer = HighLevelGraph.from_collections(final[0], graph.tasks, dependencies=collections)
+    result = Delayed(final, layer, layer=final[0])
     if not compute:
         return result
     if client is not None:
@@ -407,9 +410,10 @@ def _gpu_annotation(client, device):
     return contextlib.nullcontext()
 
 
-def _assemble(statistics, names, center, device, job_plan, names_a, names_b, single):
+def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, single):
     import xarray as xr
 
+    statistics = dict(zip(flags, statistics))
     layer_names = job_plan.layer_names
     for stats in statistics.values():
         bad = [layer_names[i] for i, ok in enumerate(stats["finite"]) if not ok]

@@ -74,13 +74,13 @@ def _check_output(path, suffixes, what):
     return path
 
 
-def _compare(a, b, *, metric, center, route, layers, out, plot, client):
+def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False):
     from . import store
     from .api import similarity
     from .plot import heatmap
 
-    result = similarity(a, b, metric=list(metric), center=center, route=route,
-                        layers=layers, client=client, compute=False)
+    result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
+                        client=client, device="gpu" if gpus else "cpu", compute=False)
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
@@ -135,7 +135,8 @@ def _run_demo(args):
         paths.append(path)
     with _connect(args) as client:
         result = _compare(paths[0], paths[1], metric=["rv2", "cka"], center=True, route="auto",
-                          layers=None, out=out / "result.nc", plot=out / "rv2.png", client=client)
+                          layers=None, out=out / "result.nc", plot=out / "rv2.png", client=client,
+                          gpus=args.gpus)
     print(result["rv2"].to_pandas().round(2).to_string())
     print(f"stores:  {paths[0]}  {paths[1]}")
     print(f"result:  {out / 'result.nc'}")
@@ -152,7 +153,8 @@ def _run_compare(args):
         store.open_activations(path)
     with _connect(args) as client:
         result = _compare(args.a, args.b, metric=args.metric, center=not args.no_center, route=args.route,
-                          layers=args.layers, out=Path(args.out), plot=args.plot, client=client)
+                          layers=args.layers, out=Path(args.out), plot=args.plot, client=client,
+                          gpus=args.gpus)
     print(result[args.metric[0]].to_pandas().round(3).to_string())
     print(f"result: {args.out}")
 

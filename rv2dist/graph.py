@@ -1,137 +1,101 @@
 """One dask graph for a whole job, built from a :class:`~rv2dist.plan.Plan`.
 
 Every row chunk of every layer is read once and serves every product it belongs to;
-all sums over observations are tree reductions of float64 partials.  Nothing runs
-until the returned :class:`dask.delayed.Delayed` is computed.
+all sums over observations are tree reductions of float64 partials.  The graph is a
+plain task mapping (built in one pass, without per-call collection merging), wrapped
+in a :class:`dask.delayed.Delayed`; nothing runs until that is computed.
 """
 
 from __future__ import annotations
 
-from dask import delayed
-from dask.base import tokenize
-
 from . import kernels
+from .plan import SPLIT_EVERY
 
 
-def _tree(parts, name, token):
-    """Reduce ``parts`` with :func:`kernels.combine` in a tree of fan-in SPLIT_EVERY."""
-    from .plan import SPLIT_EVERY
+class TaskGraph:
+    """A task mapping under construction; keys are ``("rv2dist-<what>-<token>", ...)``."""
 
-    level = 0
-    while len(parts) > 1:
-        parts = [
-            delayed(kernels.combine, pure=True)(
-                parts[i : i + SPLIT_EVERY], dask_key_name=(f"{name}-{token}", level, i)
-            )
-            for i in range(0, len(parts), SPLIT_EVERY)
-        ]
-        level += 1
-    return parts[0]
+    def __init__(self, token):
+        self.token = token
+        self.tasks = {}
+
+    def add(self, what, index, func, *args):
+        key = (f"rv2dist-{what}-{self.token}",) + tuple(index)
+        self.tasks[key] = (func, *args)
+        return key
+
+    def tree(self, what, parts):
+        """Reduce ``parts`` with :func:`kernels.combine` in a tree of fan-in SPLIT_EVERY."""
+        level = 0
+        while len(parts) > 1:
+            parts = [
+                self.add(what, (level, i), kernels.combine, list(parts[i : i + SPLIT_EVERY]))
+                for i in range(0, len(parts), SPLIT_EVERY)
+            ]
+            level += 1
+        return parts[0]
 
 
-def _shifts(chunks, dtype, center, token):
+def _shifts(graph, chunks, dtype, center, tag):
     if not center:
         return [None] * len(chunks)
-    return [
-        delayed(kernels.first_rows_mean, pure=True)(
-            layer[0], dtype, dask_key_name=(f"rv2dist-shift-{token}", i)
-        )
-        for i, layer in enumerate(chunks)
-    ]
+    return [graph.add(f"shift{tag}", (i,), kernels.first_rows_mean, layer[0], dtype) for i, layer in enumerate(chunks)]
 
 
-def feature_statistics(chunks, plan, center, token):
-    """Delayed statistics of the feature route (see :func:`kernels.feature_statistics`)."""
-    token = tokenize(token, plan, center)
-    shifts = _shifts(chunks, plan.compute_dtype, center, token)
-    n_chunks = len(plan.row_chunks)
+def feature_statistics(graph, chunks, plan, center):
+    """Key of the feature route's statistics (see :func:`kernels.feature_statistics`)."""
+    tag = "-centred" if center else ""
+    shifts = _shifts(graph, chunks, plan.compute_dtype, center, tag)
+    slab_pieces = [tuple(block) for block in plan.blocks]
     moments, partials = [], [[] for _ in plan.products]
-    slab_pieces = [tuple((layer, start, stop, offset) for layer, start, stop, offset in block) for block in plan.blocks]
-    for c in range(n_chunks):
+    for c in range(len(plan.row_chunks)):
         row = [layer[c] for layer in chunks]
         slabs = [
-            delayed(kernels.shift_slab, pure=True)(
-                row,
-                [(layer, start, stop) for layer, start, stop, _ in block],
-                shifts,
-                plan.compute_dtype,
-                dask_key_name=(f"rv2dist-slab-{token}", c, b),
-            )
+            graph.add(f"slab{tag}", (c, b), kernels.shift_slab, row,
+                      [(layer, start, stop) for layer, start, stop, _ in block], shifts, plan.compute_dtype)
             for b, block in enumerate(plan.blocks)
         ]
-        moments.append(
-            delayed(kernels.chunk_moments, pure=True)(
-                slabs, slab_pieces, plan.n_layers, dask_key_name=(f"rv2dist-moments-{token}", c)
-            )
-        )
+        moments.append(graph.add(f"moments{tag}", (c,), kernels.chunk_moments, slabs, slab_pieces, plan.n_layers))
         for p, product in enumerate(plan.products):
             partials[p].append(
-                delayed(kernels.cross_product, pure=True)(
-                    slabs[product.row_block],
-                    product.row_range,
-                    slabs[product.col_block],
-                    product.col_range,
-                    dask_key_name=(f"rv2dist-product-{token}", c, p),
-                )
+                graph.add(f"product{tag}", (c, p), kernels.cross_product, slabs[product.row_block],
+                          product.row_range, slabs[product.col_block], product.col_range)
             )
-    totals = [_tree(parts, f"rv2dist-sum-{p}", token) for p, parts in enumerate(partials)]
-    return delayed(kernels.feature_statistics, pure=True)(
-        _tree(moments, "rv2dist-moments-sum", token),
-        totals,
-        [(p.row_pieces, p.col_pieces) for p in plan.products],
-        [p.mirrored for p in plan.products],
-        shifts,
-        center,
-        dask_key_name=f"rv2dist-statistics-{token}",
+    totals = [graph.tree(f"product-sum{tag}-{p}", parts) for p, parts in enumerate(partials)]
+    return graph.add(
+        f"statistics{tag}", (), kernels.feature_statistics,
+        graph.tree(f"moments-sum{tag}", moments), totals,
+        [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products],
+        shifts, center,
     )
 
 
-def gram_statistics(chunks, plan, center, token):
-    """Delayed statistics of the gram route (see :func:`kernels.gram_statistics`)."""
-    token = tokenize(token, plan, center, "gram")
-    shifts = _shifts(chunks, "float64", center, token)
-    n_chunks = len(plan.row_chunks)
-    rows = [[layer[c] for layer in chunks] for c in range(n_chunks)]
-    summary = _tree(
-        [
-            delayed(kernels.column_summary, pure=True)(
-                row, shifts, dask_key_name=(f"rv2dist-summary-{token}", c)
-            )
-            for c, row in enumerate(rows)
-        ],
-        "rv2dist-summary-sum",
-        token,
+def gram_statistics(graph, chunks, plan, center):
+    """Key of the gram route's statistics (see :func:`kernels.gram_statistics`)."""
+    tag = "-centred" if center else ""
+    shifts = _shifts(graph, chunks, "float64", center, tag)
+    rows = [[layer[c] for layer in chunks] for c in range(len(plan.row_chunks))]
+    summary = graph.tree(
+        f"summary-sum{tag}",
+        [graph.add(f"summary{tag}", (c,), kernels.column_summary, row, shifts) for c, row in enumerate(rows)],
     )
     if center:
-        means = delayed(kernels.column_means, pure=True)(
-            summary, shifts, dask_key_name=f"rv2dist-means-{token}"
-        )
+        means = graph.add(f"means{tag}", (), kernels.column_means, summary, shifts)
     else:
         means = [None] * len(chunks)
     prepared = [
-        delayed(kernels.gram_prepare, pure=True)(
-            row, means, plan.compute_dtype, dask_key_name=(f"rv2dist-prepare-{token}", c)
-        )
+        graph.add(f"prepare{tag}", (c,), kernels.gram_prepare, row, means, plan.compute_dtype)
         for c, row in enumerate(rows)
     ]
     tiles = [
-        delayed(kernels.gram_tile, pure=True)(
-            prepared[i], prepared[j], i == j, dask_key_name=(f"rv2dist-tile-{token}", i, j)
-        )
-        for i in range(n_chunks)
-        for j in range(i, n_chunks)
+        graph.add(f"tile{tag}", (i, j), kernels.gram_tile, prepared[i], prepared[j], i == j)
+        for i in range(len(rows))
+        for j in range(i, len(rows))
     ]
-    diagonal_sums = [
-        delayed(_diagonal_part, pure=True)(p, dask_key_name=(f"rv2dist-diagonal-{token}", c))
-        for c, p in enumerate(prepared)
-    ]
-    return delayed(kernels.gram_statistics, pure=True)(
-        summary,
-        shifts,
-        _tree(tiles, "rv2dist-tile-sum", token),
-        _tree(diagonal_sums, "rv2dist-diagonal-sum", token),
-        center,
-        dask_key_name=f"rv2dist-statistics-{token}",
+    diagonal = [graph.add(f"diagonal{tag}", (c,), _diagonal_part, p) for c, p in enumerate(prepared)]
+    return graph.add(
+        f"statistics{tag}", (), kernels.gram_statistics, summary, shifts,
+        graph.tree(f"tile-sum{tag}", tiles), graph.tree(f"diagonal-sum{tag}", diagonal), center,
     )
 
 
@@ -142,18 +106,23 @@ def _diagonal_part(prepared):
 ROUTE_BUILDERS = {"feature": feature_statistics, "gram": gram_statistics}
 
 
-def build_statistics(chunks, plan, center, token):
-    """Delayed sufficient statistics of all layer pairs of ``plan``.
+def build_statistics(graph, chunks, plan, center):
+    """Add the tasks of all layer pairs' sufficient statistics; return their key.
 
     Parameters
     ----------
+    graph : TaskGraph
     chunks : sequence of sequence
         Per layer of both sides in plan order, its row chunks ``(rows, units)`` as laid
-        out by ``plan.row_chunks``: in-memory arrays or Delayeds.
+        out by ``plan.row_chunks``: in-memory arrays or keys of tasks that make them.
     plan : Plan
     center : bool
         Centre columns before the products.
-    token : str
-        Identifies the inputs in task names.
     """
-    return ROUTE_BUILDERS[plan.route](chunks, plan, center, token)
+    return ROUTE_BUILDERS[plan.route](graph, chunks, plan, center)
+
+
+def to_device(graph, chunks, move):
+    """Chunks moved by ``move`` (e.g. to the worker's GPU) once each, as task keys."""
+    return [[graph.add("to-device", (i, c), move, chunk) for c, chunk in enumerate(layer)]
+            for i, layer in enumerate(chunks)]

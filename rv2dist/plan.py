@@ -220,7 +220,9 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
     if row_chunks and max(row_chunks) <= max_rows and min(row_chunks) >= min(n, 64):
         chunks = tuple(row_chunks)
     else:
-        target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / (2 * parallelism)))
+        # one task at a time gains nothing from more chunks, which only add partial sums
+        wanted = 1 if parallelism == 1 else 2 * parallelism
+        target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / wanted))
         chunks = _even_chunks(n, min(max_rows, target))
     flops = sum(_product_flops(p, n) for p in products) + 2.0 * n * total_width * (
         len(widths_a) + len(widths_b or ())

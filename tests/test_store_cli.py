@@ -1,0 +1,104 @@
+"""Activation stores and the command line: round trips, bad input, exit statuses."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rv2dist
+from conftest import relu_network
+from rv2dist import cli, store
+
+
+def test_store_round_trip_gives_same_matrix(rng, tmp_path):
+    a = relu_network(rng, 300, (4, 30, 7))
+    b = relu_network(rng, 300, (12, 3))
+    for name, layers in (("a", a), ("b", b)):
+        rv2dist.write_activations(tmp_path / f"{name}.zarr", layers, chunk_bytes=4000)
+    opened = rv2dist.open_activations(tmp_path / "a.zarr")
+    assert list(opened.attrs["layers"]) == list(a)
+    assert len(opened["l1"].data.chunks[0]) > 1
+    got = rv2dist.similarity(tmp_path / "a.zarr", str(tmp_path / "b.zarr"), metric=["rv2", "cka"])
+    want = rv2dist.similarity(a, b, metric=["rv2", "cka"])
+    assert list(got.layer_a.values) == list(a) and list(got.layer_b.values) == list(b)
+    for metric in ("rv2", "cka"):
+        assert np.array_equal(got[metric].values, want[metric].values) or np.max(
+            np.abs(got[metric].values - want[metric].values)) < 1e-13
+
+
+def test_zarr_v2_store_readable(rng, tmp_path):
+    a = relu_network(rng, 50, (3, 5))
+    rv2dist.write_activations(tmp_path / "v2.zarr", a, zarr_format=2)
+    assert rv2dist.similarity(tmp_path / "v2.zarr").shape == (2, 2)
+
+
+def test_bad_stores_name_the_fault(rng, tmp_path):
+    with pytest.raises(store.StoreError, match="no such activation store"):
+        rv2dist.open_activations(tmp_path / "missing.zarr")
+    (tmp_path / "empty.zarr").write_text("")
+    with pytest.raises(store.StoreError, match="not an activation store"):
+        rv2dist.open_activations(tmp_path / "empty.zarr")
+    (tmp_path / "folder.zarr").mkdir()
+    with pytest.raises(store.StoreError, match="not a zarr store"):
+        rv2dist.open_activations(tmp_path / "folder.zarr")
+    (tmp_path / ".half.zarr.partial-1234").mkdir()
+    with pytest.raises(store.StoreError, match="interrupted"):
+        rv2dist.open_activations(tmp_path / "half.zarr")
+    rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 20, (2,)), obs=[f"s{i}" for i in range(20)])
+    rv2dist.write_activations(tmp_path / "b.zarr", relu_network(rng, 20, (2,)),
+                              obs=[f"s{i}" for i in range(19)] + ["other"])
+    with pytest.raises(ValueError, match="observation ids differ first at position 19: 's19' against 'other'"):
+        rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr")
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rv2dist.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_compare_info_plot_and_errors(rng, tmp_path):
+    rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 200, (3, 9)), network="alpha")
+    rv2dist.write_activations(tmp_path / "b.zarr", relu_network(rng, 200, (4,)), network="beta")
+    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka",
+                    "--out", tmp_path / "r.nc", "--plot", tmp_path / "r.png")
+    assert done.returncode == 0, done.stderr
+    result = store.read_result(tmp_path / "r.nc")
+    want = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric="rv2")
+    assert np.max(np.abs(result.rv2.values - want.values)) < 1e-12
+    assert result.attrs["network_a"] == "alpha" and result.attrs["network_b"] == "beta"
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    info = _run_cli("info", tmp_path / "a.zarr")
+    assert info.returncode == 0 and "alpha" in info.stdout and "l1" in info.stdout
+    assert _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.svg").returncode == 0
+
+    cases = [
+        (("compare", tmp_path / "nope.zarr", "--out", tmp_path / "x.nc"), "nope.zarr"),
+        (("compare", tmp_path / "a.zarr", "--out", tmp_path / "x.txt"), "x.txt"),
+        (("compare", tmp_path / "a.zarr", "--out", tmp_path / "no/dir/x.nc"), "does not exist"),
+        (("compare", tmp_path / "a.zarr", "--layers", "fc9", "--out", tmp_path / "x.nc"), "fc9"),
+        (("info", tmp_path / "nope.zarr"), "nope.zarr"),
+        (("plot", tmp_path / "r.nc", "--metric", "rv", "--out", tmp_path / "q.png"), "'rv'"),
+        (("plot", tmp_path / "nope.nc", "--out", tmp_path / "q.png"), "nope.nc"),
+        (("demo", "--n-obs", "2", "--out", tmp_path / "d"), "--n-obs"),
+    ]
+    for args, named in cases:
+        done = _run_cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert named in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "x.nc").exists() and not (tmp_path / "q.png").exists()
+    assert _run_cli("compare").returncode == 2
+
+
+def test_main_returns_two_on_bad_input(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path / "missing.zarr")]) == 2
+    assert "missing.zarr" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    done = _run_cli("demo", "--n-obs", "600", "--out", tmp_path / "demo")
+    assert done.returncode == 0, done.stderr
+    result = store.read_result(tmp_path / "demo" / "result.nc")
+    assert result.rv2.shape == (11, 11)
+    # same-depth layers of the two related networks are more alike than c1 and fc2
+    assert result.rv2.values[0, 0] > result.rv2.values[0, -1]
+    assert (tmp_path / "demo" / "rv2.png").exists()
