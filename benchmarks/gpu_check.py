@@ -12,7 +12,6 @@ script can be tried before a device session.  Prints a summary table last and wr
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -20,9 +19,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rv2dist  # noqa: E402
+from timing import timed as _timed  # noqa: E402
 
 PAPER_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 1024, 1024)
 METRICS = ["rv2", "rv", "cka", "cka_debiased"]
+
+
+def timed(func, repeat=3):
+    """(median seconds, last value): the median resists one slow start."""
+    _, median, value = _timed(func, repeat)
+    return median, value
 
 
 def relu_layers(rng, n, widths, dtype):
@@ -32,15 +38,6 @@ def relu_layers(rng, n, widths, dtype):
                        + 0.3 * rng.standard_normal((n, w)), 0)
         out[f"l{i}"] = h.astype(dtype)
     return out
-
-
-def timed(func, repeat=3):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
 
 
 def main():

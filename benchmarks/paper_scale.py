@@ -9,14 +9,13 @@ process: the concatenated A'B plus each layer's X'X.
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rv2dist  # noqa: E402
+from timing import timed  # noqa: E402
 
 WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 1024, 1024)
 
@@ -29,15 +28,6 @@ def network(rng, n, dtype=np.float32):
         h = np.maximum(h @ weights + dtype(0.1), dtype(0))
         layers[f"c{i + 1}" if i < 9 else f"fc{i - 8}"] = h
     return layers
-
-
-def best_of(func, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
 
 
 def main():
@@ -56,8 +46,8 @@ def main():
         for x in everything:
             x.T @ x
 
-    floor_best, floor_median = best_of(floor, args.repeat)
-    ours_best, ours_median = best_of(lambda: rv2dist.similarity(a, b, metric="rv2"), args.repeat)
+    floor_best, floor_median, _ = timed(floor, args.repeat)
+    ours_best, ours_median, _ = timed(lambda: rv2dist.similarity(a, b, metric="rv2"), args.repeat)
     print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}")
     print(f"BLAS floor  best {floor_best:.2f} s  median {floor_median:.2f} s")
     print(f"rv2dist     best {ours_best:.2f} s  median {ours_median:.2f} s")

@@ -10,12 +10,12 @@ its full 8 x 8 matrix of all arrays, as a user of it would.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rv2dist  # noqa: E402
+from timing import timed  # noqa: E402
 
 WIDTHS = (32, 64, 128, 256)
 
@@ -28,15 +28,6 @@ def network(rng, n):
     return layers
 
 
-def best(func, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        value = func()
-        times.append(time.perf_counter() - start)
-    return min(times), value
-
-
 def main():
     import hoggorm
 
@@ -47,8 +38,8 @@ def main():
     rng = np.random.default_rng(1)
     a, b = network(rng, args.n_obs), network(rng, args.n_obs)
     arrays = list(a.values()) + list(b.values())
-    hog_seconds, hog = best(lambda: np.asarray(hoggorm.RV2coeff(arrays)), args.repeat)
-    ours_seconds, ours = best(lambda: rv2dist.similarity(a, b, metric="rv2", center=False), args.repeat)
+    hog_seconds, _, hog = timed(lambda: np.asarray(hoggorm.RV2coeff(arrays)), args.repeat)
+    ours_seconds, _, ours = timed(lambda: rv2dist.similarity(a, b, metric="rv2", center=False), args.repeat)
     diff = float(np.max(np.abs(ours.values - hog[: len(a), len(a):])))
     print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}; widths {WIDTHS}")
     print(f"hoggorm.RV2coeff  {hog_seconds:.3f} s")

@@ -9,6 +9,7 @@ renamed into place when complete, so an interrupted write never looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -102,20 +103,29 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
     meta.update(network=network or path.name.split(".")[0], layers=list(layers))
     meta[COMPLETE_ATTR] = 1
     dataset = xr.Dataset(variables, coords={"obs": obs}, attrs=_json_attrs(meta))
+    with _written_atomically(path) as partial, warnings.catch_warnings():
+        # zarr 3 warns that consolidated metadata is an extension of its format
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        # string observation ids: zarr 3 stores them in a type its spec has not fixed yet
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        dataset.chunk({"obs": rows}).to_zarr(partial, mode="w-", zarr_format=zarr_format, consolidated=True)
+
+
+@contextlib.contextmanager
+def _written_atomically(path: Path):
+    """Yield a hidden sibling path to write into; on success it replaces ``path``, on
+    failure it is removed, so no partial output is ever left under ``path``."""
     partial = _partial_path(path)
     try:
-        with warnings.catch_warnings():
-            # zarr 3 warns that consolidated metadata is an extension of its format
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            # string observation ids: zarr 3 stores them in a type its spec has not fixed yet
-            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
-            dataset.chunk({"obs": rows}).to_zarr(partial, mode="w-", zarr_format=zarr_format, consolidated=True)
-        if path.exists():
+        yield partial
+        if path.is_dir():
             shutil.rmtree(path)
         os.replace(partial, path)
     finally:
-        if partial.exists():
+        if partial.is_dir():
             shutil.rmtree(partial)
+        elif partial.exists():
+            partial.unlink()
 
 
 def _json_attrs(meta):
@@ -219,20 +229,11 @@ def write_result(result, path) -> None:
         raise StoreError(f"{path}: a result must end in .nc or .zarr")
     if not path.parent.exists():
         raise StoreError(f"{path}: folder {path.parent} does not exist")
-    partial = _partial_path(path)
-    try:
+    with _written_atomically(path) as partial:
         if path.suffix == ".nc":
             result.to_netcdf(partial, engine="h5netcdf")
         else:
             result.to_zarr(partial, mode="w-")
-        if path.is_dir():
-            shutil.rmtree(path)
-        os.replace(partial, path)
-    finally:
-        if partial.is_dir():
-            shutil.rmtree(partial)
-        elif partial.exists():
-            partial.unlink()
 
 
 def read_result(path):

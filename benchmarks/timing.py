@@ -1,0 +1,14 @@
+"""Timing helper shared by the benchmarks."""
+
+import statistics
+import time
+
+
+def timed(func, repeat):
+    """Run ``func`` ``repeat`` times; return (best seconds, median seconds, last value)."""
+    times, value = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        value = func()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times), value
