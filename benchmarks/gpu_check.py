@@ -115,6 +115,8 @@ def main():
             build_seconds, lazy = timed(lambda: rv2dist.similarity(ga, gb, metric="rv2", precision=precision,
                                                                    device=device, compute=False))
             compute_seconds, _ = timed(lambda: lazy.compute(scheduler="threads"))
+            if precision == "float64":
+                profile_compute(lazy, args.out)
             rate = rates[plan.compute_dtype]
             runs[plan.compute_dtype] = {
                 "seconds": seconds,
@@ -174,6 +176,23 @@ def cuda_cluster_check(device, n):
                 "max_abs_diff_vs_cpu": float(np.max(np.abs(result.values - reference.values)))}
     except Exception as error:
         return f"failed: {type(error).__name__}: {error}"
+
+
+def profile_compute(lazy, out):
+    """Where the compute time goes: the top functions by own time, single-threaded."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    lazy.compute(scheduler="sync")
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+    with open(os.path.join(out, "gpu_profile.txt"), "w") as f:
+        f.write(text.getvalue())
+    print(text.getvalue()[-3000:], flush=True)
 
 
 def generated_layers(n):

@@ -46,25 +46,18 @@ def feature_statistics(graph, chunks, plan, center):
     """Key of the feature route's statistics (see :func:`kernels.feature_statistics`)."""
     tag = "-centred" if center else ""
     shifts = _shifts(graph, chunks, plan.compute_dtype, center, tag)
-    slab_pieces = [tuple(block) for block in plan.blocks]
-    moments, partials = [], [[] for _ in plan.products]
-    for c in range(len(plan.row_chunks)):
-        row = [layer[c] for layer in chunks]
-        slabs = [
-            graph.add(f"slab{tag}", (c, b), kernels.shift_slab, row,
-                      [(layer, start, stop) for layer, start, stop, _ in block], shifts, plan.compute_dtype)
-            for b, block in enumerate(plan.blocks)
+    blocks = [tuple(block) for block in plan.blocks]
+    totals = []
+    for g, group in enumerate(plan.product_groups):
+        products = [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[group[0]:group[1]]]
+        parts = [
+            graph.add(f"chunk{tag}", (c, g), kernels.chunk_sums, [layer[c] for layer in chunks], blocks, shifts,
+                      plan.compute_dtype, products, plan.n_layers, g == 0)
+            for c in range(len(plan.row_chunks))
         ]
-        moments.append(graph.add(f"moments{tag}", (c,), kernels.chunk_moments, slabs, slab_pieces, plan.n_layers))
-        for p, product in enumerate(plan.products):
-            partials[p].append(
-                graph.add(f"product{tag}", (c, p), kernels.cross_product, slabs[product.row_block],
-                          product.row_range, slabs[product.col_block], product.col_range)
-            )
-    totals = [graph.tree(f"product-sum{tag}-{p}", parts) for p, parts in enumerate(partials)]
+        totals.append(graph.tree(f"sum{tag}-{g}", parts))
     return graph.add(
-        f"statistics{tag}", (), kernels.feature_statistics,
-        graph.tree(f"moments-sum{tag}", moments), totals,
+        f"statistics{tag}", (), kernels.feature_statistics, totals,
         [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products],
         shifts, center,
     )

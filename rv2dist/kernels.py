@@ -8,7 +8,7 @@ Two families of kernels serve the two exact routes of DESIGN.md section 2:
 
 feature route
     :func:`shift_slab` builds, per row chunk, a slab of shifted columns; :func:`chunk_moments`
-    and :func:`cross_product` reduce it to sums over observations; :func:`combine`
+    and :func:`chunk_sums` reduce it to sums over observations; :func:`combine`
     merges partial sums; :func:`feature_statistics` turns the totals into the sufficient
     statistics of every layer pair.
 gram route
@@ -63,13 +63,18 @@ def _f64(x):
     return _astype(x, namespace(x).float64)
 
 
+SHIFT_ROWS = 1024
+SUB_ROWS = 4096
+
+
 def first_rows_mean(x, dtype):
-    """Mean of the rows of ``x`` in float64, rounded to ``dtype``: the centring shift."""
+    """Mean of the first rows of ``x`` in float64, rounded to ``dtype``: the centring
+    shift (any fixed row near the mean serves; a few rows give one)."""
     xp = namespace(x)
-    return _astype(xp.mean(_f64(x), axis=0), getattr(xp, dtype))
+    return _astype(xp.mean(_f64(x[: min(SHIFT_ROWS, x.shape[0]), :]), axis=0), getattr(xp, dtype))
 
 
-def shift_slab(chunks, pieces, shifts, dtype):
+def shift_slab(chunks, pieces, shifts, dtype, out=None):
     """Gather column pieces of several layers into one shifted slab.
 
     Parameters
@@ -82,28 +87,96 @@ def shift_slab(chunks, pieces, shifts, dtype):
         Per layer, the row subtracted before products (``None``: no centring).
     dtype : str
         Compute dtype of the slab (``"float32"`` or ``"float64"``).
+    out : array, optional
+        A ``(k, width)`` buffer of ``dtype`` to write into (reused between calls).
     """
     xp = namespace(*chunks)
     dt = getattr(xp, dtype)
-    if len(pieces) == 1:
+    if len(pieces) == 1 and shifts[pieces[0][0]] is None and out is None:
         index, start, stop = pieces[0]
-        part = _astype(chunks[index][:, start:stop], dt)
-        return part if shifts[index] is None else part - shifts[index][start:stop]
-    width = sum(stop - start for _, start, stop in pieces)
-    slab = xp.empty((chunks[0].shape[0], width), dtype=dt)
+        return _astype(chunks[index][:, start:stop], dt)
+    if out is None:
+        width = sum(stop - start for _, start, stop in pieces)
+        out = xp.empty((chunks[0].shape[0], width), dtype=dt)
     offset = 0
     for index, start, stop in pieces:
         part = chunks[index][:, start:stop]
-        target = slab[:, offset : offset + stop - start]
+        target = out[:, offset : offset + stop - start]
         if shifts[index] is None:
             target[...] = part
-        elif hasattr(xp, "subtract") and xp.__name__ in ("numpy", "cupy"):
+        elif xp.__name__ in ("numpy", "cupy"):
             # one pass instead of a temporary and a copy
             xp.subtract(part, shifts[index][start:stop], out=target, casting="unsafe")
         else:
-            slab[:, offset : offset + stop - start] = _astype(part, dt) - shifts[index][start:stop]
+            out[:, offset : offset + stop - start] = _astype(part, dt) - shifts[index][start:stop]
         offset += stop - start
-    return slab
+    return out
+
+
+def _matmul_into(x, y, out):
+    """``x @ y``, written into ``out`` where the namespace allows (no fresh pages)."""
+    xp = namespace(x, y)
+    if out is not None and xp.__name__ in ("numpy", "cupy"):
+        return xp.matmul(x, y, out=out)
+    return x @ y
+
+
+def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True):
+    """Every sum over the rows of one chunk that the feature route needs.
+
+    The chunk is walked in sub-blocks of ``SUB_ROWS`` rows through slab and product
+    buffers allocated once, so the extra passes stay in reused memory.
+
+    Parameters
+    ----------
+    chunks : sequence of arrays
+        One row chunk per layer, ``(k, p_l)``.
+    blocks : sequence of sequence of (int, int, int, int)
+        Column blocks: pieces ``(layer, start, stop, offset in block)``.
+    shifts : sequence of arrays or None
+        Per layer, the row subtracted before products.
+    dtype : str
+        Compute dtype of the products.
+    products : sequence of (int, (int, int), int, (int, int))
+        ``(row block, row range, column block, column range)`` of each product.
+    n_layers : int
+        Number of layers.
+    moments : bool
+        Also compute :func:`chunk_moments`.
+
+    Returns
+    -------
+    dict
+        ``products``: the float64 sums of ``X_b[:, range]' Y_c[:, range]``;
+        ``moments``: the summed :func:`chunk_moments` (or None).
+    """
+    xp = namespace(*chunks)
+    k = chunks[0].shape[0]
+    used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
+    rows = min(k, SUB_ROWS)
+    slabs = {b: xp.empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype=getattr(xp, dtype))
+             for b in used}
+    buffers = [None] * len(products)
+    totals = [None] * len(products)
+    summed = None
+    for begin in range(0, k, rows):
+        end = min(k, begin + rows)
+        sub = [c[begin:end, :] for c in chunks]
+        views = {b: shift_slab(sub, [(l, s, e) for l, s, e, _ in blocks[b]], shifts, dtype, out=slabs[b][: end - begin, :])
+                 for b in used}
+        if moments:
+            part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers)
+            summed = part if summed is None else combine([summed, part])
+        for p, (rb, rr, cb, cr) in enumerate(products):
+            x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
+            buffers[p] = _matmul_into(x.T, y, buffers[p])
+            if totals[p] is None:
+                totals[p] = _f64(buffers[p])
+                if totals[p] is buffers[p]:
+                    totals[p] = totals[p] + 0.0
+            else:
+                totals[p] += buffers[p]
+    return {"products": totals, "moments": summed}
 
 
 def chunk_moments(slabs, pieces, n_layers):
@@ -149,18 +222,13 @@ def chunk_moments(slabs, pieces, n_layers):
     }
 
 
-def cross_product(x, x_range, y, y_range):
-    """``x[:, x_range]' y[:, y_range]`` in the slabs' dtype (:func:`combine` sums the
-    chunks' products in float64)."""
-    xp = namespace(x, y)
-    xs = x[:, x_range[0] : x_range[1]]
-    ys = y[:, y_range[0] : y_range[1]]
-    return xs.T @ ys
-
-
 def _merge(total, part):
+    if isinstance(total, dict):
+        return {key: _merge(total[key], part[key]) for key in total}
     if isinstance(total, list):
         return [_merge(t, p) for t, p in zip(total, part)]
+    if total is None:
+        return None
     return total + part
 
 
@@ -170,7 +238,7 @@ def combine(parts):
     if isinstance(parts[0], dict):
         total = parts[0]
         for part in parts[1:]:
-            total = {key: _merge(total[key], part[key]) for key in total}
+            total = _merge(total, part)
         return total
     total = _f64(parts[0])
     if total is parts[0]:
@@ -199,18 +267,17 @@ def layer_flags(moments, trace, center):
     return flags
 
 
-def feature_statistics(moments, products, product_pieces, mirrored, shifts, center):
+def feature_statistics(sums, product_pieces, mirrored, shifts, center):
     """Sufficient statistics of every layer pair from the feature route's totals.
 
     Parameters
     ----------
-    moments : dict
-        Output of :func:`combine` over :func:`chunk_moments` of all chunks.
-    products : sequence of arrays
-        Summed cross-products, one per product of the plan.
+    sums : sequence of dict
+        Per product group, the :func:`combine` of :func:`chunk_sums` over all chunks;
+        the first group holds the moments.
     product_pieces : sequence of (rows, cols)
-        Per product, the pieces ``(layer, start, stop, offset)`` along its rows and
-        columns.
+        Per product (groups in order), the pieces ``(layer, start, stop, offset)``
+        along its rows and columns.
     mirrored : sequence of bool
         Whether the product also stands for its transpose (an off-diagonal block pair
         of a symmetric job).
@@ -226,6 +293,8 @@ def feature_statistics(moments, products, product_pieces, mirrored, shifts, cent
         ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``finite`` and
         ``undefined`` flags (L,); entries of pairs not computed are NaN.
     """
+    moments = sums[0]["moments"]
+    products = [p for group in sums for p in group["products"]]
     n = moments["n"]
     n_layers = len(moments["colsum"])
     colsum = [_concat_host(c) for c in moments["colsum"]]
@@ -236,18 +305,19 @@ def feature_statistics(moments, products, product_pieces, mirrored, shifts, cent
     quad = np.full((n_layers, n_layers), np.nan)
     for product, (rows, cols), mirror in zip(products, product_pieces, mirrored):
         xp = namespace(product)
-        for li, ls, le, lo in rows:
-            mi = xp.asarray(residual[li][ls:le], dtype=xp.float64)
-            for lj, ms, me, mo in cols:
-                mj = xp.asarray(residual[lj][ms:me], dtype=xp.float64)
-                block = product[lo : lo + le - ls, mo : mo + me - ms]
-                centred = block - n * (mi[:, None] * mj[None, :])
-                square = float(xp.sum(centred * centred))
-                q = float(xp.sum((mi @ block) * mj))
-                targets = [(li, lj), (lj, li)] if mirror else [(li, lj)]
-                for a, b in targets:
-                    cross[a, b] = (0.0 if np.isnan(cross[a, b]) else cross[a, b]) + square
-                    quad[a, b] = (0.0 if np.isnan(quad[a, b]) else quad[a, b]) + q
+        row_sum, row_mean = _piece_maps(rows, residual, product.shape[0], xp)
+        col_sum, col_mean = _piece_maps(cols, residual, product.shape[1], xp)
+        squared = product - n * (row_mean[:, None] * col_mean[None, :])
+        squared *= squared  # in place: one fresh p x q buffer, not two
+        # per piece pair at once: sums of squares of the centred blocks, and m' C m
+        squares = row_sum.T @ squared @ col_sum
+        quads = (row_sum * row_mean[:, None]).T @ product @ (col_sum * col_mean[:, None])
+        squares, quads = to_numpy(squares), to_numpy(quads)
+        for i, (li, *_) in enumerate(rows):
+            for j, (lj, *_) in enumerate(cols):
+                for a, b in [(li, lj), (lj, li)] if mirror else [(li, lj)]:
+                    cross[a, b] = np.nan_to_num(cross[a, b]) + squares[i, j]
+                    quad[a, b] = np.nan_to_num(quad[a, b]) + quads[i, j]
     norm_sum = to_numpy(moments["norm_sum"])
     norm_outer = to_numpy(moments["norm_outer"])
     norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
@@ -286,6 +356,17 @@ def feature_statistics(moments, products, product_pieces, mirrored, shifts, cent
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
     }
+
+
+def _piece_maps(pieces, residual, width, xp):
+    """Indicator matrix (width, pieces) of which piece each product row/column belongs
+    to, and the residual means laid out along that axis."""
+    indicator = np.zeros((width, len(pieces)))
+    means = np.zeros(width)
+    for k, (layer, start, stop, offset) in enumerate(pieces):
+        indicator[offset : offset + stop - start, k] = 1.0
+        means[offset : offset + stop - start] = residual[layer][start:stop]
+    return xp.asarray(indicator, dtype=xp.float64), xp.asarray(means, dtype=xp.float64)
 
 
 def column_summary(chunks, shifts):

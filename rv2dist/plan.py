@@ -10,6 +10,8 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from .kernels import SUB_ROWS
+
 logger = logging.getLogger(__name__)
 
 ROUTES = ("auto", "feature", "gram")
@@ -67,6 +69,7 @@ class Plan:
     alternative_flops: dict = field(default_factory=dict)
     blocks: tuple = ()
     products: tuple = ()
+    product_groups: tuple = ()
     n_stat_sets: int = 1
 
     @property
@@ -89,7 +92,7 @@ class Plan:
         if self.route == "feature":
             lines.append(
                 f"  products       {len(self.blocks)} column block(s), {len(self.products)} product(s)"
-                " per row chunk"
+                f" in {len(self.product_groups)} task(s) per row chunk"
             )
         else:
             lines.append(f"  gram tiles     {len(rows)} x {len(rows)} blocks of {max(rows):,} rows (upper half)")
@@ -224,19 +227,39 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
         wanted = 1 if parallelism == 1 else 2 * parallelism
         target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / wanted))
         chunks = _even_chunks(n, min(max_rows, target))
+    groups = _group_products(products, budget)
     flops = sum(_product_flops(p, n) for p in products) + 2.0 * n * total_width * (
         len(widths_a) + len(widths_b or ())
     )
     rows = max(chunks)
-    accumulator = max(
-        (p.row_range[1] - p.row_range[0]) * (p.col_range[1] - p.col_range[0]) * 8 for p in products
+    sub_rows = min(rows, SUB_ROWS)
+    group_bytes = max(sum(_product_size(p) for p in products[a:b]) for a, b in groups)
+    peak = max(
+        rows * total_width * itemsize + sub_rows * per_row + group_bytes * (8 + itemsize),
+        (SPLIT_EVERY + 1) * group_bytes * 8,
     )
-    peak = max(rows * per_row, (SPLIT_EVERY + 1) * accumulator + rows * 2 * max_width * itemsize)
-    n_tasks = len(chunks) * (len(blocks_a) + len(blocks_b) + 1 + len(products)) + len(products) * math.ceil(
-        len(chunks) / (SPLIT_EVERY - 1)
-    )
+    n_tasks = len(groups) * (len(chunks) + math.ceil(len(chunks) / (SPLIT_EVERY - 1)))
     return dict(flops=flops, peak=peak, chunks=chunks, blocks=tuple(blocks_a + blocks_b),
-                products=tuple(products), n_tasks=n_tasks)
+                products=tuple(products), groups=tuple(groups), n_tasks=n_tasks)
+
+
+def _product_size(product: Product) -> int:
+    return (product.row_range[1] - product.row_range[0]) * (product.col_range[1] - product.col_range[0])
+
+
+def _group_products(products, budget):
+    """Consecutive products whose float64 sums, SPLIT_EVERY + 1 at a time in the tree
+    reduction, fit half the budget: one task per group and row chunk."""
+    limit = budget / (2 * 8 * (SPLIT_EVERY + 1))
+    groups, start, used = [], 0, 0
+    for i, product in enumerate(products):
+        size = _product_size(product)
+        if used + size > limit and i > start:
+            groups.append((start, i))
+            start, used = i, 0
+        used += size
+    groups.append((start, len(products)))
+    return groups
 
 
 def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism):
@@ -257,7 +280,7 @@ def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism):
     chunks = _even_chunks(n, rows)
     pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
     flops = sum(chunks[i] * chunks[j] * (2.0 * total_width + 2.0 * n_layers**2) for i, j in pairs)
-    return dict(flops=flops, peak=peak(max(chunks)), chunks=chunks, blocks=(), products=(),
+    return dict(flops=flops, peak=peak(max(chunks)), chunks=chunks, blocks=(), products=(), groups=(),
                 n_tasks=2 * len(chunks) + len(pairs) * 2)
 
 
@@ -343,5 +366,6 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         alternative_flops={r: c["flops"] * n_stat_sets for r, c in costs.items() if r != chosen},
         blocks=cost["blocks"],
         products=cost["products"],
+        product_groups=cost["groups"],
         n_stat_sets=n_stat_sets,
     )
