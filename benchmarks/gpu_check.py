@@ -158,7 +158,7 @@ def main():
         print(f"| paper scale GPU, {dtype} products | {run['seconds']:.3f} s, {run['speedup_vs_device_cpu']:.1f}x CPU,"
               f" {100 * run['fraction_of_gemm_rate']:.0f}% of {dtype} GEMM rate |")
     print(f"| paper scale GPU from host numpy (transfers included) | {ps['gpu_from_host_arrays_seconds']:.3f} s |")
-    print(f"| two workers on one GPU: product tasks per worker | {report['two_workers']} |")
+    print(f"| two workers on one GPU: chunk tasks per worker | {report['two_workers']} |")
     print(f"| rv2dist --gpus (LocalCUDACluster) | {report['local_cuda_cluster']} |")
 
 
@@ -212,7 +212,7 @@ def two_workers(device, n):
             rv2dist.similarity(layers, metric="rv2", client=client, device=device, memory_budget=2**30)
         counts = {}
         for task in stream.data:
-            if "rv2dist-product" in str(task["key"]):
+            if "rv2dist-chunk" in str(task["key"]):
                 counts[task["worker"]] = counts.get(task["worker"], 0) + 1
         return counts
 
