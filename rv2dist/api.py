@@ -194,6 +194,18 @@ def _backend(array):
     return type(getattr(array, "_meta", array)).__module__.split(".")[0]
 
 
+def _require_cupy():
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        raise ValueError(
+            f"device='gpu' needs CuPy and a CUDA GPU here (pip install 'rv2dist[gpu]'): "
+            f"{type(error).__name__}: {error}"
+        ) from None
+
+
 def _gpu_memory_budget() -> int:
     try:
         import cupy
@@ -220,6 +232,8 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     if "cka_debiased" in names and n < 4:
         raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
     device = _choose_device(device, everything)
+    if device == "gpu" and client is None:
+        _require_cupy()
     input_chunks = _row_chunks(everything)
     widths = [(name, _units(array)) for name, array in layers_a]
     widths_b = [(name, _units(array)) for name, array in layers_b] if layers_b else None
