@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import kernels, metrics
+from . import metrics
 from .plan import make_plan
 
 __all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning"]

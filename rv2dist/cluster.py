@@ -58,14 +58,12 @@ def _cuda_cluster():
         raise ClusterError(f"--gpus: no CUDA GPU is usable here ({error})") from None
     if count == 0:
         raise ClusterError("--gpus: no CUDA GPU is usable here")
-    options = {}
-    try:
-        import rmm  # noqa: F401
+    import importlib.util
 
+    options = {}
+    if importlib.util.find_spec("rmm") is not None:
         # one memory pool per GPU, shared by CuPy through RMM's allocator
         options = {"rmm_pool_size": "70%", "rmm_allocator_external_lib_list": ["cupy"]}
-    except ImportError:
-        pass
     return LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", **options)
 
 

@@ -7,24 +7,23 @@ or Python scalars.  Nothing here knows about dask, paths or plans.
 Two families of kernels serve the two exact routes of DESIGN.md section 2:
 
 feature route
-    :func:`shift_slab` builds, per row chunk, a slab of shifted columns; :func:`chunk_moments`
-    and :func:`chunk_sums` reduce it to sums over observations; :func:`combine`
-    merges partial sums; :func:`feature_statistics` turns the totals into the sufficient
-    statistics of every layer pair.
+    :func:`chunk_sums` walks one row chunk in sub-blocks: :func:`shift_slab` writes the
+    shifted columns into a reused slab, :func:`chunk_moments` and the products reduce it
+    to sums over observations; :func:`combine` merges partial sums of chunks;
+    :func:`feature_statistics` turns the totals into the sufficient statistics of every
+    layer pair.
 gram route
     :func:`column_summary` (pass one: means and flags), :func:`gram_prepare` (centred row
     block), :func:`gram_tile` (Frobenius inner products of the off-diagonal Gram tile) and
     :func:`gram_statistics`.
 
 Centring uses the shifted-data algorithm: every chunk subtracts a fixed reference row
-``shift`` (the mean of the first chunk, rounded to the compute dtype) before any product,
+``shift`` (the mean of the first rows, rounded to the compute dtype) before any product,
 so uncentred products never see the large means of post-ReLU activations; the exact
 correction for the small residual mean is applied once, in float64, on the totals.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -370,7 +369,7 @@ def _piece_maps(pieces, residual, width, xp):
 
 
 def column_summary(chunks, shifts):
-    """Pass one of the gram route: per layer sums of shifted columns and flags."""
+    """Pass one of the gram route: per layer sums of shifted columns and of their squares."""
     slabs = []
     pieces = []
     for index, chunk in enumerate(chunks):
@@ -446,8 +445,3 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
     }
-
-
-def null_level_scale(n):
-    """``n (n - 1)``: the number of off-diagonal cells of an n x n Gram."""
-    return n * (n - 1) if n > 1 else math.nan
