@@ -52,7 +52,7 @@ def feature_statistics(graph, chunks, plan, center):
         products = [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[group[0]:group[1]]]
         parts = [
             graph.add(f"chunk{tag}", (c, g), kernels.chunk_sums, [layer[c] for layer in chunks], blocks, shifts,
-                      plan.compute_dtype, products, plan.n_layers, g == 0)
+                      plan.compute_dtype, products, plan.n_layers, g == 0, plan.sub_rows)
             for c in range(len(plan.row_chunks))
         ]
         totals.append(graph.tree(f"sum{tag}-{g}", parts))

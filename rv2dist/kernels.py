@@ -120,10 +120,10 @@ def _matmul_into(x, y, out):
     return x @ y
 
 
-def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True):
+def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS):
     """Every sum over the rows of one chunk that the feature route needs.
 
-    The chunk is walked in sub-blocks of ``SUB_ROWS`` rows through slab and product
+    The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
     buffers allocated once, so the extra passes stay in reused memory.
 
     Parameters
@@ -142,6 +142,8 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True):
         Number of layers.
     moments : bool
         Also compute :func:`chunk_moments`.
+    sub_rows : int
+        Rows per sub-block.
 
     Returns
     -------
@@ -152,7 +154,7 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True):
     xp = namespace(*chunks)
     k = chunks[0].shape[0]
     used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
-    rows = min(k, SUB_ROWS)
+    rows = min(k, sub_rows)
     slabs = {b: xp.empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype=getattr(xp, dtype))
              for b in used}
     buffers = [None] * len(products)

@@ -70,6 +70,7 @@ class Plan:
     blocks: tuple = ()
     products: tuple = ()
     product_groups: tuple = ()
+    sub_rows: int = SUB_ROWS
     n_stat_sets: int = 1
 
     @property
@@ -198,7 +199,7 @@ def _product_flops(product: Product, n: int) -> float:
     return n * p * (p + 1) if product.symmetric else 2.0 * n * p * q
 
 
-def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chunks):
+def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chunks, device):
     total_width = sum(widths_a) + sum(widths_b or ())
     # accumulators of one product, SPLIT_EVERY + 1 of them alive in a tree reduction
     max_width = int(math.sqrt(budget / (2 * 8 * (SPLIT_EVERY + 1))))
@@ -232,7 +233,8 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
         len(widths_a) + len(widths_b or ())
     )
     rows = max(chunks)
-    sub_rows = min(rows, SUB_ROWS)
+    # GPU memory has no first-touch cost to amortise: one sub-block, fewer launches
+    sub_rows = rows if device == "gpu" else min(rows, SUB_ROWS)
     group_bytes = max(sum(_product_size(p) for p in products[a:b]) for a, b in groups)
     peak = max(
         rows * total_width * itemsize + sub_rows * per_row + group_bytes * (8 + itemsize),
@@ -240,7 +242,7 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
     )
     n_tasks = len(groups) * (len(chunks) + math.ceil(len(chunks) / (SPLIT_EVERY - 1)))
     return dict(flops=flops, peak=peak, chunks=chunks, blocks=tuple(blocks_a + blocks_b),
-                products=tuple(products), groups=tuple(groups), n_tasks=n_tasks)
+                products=tuple(products), groups=tuple(groups), n_tasks=n_tasks, sub_rows=sub_rows)
 
 
 def _product_size(product: Product) -> int:
@@ -341,7 +343,8 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None
     itemsize_in = 8 if dtype not in ("float32", "float16", "bfloat16") else 4
     costs = {
-        "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, row_chunks),
+        "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, row_chunks,
+                                 device),
         "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism),
     }
     chosen, reason = _choose_route(route, costs)
@@ -367,5 +370,6 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         blocks=cost["blocks"],
         products=cost["products"],
         product_groups=cost["groups"],
+        sub_rows=cost.get("sub_rows", SUB_ROWS),
         n_stat_sets=n_stat_sets,
     )
