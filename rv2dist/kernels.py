@@ -302,8 +302,9 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
     residual = [c / n for c in colsum]
     if not center:
         residual = [np.zeros_like(c) for c in colsum]
-    cross = np.full((n_layers, n_layers), np.nan)
-    quad = np.full((n_layers, n_layers), np.nan)
+    cross = np.zeros((n_layers, n_layers))
+    quad = np.zeros((n_layers, n_layers))
+    computed = np.zeros((n_layers, n_layers), dtype=bool)
     for product, (rows, cols), mirror in zip(products, product_pieces, mirrored):
         xp = namespace(product)
         row_sum, row_mean = _piece_maps(rows, residual, product.shape[0], xp)
@@ -311,14 +312,17 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         squared = product - n * (row_mean[:, None] * col_mean[None, :])
         squared *= squared  # in place: one fresh p x q buffer, not two
         # per piece pair at once: sums of squares of the centred blocks, and m' C m
-        squares = row_sum.T @ squared @ col_sum
-        quads = (row_sum * row_mean[:, None]).T @ product @ (col_sum * col_mean[:, None])
-        squares, quads = to_numpy(squares), to_numpy(quads)
-        for i, (li, *_) in enumerate(rows):
-            for j, (lj, *_) in enumerate(cols):
-                for a, b in [(li, lj), (lj, li)] if mirror else [(li, lj)]:
-                    cross[a, b] = np.nan_to_num(cross[a, b]) + squares[i, j]
-                    quad[a, b] = np.nan_to_num(quad[a, b]) + quads[i, j]
+        squares = to_numpy(row_sum.T @ squared @ col_sum)
+        quads = to_numpy((row_sum * row_mean[:, None]).T @ product @ (col_sum * col_mean[:, None]))
+        cells = [(np.array([p[0] for p in rows])[:, None], np.array([p[0] for p in cols])[None, :])]
+        if mirror:
+            cells.append(cells[0][::-1])
+        for index in cells:
+            np.add.at(cross, index, squares)
+            np.add.at(quad, index, quads)
+            computed[index] = True
+    cross[~computed] = np.nan
+    quad[~computed] = np.nan
     norm_sum = to_numpy(moments["norm_sum"])
     norm_outer = to_numpy(moments["norm_outer"])
     norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
