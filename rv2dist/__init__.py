@@ -5,21 +5,25 @@ from .plan import Plan, PlanError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Plan",
-    "PlanError",
-    "UndefinedLayerWarning",
-    "plan",
-    "rv2",
-    "similarity",
-    "open_activations",
-    "write_activations",
-]
+# the rest loads on first use: xarray, zarr and torch stay out of a bare import
+_LAZY = {
+    "open_activations": "store",
+    "write_activations": "store",
+    "ActivationWriter": "store",
+    "StoreError": "store",
+    "convert": "conversion",
+    "record_activations": "record",
+    "preprocess": "transforms",
+    "pool_units": "transforms",
+    "downsample": "transforms",
+}
+
+__all__ = ["Plan", "PlanError", "UndefinedLayerWarning", "plan", "rv2", "similarity", *_LAZY]
 
 
 def __getattr__(name):
-    if name in ("open_activations", "write_activations"):
-        from . import store
+    if name in _LAZY:
+        import importlib
 
-        return getattr(store, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'rv2dist' has no attribute {name!r}")

@@ -114,18 +114,32 @@ def _check_obs(layers):
     return n
 
 
-def _check_ids(ids_a, ids_b):
+def _check_ids(ids_a, ids_b, align_obs=False):
+    """None when the ids match in order; with ``align_obs``, the permutation that puts
+    b's rows in a's order when both hold the same ids; otherwise a ValueError naming
+    the first mismatch."""
     if ids_a is None or ids_b is None:
-        return
+        return None
+    ids_a, ids_b = np.asarray(ids_a), np.asarray(ids_b)
     if len(ids_a) != len(ids_b):
         raise ValueError(f"the networks hold {len(ids_a)} and {len(ids_b)} observations")
-    mismatch = np.flatnonzero(np.asarray(ids_a) != np.asarray(ids_b))
-    if mismatch.size:
-        i = int(mismatch[0])
-        first_a, first_b = np.asarray(ids_a)[i].item(), np.asarray(ids_b)[i].item()
-        raise ValueError(
-            f"observation ids differ first at position {i}: {first_a!r} against {first_b!r}"
-        )
+    mismatch = np.flatnonzero(ids_a != ids_b)
+    if not mismatch.size:
+        return None
+    if align_obs:
+        order_b = np.argsort(ids_b, kind="stable")
+        position = np.searchsorted(ids_b, ids_a, sorter=order_b)
+        position = np.minimum(position, len(ids_b) - 1)
+        found = ids_b[order_b[position]] == ids_a
+        if found.all():
+            return order_b[position]
+        i = int(np.flatnonzero(~found)[0])
+        raise ValueError(f"cannot align by id: observation {ids_a[i].item()!r} of a is not in b")
+    i = int(mismatch[0])
+    raise ValueError(
+        f"observation ids differ first at position {i}: {ids_a[i].item()!r} against {ids_b[i].item()!r}"
+        " (pass align_obs=True to reorder b when both hold the same ids)"
+    )
 
 
 def _result_dtype(layers):
@@ -216,7 +230,7 @@ def _gpu_memory_budget() -> int:
         return 4 * 2**30
 
 
-def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device):
+def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs):
     names = _check_metrics(metric)
     self_job = b is None
     layers_a, ids_a = _as_layers(a, "a")
@@ -225,7 +239,9 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     layers_a = _select(layers_a, want_a, "a")
     if not self_job:
         layers_b = _select(layers_b, want_b, "b")
-        _check_ids(ids_a, ids_b)
+        order = _check_ids(ids_a, ids_b, align_obs)
+        if order is not None:
+            layers_b = [(name, array[order]) for name, array in layers_b]
     everything = layers_a + (layers_b or [])
     n = _check_obs(everything)
     needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
@@ -303,17 +319,17 @@ def _inputs_token(layers):
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-         memory_budget=None, precision="auto", device="auto"):
+         memory_budget=None, precision="auto", device="auto", align_obs=False):
     """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
-    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device)[3]
+    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs)[3]
 
 
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-               memory_budget=None, precision="auto", device="auto", compute=True):
+               memory_budget=None, precision="auto", device="auto", align_obs=False, compute=True):
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
@@ -352,6 +368,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         as a CuPy array (only the small sums come back); ``"auto"`` follows the input
         (CuPy-backed arrays run on the GPU).  The memory budget then defaults to a
         quarter of the free GPU memory.
+    align_obs : bool
+        When both networks come from stores (or Datasets) holding the same observation
+        ids in different orders, reorder b's rows to a's order.  Default ``False``:
+        differing ids are an error naming the first mismatch.
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
         computed; nothing is read or computed before that.
@@ -374,7 +394,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     from .graph import TaskGraph, build_statistics, to_device
 
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
-        a, b, metric, center, layers, route, client, memory_budget, precision, device
+        a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs
     )
     graph = TaskGraph(_inputs_token(everything))
     chunks, collections = [], []

@@ -47,6 +47,8 @@ def _parser():
     compare.add_argument("--no-center", action="store_true", help="do not centre columns (hoggorm's RV2)")
     compare.add_argument("--route", default="auto", choices=("auto", "feature", "gram"))
     compare.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to compare (default: all)")
+    compare.add_argument("--align-obs", action="store_true",
+                         help="reorder B's observations to A's when both hold the same ids")
     compare.add_argument("--out", required=True, metavar="RESULT", help="result file, .nc or .zarr")
     compare.add_argument("--plot", metavar="PNG", help="also draw the first metric's heatmap")
     _add_cluster_options(compare)
@@ -54,6 +56,19 @@ def _parser():
     cluster = verbs.add_parser("cluster", help="start a local cluster; print its address and dashboard")
     cluster.add_argument("--workers", type=int, help="workers (default: one per core)")
     cluster.add_argument("--gpus", action="store_true", help="one dask-cuda worker per GPU")
+
+    convert = verbs.add_parser("import", help="make a store from .npz/.npy files or another store, "
+                                              "with pooling and downsampling")
+    convert.add_argument("source", help=".npz file, folder of .npy files (one per layer), or a store")
+    convert.add_argument("--out", required=True, metavar="STORE", help="the store to write")
+    convert.add_argument("--network", help="network name (default: the source store's, else STORE's name)")
+    convert.add_argument("--layers", nargs="+", metavar="LAYER", help="layers in depth order (default: all)")
+    convert.add_argument("--pool", action="store_true", help="average feature maps over spatial/temporal axes")
+    convert.add_argument("--channel-axis", type=int, default=1, help="channel axis of feature maps (default: 1)")
+    convert.add_argument("--downsample", type=int, default=1, metavar="K", help="keep one observation in K")
+    convert.add_argument("--method", default="stride", choices=("stride", "mean"),
+                         help="every K-th observation, or the mean of each block of K (default: stride)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing STORE")
 
     info = verbs.add_parser("info", help="describe an activation store")
     info.add_argument("store")
@@ -74,13 +89,13 @@ def _check_output(path, suffixes, what):
     return path
 
 
-def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False):
+def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False):
     from . import store
     from .api import similarity
     from .plot import heatmap
 
     result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
-                        client=client, device="gpu" if gpus else "cpu", compute=False)
+                        client=client, device="gpu" if gpus else "cpu", align_obs=align_obs, compute=False)
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
@@ -154,9 +169,20 @@ def _run_compare(args):
     with _connect(args) as client:
         result = _compare(args.a, args.b, metric=args.metric, center=not args.no_center, route=args.route,
                           layers=args.layers, out=Path(args.out), plot=args.plot, client=client,
-                          gpus=args.gpus)
+                          gpus=args.gpus, align_obs=args.align_obs)
     print(result[args.metric[0]].to_pandas().round(3).to_string())
     print(f"result: {args.out}")
+
+
+def _run_import(args):
+    from .conversion import convert
+
+    convert(args.source, args.out, layers=args.layers, network=args.network, pool=args.pool,
+            channel_axis=args.channel_axis, downsample_by=args.downsample, method=args.method,
+            overwrite=args.overwrite)
+    from . import store
+
+    print(store.describe(args.out))
 
 
 def _run_info(args):
@@ -187,7 +213,7 @@ def _run_cluster(args):
             pass
 
 
-_VERBS = {"demo": _run_demo, "compare": _run_compare, "info": _run_info, "plot": _run_plot,
+_VERBS = {"demo": _run_demo, "compare": _run_compare, "info": _run_info, "import": _run_import, "plot": _run_plot,
           "cluster": _run_cluster}
 
 

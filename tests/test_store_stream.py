@@ -1,0 +1,216 @@
+"""Streaming writer, preprocessing transforms, numpy import and alignment by id."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rv2dist
+from conftest import relu_network
+from rv2dist import store, transforms
+from test_store_cli import _run_cli
+
+
+def _batches(n, sizes):
+    start = 0
+    for size in sizes:
+        if start >= n:
+            return
+        yield start, min(n, start + size)
+        start += size
+    if start < n:
+        yield start, n
+
+
+def test_writer_streams_batches_into_one_chunking(rng, tmp_path):
+    layers = {"conv": rng.standard_normal((500, 3, 4, 2)).astype(np.float32), "fc": rng.standard_normal((500, 9))}
+    ids = np.array([f"img{i:04d}" for i in range(500)])
+    with rv2dist.ActivationWriter(tmp_path / "s.zarr", network="net", rows_per_chunk=64, attrs={"seed": 3}) as w:
+        for start, stop in _batches(500, [1, 63, 200, 7, 0, 100]):
+            w.append({k: v[start:stop] for k, v in layers.items()}, obs=ids[start:stop])
+        assert not (tmp_path / "s.zarr").exists()  # nothing at the path before close
+    opened = rv2dist.open_activations(tmp_path / "s.zarr")
+    assert opened.attrs["network"] == "net" and opened.attrs["seed"] == 3
+    assert list(opened.attrs["layers"]) == ["conv", "fc"]
+    assert np.array_equal(opened.obs.values, ids)
+    for name, array in layers.items():
+        assert np.array_equal(opened[name].values, array)
+        assert set(opened[name].data.chunks[0][:-1]) == {64}
+    got = rv2dist.similarity(tmp_path / "s.zarr", metric="cka")
+    assert np.array_equal(got.values, rv2dist.similarity(layers, metric="cka").values) or np.allclose(
+        got.values, rv2dist.similarity(layers, metric="cka").values, rtol=0, atol=1e-13)
+
+
+def test_writer_memory_does_not_grow_with_observations(tmp_path):
+    """200,000 observations x 3 layers (1,024 units, 820 MB as float32) streamed in batches
+    of 2,000: tracemalloc's peak stays near one chunk per layer."""
+    widths = (256, 256, 512)
+    batch = 2000
+    rng = np.random.default_rng(1)
+    template = {f"l{i}": rng.standard_normal((batch, w)).astype(np.float32) for i, w in enumerate(widths)}
+    tracemalloc.start()
+    with rv2dist.ActivationWriter(tmp_path / "big.zarr", chunk_bytes=8 * 2**20) as writer:
+        for _ in range(100):
+            writer.append(template)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    full = 200_000 * sum(widths) * 4
+    assert peak < 80 * 2**20, f"peak {peak / 2**20:.0f} MiB for {full / 2**20:.0f} MiB of data"
+    assert rv2dist.open_activations(tmp_path / "big.zarr").sizes["obs"] == 200_000
+
+
+def test_interrupted_writer_leaves_no_store(rng, tmp_path):
+    layers = relu_network(rng, 100, (3,))
+    with pytest.raises(RuntimeError):
+        with rv2dist.ActivationWriter(tmp_path / "x.zarr", rows_per_chunk=16) as writer:
+            writer.append(layers)
+            raise RuntimeError("recording crashed")
+    assert not list(tmp_path.iterdir())
+    # a process killed mid-write leaves only its hidden partial: refused on open
+    killed = rv2dist.ActivationWriter(tmp_path / "y.zarr", rows_per_chunk=16)
+    killed.append(layers)
+    with pytest.raises(store.StoreError, match="interrupted"):
+        rv2dist.open_activations(tmp_path / "y.zarr")
+    killed.abort()
+    with pytest.raises(store.StoreError, match="no such activation store"):
+        rv2dist.open_activations(tmp_path / "y.zarr")
+
+
+def test_writer_rejects_inconsistent_batches(rng, tmp_path):
+    with pytest.raises(store.StoreError, match="'b' changed between batches"):
+        with rv2dist.ActivationWriter(tmp_path / "a.zarr") as writer:
+            writer.append({"a": np.ones((4, 2)), "b": np.ones((4, 3))})
+            writer.append({"a": np.ones((4, 2)), "b": np.ones((4, 5))})
+    with pytest.raises(store.StoreError, match="'b' has 3 rows in a batch of 4"):
+        rv2dist.ActivationWriter(tmp_path / "b.zarr").append({"a": np.ones((4, 2)), "b": np.ones((3, 2))})
+    with pytest.raises(store.StoreError, match="observation id 'x' repeats"):
+        with rv2dist.ActivationWriter(tmp_path / "c.zarr") as writer:
+            writer.append({"a": np.ones((2, 2))}, obs=["x", "y"])
+            writer.append({"a": np.ones((2, 2))}, obs=["z", "x"])
+    with pytest.raises(store.StoreError, match="no observations"):
+        with rv2dist.ActivationWriter(tmp_path / "d.zarr"):
+            pass
+    with pytest.raises(store.StoreError, match="dtype <U1"):
+        rv2dist.ActivationWriter(tmp_path / "e.zarr").append({"a": np.array([["x"]])})
+    rv2dist.write_activations(tmp_path / "f.zarr", {"a": np.ones((3, 1))})
+    with pytest.raises(store.StoreError, match="f.zarr already exists"):
+        rv2dist.ActivationWriter(tmp_path / "f.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr"]
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata")
+def test_schema_faults_are_named(rng, tmp_path):
+    xr.Dataset({"c1": (("row", "unit"), np.ones((5, 2)))}).to_zarr(tmp_path / "noobs.zarr")
+    with pytest.raises(store.StoreError, match="noobs.zarr: has no 'obs' dimension"):
+        rv2dist.open_activations(tmp_path / "noobs.zarr")
+    uneven = xr.Dataset({"c1": (("obs", "u"), np.ones((5, 2))), "c2": (("time", "v"), np.ones((4, 2)))},
+                        attrs={"layers": ["c1", "c2"]})
+    with pytest.raises(store.StoreError, match="layer 'c2' has dims"):
+        store.validate_dataset(uneven, "uneven")
+    rv2dist.write_activations(tmp_path / "half.zarr", relu_network(rng, 10, (2,)))
+    import zarr
+
+    zarr.open_group(tmp_path / "half.zarr", mode="r+").attrs[store.COMPLETE_ATTR] = 0
+    zarr.consolidate_metadata(tmp_path / "half.zarr")
+    with pytest.raises(store.StoreError, match="half.zarr: the store is incomplete"):
+        rv2dist.open_activations(tmp_path / "half.zarr")
+
+
+def test_align_by_id_reorders_b(rng, tmp_path):
+    a = relu_network(rng, 120, (5, 3))
+    order = rng.permutation(120)
+    ids = np.array([f"s{i}" for i in range(120)])
+    rv2dist.write_activations(tmp_path / "a.zarr", a, obs=ids)
+    rv2dist.write_activations(tmp_path / "b.zarr", {k: v[order] for k, v in a.items()}, obs=ids[order],
+                              chunk_bytes=500)
+    with pytest.raises(ValueError, match="differ first at position 0.*align_obs=True"):
+        rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr")
+    aligned = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", align_obs=True, metric="rv")
+    assert np.allclose(np.diag(aligned.values), 1, atol=1e-12)
+    rv2dist.write_activations(tmp_path / "c.zarr", a, obs=np.r_[ids[:-1], ["extra"]])
+    with pytest.raises(ValueError, match="observation 's119' of a is not in b"):
+        rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "c.zarr", align_obs=True)
+
+
+def test_preprocess_matches_numpy(rng):
+    conv = rng.standard_normal((103, 4, 5, 6))
+    fc = rng.standard_normal((103, 7))
+    ids = np.arange(1000, 1103)
+    out, kept = transforms.preprocess({"conv": conv, "fc": fc}, obs=ids, pool=True, downsample_by=5, method="mean")
+    pooled = conv.mean(axis=(2, 3))
+    assert np.allclose(out["conv"], np.stack([pooled[5 * i:5 * i + 5].mean(0) for i in range(20)]))
+    assert np.allclose(out["fc"][3], fc[15:20].mean(0))
+    assert np.array_equal(kept, ids[:100:5])
+    out, kept = transforms.preprocess({"conv": conv}, obs=ids, pool=True, channel_axis=-1, downsample_by=4)
+    assert np.allclose(out["conv"], conv[::4].mean(axis=(1, 2))) and np.array_equal(kept, ids[::4])
+    import dask.array as da
+
+    lazy, _ = transforms.preprocess({"conv": da.from_array(conv, chunks=(17, 4, 5, 6))}, pool=True,
+                                    downsample_by=3, method="mean")
+    assert np.allclose(lazy["conv"].compute(), pooled[:102].reshape(34, 3, 4).mean(1))
+    for bad, message in ((0, "positive integer"), (2.5, "positive integer")):
+        with pytest.raises(ValueError, match=message):
+            transforms.downsample(conv, bad)
+    with pytest.raises(ValueError, match="unknown downsample method 'median'"):
+        transforms.downsample(conv, 2, "median")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=12), st.integers(1, 4), st.sampled_from(["stride", "mean"]))
+def test_streaming_downsample_equals_whole(sizes, factor, method):
+    rng = np.random.default_rng(sum(sizes))
+    n = sum(sizes)
+    data = rng.standard_normal((n, 3))
+    stream = transforms.StreamingDownsampler(factor, method)
+    pieces, ids = [], []
+    start = 0
+    for size in sizes:
+        kept, kept_ids = stream.feed({"x": data[start:start + size]}, np.arange(start, start + size))
+        pieces.append(kept["x"])
+        ids.append(kept_ids)
+        start += size
+    assert np.allclose(np.concatenate(pieces), transforms.downsample(data, factor, method))
+    assert np.array_equal(np.concatenate(ids), transforms.downsample_ids(np.arange(n), factor, method))
+
+
+def test_import_numpy_files_and_stores(rng, tmp_path):
+    layers = {"c2": rng.standard_normal((60, 2, 3)), "c10": rng.standard_normal((60, 4)), "fc1": rng.standard_normal((60, 5))}
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for name, array in layers.items():
+        np.save(folder / f"{name}.npy", array)
+    np.save(folder / "obs.npy", np.arange(60) * 10)
+    rv2dist.convert(folder, tmp_path / "from_npy.zarr", chunk_bytes=300)
+    opened = rv2dist.open_activations(tmp_path / "from_npy.zarr")
+    assert list(opened.attrs["layers"]) == ["c2", "c10", "fc1"]  # natural order
+    assert np.array_equal(opened.obs.values, np.arange(60) * 10)
+    assert np.array_equal(opened["c2"].values, layers["c2"])
+    np.savez(tmp_path / "acts.npz", **layers)
+    done = _run_cli("import", tmp_path / "acts.npz", "--out", tmp_path / "pooled.zarr", "--pool",
+                    "--downsample", "2", "--layers", "fc1", "c2")
+    assert done.returncode == 0, done.stderr
+    pooled = rv2dist.open_activations(tmp_path / "pooled.zarr")
+    assert list(pooled.attrs["layers"]) == ["fc1", "c2"]
+    assert np.allclose(pooled["c2"].values, layers["c2"][::2].mean(axis=2))
+    again = _run_cli("import", tmp_path / "pooled.zarr", "--out", tmp_path / "again.zarr", "--downsample", "3",
+                     "--method", "mean")
+    assert again.returncode == 0, again.stderr
+    assert np.allclose(rv2dist.open_activations(tmp_path / "again.zarr")["fc1"].values[0],
+                       layers["fc1"][[0, 2, 4]].mean(0))
+    np.save(folder / "fc2.npy", np.ones((59, 2)))
+    cases = [
+        ((folder, "--out", tmp_path / "x.zarr"), "layer 'fc2' has 59 observations"),
+        ((tmp_path / "acts.npz", "--layers", "c9", "--out", tmp_path / "x.zarr"), "has no layer 'c9'"),
+        ((tmp_path / "nothing.npz", "--out", tmp_path / "x.zarr"), "nothing.npz: no such file"),
+        ((tmp_path / "from_npy.zarr", "--out", tmp_path / "pooled.zarr"), "pooled.zarr already exists"),
+        ((tmp_path / "acts.npz", "--downsample", "0", "--out", tmp_path / "x.zarr"), "positive integer"),
+    ]
+    (tmp_path / "broken.npz").write_text("not a zip")
+    cases.append(((tmp_path / "broken.npz", "--out", tmp_path / "x.zarr"), "broken.npz: not an .npz archive"))
+    for args, named in cases:
+        done = _run_cli("import", *args)
+        assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "x.zarr").exists() and not list(tmp_path.glob(".x.zarr*"))
