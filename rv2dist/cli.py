@@ -7,7 +7,6 @@ naming the file, layer or value at fault and no partial output; 1 for anything e
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 
@@ -53,6 +52,11 @@ def _parser():
     compare.add_argument("--plot", metavar="PNG", help="also draw the first metric's heatmap")
     _add_cluster_options(compare)
 
+    run = verbs.add_parser("run", help="run a job file: many comparisons, resumable")
+    run.add_argument("job", help="job file (TOML; see rv2dist.jobs for its keys)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_cluster_options(run)
+
     cluster = verbs.add_parser("cluster", help="start a local cluster; print its address and dashboard")
     cluster.add_argument("--workers", type=int, help="workers (default: one per core)")
     cluster.add_argument("--gpus", action="store_true", help="one dask-cuda worker per GPU")
@@ -92,6 +96,7 @@ def _check_output(path, suffixes, what):
 def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False):
     from . import store
     from .api import similarity
+    from .jobs import label_result
     from .plot import heatmap
 
     result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
@@ -99,13 +104,7 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
-    from . import __version__
-
-    result.attrs.update(
-        store_a=str(a), store_b=str(b or a), network_a=net_a, network_b=net_b,
-        metric=",".join(metric), rv2dist_version=__version__,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )
+    label_result(result, store_a=a, store_b=b or a, network_a=net_a, network_b=net_b, metrics=metric)
     store.write_result(result, out)
     if plot:
         heatmap(result, plot)
@@ -127,9 +126,13 @@ def _connect(args):
     client = connect(scheduler=getattr(args, "scheduler", None),
                      scheduler_file=getattr(args, "scheduler_file", None),
                      gpus=getattr(args, "gpus", False), workers=getattr(args, "workers", None))
+    from . import dashboard
+
     link = dashboard_link(client)
     if link:
         print(f"dashboard: {link}", flush=True)
+        if dashboard.install(client):
+            print(f"rv2dist page: {dashboard.page_link(link)}", flush=True)
     return client
 
 
@@ -185,6 +188,20 @@ def _run_import(args):
     print(store.describe(args.out))
 
 
+def _run_job(args):
+    from .jobs import load_job, run_job
+
+    job = load_job(args.job)
+    from . import store
+
+    for name, path in job.networks.items():
+        store.open_activations(path)
+    with _connect(args) as client:
+        summary = run_job(job, client, device="gpu" if args.gpus else "cpu", progress=not args.no_progress)
+    print(f"job {job.name}: {len(summary['computed'])} computed, {len(summary['skipped'])} skipped; "
+          f"results in {job.out}")
+
+
 def _run_info(args):
     from . import store
 
@@ -203,6 +220,8 @@ def _run_plot(args):
 def _run_cluster(args):
     import time
 
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     with _connect(args) as client:
         print(f"scheduler: {client.scheduler.address}", flush=True)
         print("Ctrl-C to stop", flush=True)
@@ -213,7 +232,7 @@ def _run_cluster(args):
             pass
 
 
-_VERBS = {"demo": _run_demo, "compare": _run_compare, "info": _run_info, "import": _run_import, "plot": _run_plot,
+_VERBS = {"demo": _run_demo, "run": _run_job, "compare": _run_compare, "info": _run_info, "import": _run_import, "plot": _run_plot,
           "cluster": _run_cluster}
 
 

@@ -31,6 +31,7 @@ class ProgressBar:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.done = 0
+        self.detail = ""
         self._start = time.perf_counter()
         self._drawn_at = 0.0
         self._tenths = -1
@@ -50,7 +51,7 @@ class ProgressBar:
         if self._interactive:
             if force or now - self._drawn_at > 0.2:
                 self._drawn_at = now
-                print("\r" + self.line(), end="", file=self.stream, flush=True)
+                print("\r" + self.line() + "\x1b[K", end="", file=self.stream, flush=True)
         elif self.total:
             tenths = int(10 * self.done / self.total)
             if tenths > self._tenths or force:
@@ -60,12 +61,13 @@ class ProgressBar:
     def line(self) -> str:
         elapsed = time.perf_counter() - self._start
         rate = self.done / elapsed if elapsed > 0 else 0.0
+        detail = f" | {self.detail}" if self.detail else ""
         if self.total:
             filled = int(30 * min(1.0, self.done / self.total))
             bar = "#" * filled + "-" * (30 - filled)
-            return f"{self.label} [{bar}] {self.done}/{self.total} {rate:,.1f} {self.unit}/s {elapsed:.1f}s"
-        return f"{self.label} {self.done} {self.unit} {rate:,.1f} {self.unit}/s {elapsed:.1f}s"
+            return f"{self.label} [{bar}] {self.done}/{self.total} {rate:,.1f} {self.unit}/s {elapsed:.1f}s{detail}"
+        return f"{self.label} {self.done} {self.unit} {rate:,.1f} {self.unit}/s {elapsed:.1f}s{detail}"
 
     def close(self):
         if self.enabled and self._interactive:
-            print("\r" + self.line(), file=self.stream, flush=True)
+            print("\r" + self.line() + "\x1b[K", file=self.stream, flush=True)

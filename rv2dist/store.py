@@ -472,6 +472,19 @@ def describe(path) -> str:
     return "\n".join(lines)
 
 
+def store_fingerprint(path) -> str:
+    """A digest of a store's files (names, sizes, modification times): changes whenever
+    the store is written again, without reading its data."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(f for f in path.rglob("*") if f.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def write_result(result, path) -> None:
     """Write a result Dataset to ``.nc`` (netCDF) or ``.zarr``, atomically."""
     path = Path(path)

@@ -1,0 +1,334 @@
+"""Declarative, resumable jobs: ``rv2dist run JOB.toml``.
+
+A job names network stores, the comparisons to make, the metrics and options, and an
+output folder::
+
+    name = "seed study"          # default: the job file's name
+    out = "results"              # relative to the job file
+    metrics = ["rv2", "cka"]     # default ["rv2"]
+    center = true
+    route = "auto"
+    format = "nc"                # or "zarr"
+    plots = true                 # a PNG heatmap of the first metric per comparison
+    align_obs = false            # reorder b's observations to a's when the id sets match
+
+    [networks]
+    standard = "stores/standard.zarr"
+    freeze = "stores/freeze.zarr"
+    untrained = "stores/untrained.zarr"
+
+    [[compare]]                  # each network against a reference
+    reference = "standard"
+    against = ["freeze", "untrained"]     # or "all": every other network
+
+    [[compare]]
+    pairs = [["freeze", "untrained"]]
+
+    [[compare]]
+    self = ["standard"]          # a network against itself
+
+Every comparison is submitted at once, so the scheduler reads a store's chunks once for
+all the comparisons that share it.  Each result is written atomically the moment it is
+finished, with a fingerprint of its inputs and parameters; running the job again skips
+results whose fingerprint still matches and recomputes the others.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import metrics as metric_names
+from . import store
+
+RESULT_FORMATS = ("nc", "zarr")
+JOB_KEYS = {"name", "out", "metrics", "center", "route", "format", "plots", "align_obs", "networks", "compare"}
+
+
+class JobError(ValueError):
+    """A job file is malformed or refers to something that is not there."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Network ``a`` against network ``b`` (the same name: against itself)."""
+
+    a: str
+    b: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}__{self.b}"
+
+
+@dataclass
+class Job:
+    """A parsed job file (see the module docstring for its keys)."""
+
+    source: Path
+    name: str
+    networks: dict
+    comparisons: list
+    metrics: list = field(default_factory=lambda: ["rv2"])
+    center: bool = True
+    route: str = "auto"
+    result_format: str = "nc"
+    plots: bool = True
+    align_obs: bool = False
+    out: Path = Path("results")
+
+    def result_path(self, comparison: Comparison) -> Path:
+        return self.out / f"{comparison.name}.{self.result_format}"
+
+    def plot_path(self, comparison: Comparison) -> Path:
+        return self.out / f"{comparison.name}.png"
+
+
+def load_job(path) -> Job:
+    """Read and check a job file; errors name the file and the key at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise JobError(f"{path}: no such job file")
+    try:
+        import tomllib as toml
+    except ImportError:  # Python 3.10
+        import tomli as toml
+    try:
+        spec = toml.loads(path.read_text())
+    except (toml.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise JobError(f"{path}: not valid TOML: {error}") from None
+    unknown = sorted(set(spec) - JOB_KEYS)
+    if unknown:
+        raise JobError(f"{path}: unknown key {unknown[0]!r}; a job has {', '.join(sorted(JOB_KEYS))}")
+    base = path.parent
+    networks = spec.get("networks")
+    if not isinstance(networks, dict) or not networks:
+        raise JobError(f"{path}: needs a [networks] table of name = \"store path\"")
+    networks = {name: (base / location) for name, location in networks.items()}
+    for name, location in networks.items():
+        if "__" in name:
+            raise JobError(f"{path}: network name {name!r} may not contain '__' (it separates result names)")
+    comparisons = _comparisons(path, spec.get("compare"), list(networks))
+    metrics = spec.get("metrics", ["rv2"])
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    for metric in metrics:
+        if metric not in metric_names.METRICS:
+            raise JobError(f"{path}: unknown metric {metric!r}; choose from {', '.join(metric_names.METRICS)}")
+    result_format = spec.get("format", "nc")
+    if result_format not in RESULT_FORMATS:
+        raise JobError(f"{path}: format must be one of {', '.join(RESULT_FORMATS)}, not {result_format!r}")
+    route = spec.get("route", "auto")
+    if route not in ("auto", "feature", "gram"):
+        raise JobError(f"{path}: route must be auto, feature or gram, not {route!r}")
+    for key in ("center", "plots", "align_obs"):
+        if key in spec and not isinstance(spec[key], bool):
+            raise JobError(f"{path}: {key} must be true or false, not {spec[key]!r}")
+    return Job(
+        source=path, name=str(spec.get("name", path.stem)), networks=networks, comparisons=comparisons,
+        metrics=metrics, center=spec.get("center", True), route=route, result_format=result_format,
+        plots=spec.get("plots", True), align_obs=spec.get("align_obs", False),
+        out=base / spec.get("out", "results"),
+    )
+
+
+def _comparisons(path, entries, names):
+    if not entries:
+        raise JobError(f"{path}: needs at least one [[compare]] table")
+    found = []
+
+    def known(name, where):
+        if name not in names:
+            raise JobError(f"{path}: {where} names network {name!r}, which [networks] does not list")
+        return name
+
+    for number, entry in enumerate(entries, 1):
+        where = f"[[compare]] number {number}"
+        kinds = [k for k in ("reference", "pairs", "self") if k in entry]
+        if len(kinds) != 1:
+            raise JobError(f"{path}: {where} needs exactly one of reference/against, pairs or self")
+        if "reference" in entry:
+            reference = known(entry["reference"], where)
+            against = entry.get("against", "all")
+            others = [n for n in names if n != reference] if against == "all" else list(against)
+            found += [Comparison(reference, known(other, where)) for other in others]
+        elif "pairs" in entry:
+            for pair in entry["pairs"]:
+                if len(pair) != 2:
+                    raise JobError(f"{path}: {where}: a pair needs two networks, got {pair!r}")
+                found.append(Comparison(known(pair[0], where), known(pair[1], where)))
+        else:
+            found += [Comparison(known(n, where), n) for n in entry["self"]]
+    unique = list(dict.fromkeys(found))
+    return unique
+
+
+def fingerprint(job: Job, comparison: Comparison, store_prints) -> str:
+    """Digest of what a comparison's result depends on: both stores and the parameters."""
+    parts = {"a": store_prints[comparison.a], "b": store_prints[comparison.b], "metrics": job.metrics,
+             "center": job.center, "route": job.route, "align_obs": job.align_obs}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def label_result(result, *, store_a, store_b, network_a, network_b, metrics, extra=None):
+    """Provenance attrs of a result Dataset: inputs, parameters, version and time."""
+    from . import __version__
+
+    result.attrs.update(
+        store_a=str(store_a), store_b=str(store_b), network_a=network_a, network_b=network_b,
+        metric=",".join(metrics), rv2dist_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    )
+    return result
+
+
+def _finished_before(path: Path, wanted: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return store.read_result(path).attrs.get("rv2dist_fingerprint") == wanted
+    except store.StoreError:
+        return False
+
+
+def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
+    """Run every comparison of ``job`` on ``client`` that is not already done.
+
+    Parameters
+    ----------
+    job : Job
+        From :func:`load_job`.
+    client : distributed.Client
+        The cluster to run on.
+    device : {"cpu", "gpu"}
+        Where the chunk products run.
+    progress : bool
+        A progress bar on stderr (overall, and per running comparison).
+    stream : file, optional
+        Where the per-comparison lines go (default stdout).
+
+    Returns
+    -------
+    dict
+        ``{"computed": [names], "skipped": [names]}``.
+
+    Raises
+    ------
+    JobError
+        After every other comparison has finished, when some failed (naming them).
+    """
+    from distributed import wait
+
+    from . import dashboard
+    from .api import similarity
+    from .progress import ProgressBar
+
+    stream = stream or sys.stdout
+    used = sorted({c.a for c in job.comparisons} | {c.b for c in job.comparisons})
+    datasets = {name: store.open_activations(job.networks[name]) for name in used}
+    prints = {name: store.store_fingerprint(job.networks[name]) for name in used}
+    job.out.mkdir(parents=True, exist_ok=True)
+    wanted = {c: fingerprint(job, c, prints) for c in job.comparisons}
+    skipped = [c for c in job.comparisons if _finished_before(job.result_path(c), wanted[c])]
+    todo = [c for c in job.comparisons if c not in skipped]
+    print(f"job {job.name}: {len(job.comparisons)} comparisons; {len(skipped)} done before "
+          f"(inputs and parameters unchanged), {len(todo)} to compute", file=stream, flush=True)
+    for comparison in skipped:
+        print(f"  skip {comparison.name}: done, {job.result_path(comparison)}", file=stream, flush=True)
+    for comparison in todo:
+        if job.result_path(comparison).exists():
+            print(f"  recompute {comparison.name}: its inputs or parameters changed since "
+                  f"{job.result_path(comparison)} was written", file=stream, flush=True)
+
+    board = dashboard.install(client)
+    job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
+    networks = {name: store.network_name(datasets[name], name) for name in used}
+
+    def post(fields, **job_fields):
+        if board:
+            client.run_on_scheduler(dashboard.post_to_board, job_id, {"comparisons": fields, **job_fields})
+
+    post({c.name: _board_entry(c, networks, "skipped", store.read_result(job.result_path(c)), job.metrics)
+          for c in skipped} | {c.name: _board_entry(c, networks, "pending") for c in todo},
+         name=job.name, status="running", started=datetime.datetime.now().timestamp())
+
+    lazies, tokens, task_totals = [], {}, {}
+    for comparison in todo:
+        lazy = similarity(datasets[comparison.a], None if comparison.a == comparison.b else datasets[comparison.b],
+                          metric=list(job.metrics), center=job.center, route=job.route, client=client,
+                          align_obs=job.align_obs, device=device, compute=False)
+        token = dashboard.task_token(lazy.key)
+        tokens[comparison] = token
+        task_totals[comparison] = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
+        post({comparison.name: {"status": "running", "token": token, "tasks_total": task_totals[comparison]}})
+        lazies.append(lazy)
+    futures = dict(zip(client.compute(lazies), todo)) if todo else {}
+    computed, failed = [], {}
+    bar = ProgressBar(len(todo), f"job {job.name}", unit="comparison", enabled=progress and bool(todo))
+    try:
+        pending = set(futures)
+        while pending:
+            try:
+                finished, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # none finished in this half second
+                finished = ()
+            for future in finished:
+                comparison = futures[future]
+                if future.status == "error":
+                    error = future.exception()
+                    failed[comparison.name] = f"{type(error).__name__}: {error}"
+                    post({comparison.name: {"status": "failed", "error": failed[comparison.name]}})
+                    print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
+                else:
+                    _write(job, comparison, future.result(), datasets, networks, wanted[comparison])
+                    computed.append(comparison.name)
+                    post({comparison.name: _board_entry(comparison, networks, "done",
+                                                        store.read_result(job.result_path(comparison)), job.metrics)})
+                    print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
+                          file=stream, flush=True)
+                bar.update()
+            bar.detail = ""
+            if pending and progress and board:
+                running = [futures[f] for f in pending]
+                done = client.run_on_scheduler(dashboard.tasks_done_on_board, [tokens[c] for c in running])
+                bar.detail = ", ".join(f"{c.name} {100 * done.get(tokens[c], 0) // max(1, task_totals[c])}%"
+                                       for c in running[:3]) + (" ..." if len(running) > 3 else "")
+                bar.update(0)
+    except BaseException:
+        client.cancel(list(futures))
+        post({}, status="interrupted")
+        raise
+    finally:
+        bar.close()
+    post({}, status="failed" if failed else "finished")
+    if failed:
+        names = ", ".join(failed)
+        raise JobError(f"job {job.name}: {len(failed)} comparison(s) failed ({names}); "
+                       f"first: {next(iter(failed.values()))}")
+    return {"computed": computed, "skipped": [c.name for c in skipped]}
+
+
+def _write(job, comparison, result, datasets, networks, digest):
+    from .plot import heatmap
+
+    label_result(result, store_a=job.networks[comparison.a], store_b=job.networks[comparison.b],
+                 network_a=networks[comparison.a], network_b=networks[comparison.b], metrics=job.metrics,
+                 extra={"job": job.name, "rv2dist_fingerprint": digest})
+    store.write_result(result, job.result_path(comparison))
+    if job.plots:
+        heatmap(result, job.plot_path(comparison))
+
+
+def _board_entry(comparison, networks, status, result=None, metrics=None):
+    entry = {"network_a": networks[comparison.a], "network_b": networks[comparison.b], "status": status}
+    if result is not None:
+        metric = metrics[0]
+        entry.update(metric=metric, values=result[metric].values.tolist(),
+                     layers_a=[str(v) for v in result["layer_a"].values],
+                     layers_b=[str(v) for v in result["layer_b"].values])
+    return entry

@@ -1,0 +1,253 @@
+"""The service: job files, resuming, real scheduler and worker processes, faults, the
+dashboard page in headless Chromium, and bad input on every verb."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rv2dist
+from conftest import relu_network
+from rv2dist import jobs, store
+from test_store_cli import _run_cli
+
+RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
+
+
+def _write_job(folder, networks, compare, **options):
+    lines = [f"{key} = {json.dumps(value)}" for key, value in options.items()]
+    lines.append("[networks]")
+    lines += [f'{name} = "{name}.zarr"' for name in networks]
+    for table in compare:
+        lines.append("[[compare]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path = folder / "job.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _stores(folder, rng, sizes, widths=(6, 12, 24), chunk_bytes=30_000):
+    for name, n in sizes.items():
+        rv2dist.write_activations(folder / f"{name}.zarr", relu_network(rng, n, widths), network=name,
+                                  chunk_bytes=chunk_bytes, overwrite=True)
+
+
+def _mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.nc")}
+
+
+@pytest.mark.slow
+def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
+    """Kill `rv2dist run` (client and embedded cluster) as soon as its first result is
+    written: the rerun keeps the finished files untouched and computes only the rest;
+    rewriting one store recomputes exactly the comparisons that read it."""
+    _stores(tmp_path, rng, {"ref": 4000, "small": 4000})
+    _stores(tmp_path, rng, {"wide1": 4000, "wide2": 4000}, widths=(400, 500, 600), chunk_bytes=200_000)
+    job = _write_job(tmp_path, ["ref", "small", "wide1", "wide2"],
+                     [{"pairs": [["ref", "small"]]}, {"pairs": [["wide1", "wide2"]]}, {"self": ["wide1", "wide2"]}],
+                     metrics=["rv2", "cka"], plots=False)
+    results = tmp_path / "results"
+    process = subprocess.Popen([*RV2DIST, "run", str(job), "--no-progress"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not list(results.glob("*.nc")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = _mtimes(results)
+    assert before, "no result was written before the kill"
+    assert len(before) < 4, "the job finished before it could be interrupted"
+    assert not list(results.glob(".*partial*"))  # nothing half-written is left visible
+    rerun = subprocess.run([*RV2DIST, "run", str(job), "--no-progress"], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(before)} done before" in rerun.stdout
+    after = _mtimes(results)
+    assert len(after) == 4
+    for name, mtime in before.items():
+        assert after[name] == mtime, f"{name} was recomputed"
+        assert f"skip {name[:-3]}" in rerun.stdout
+    for comparison, (a, b) in {"ref__small": ("ref", "small"), "wide1__wide2": ("wide1", "wide2"),
+                               "wide1__wide1": ("wide1", None), "wide2__wide2": ("wide2", None)}.items():
+        result = store.read_result(results / f"{comparison}.nc")
+        want = rv2dist.similarity(tmp_path / f"{a}.zarr", b and tmp_path / f"{b}.zarr", metric=["rv2", "cka"])
+        assert np.allclose(result.rv2.values, want.rv2.values, rtol=0, atol=1e-12)
+        assert result.attrs["network_a"] == a and result.attrs["rv2dist_version"] == rv2dist.__version__
+        assert result.attrs["store_a"].endswith(f"{a}.zarr") and result.attrs["job"] == "job"
+    _stores(tmp_path, np.random.default_rng(5), {"small": 4000})
+    changed = subprocess.run([*RV2DIST, "run", str(job), "--no-progress"], capture_output=True, text=True)
+    assert changed.returncode == 0, changed.stderr
+    assert "3 done before" in changed.stdout and "recompute ref__small" in changed.stdout
+    final = _mtimes(results)
+    assert [name for name in final if final[name] != after[name]] == ["ref__small.nc"]
+
+
+def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path):
+    """In-process: a reference against two networks; the board counts every rv2dist
+    task of each comparison and holds the finished matrices."""
+    from distributed import Client, LocalCluster
+
+    _stores(tmp_path, rng, {"ref": 900, "x": 900, "y": 900})
+    job = jobs.load_job(_write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}], metrics=["cka", "rv2"]))
+    assert [c.name for c in job.comparisons] == ["ref__x", "ref__y"]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        summary = jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        assert summary == {"computed": ["ref__x", "ref__y"], "skipped": []} or sorted(summary["computed"]) == [
+            "ref__x", "ref__y"]
+        snapshot = cluster.scheduler.plugins["rv2dist"].snapshot()
+        link = client.dashboard_link
+    latest = snapshot["jobs"][0]
+    assert latest["status"] == "finished" and latest["comparisons_done"] == 2
+    for entry in latest["comparisons"]:
+        assert entry["tasks_total"] > 0
+        assert cluster.scheduler.plugins["rv2dist"].tasks_done(entry["token"]) == entry["tasks_total"]
+        assert entry["metric"] == "cka" and len(entry["values"]) == 3
+    assert link
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_dashboard_page_in_headless_chromium(rng, tmp_path):
+    """The scheduler serves /rv2dist: real headless Chromium runs its script, which
+    fetches the JSON route and draws one heatmap per finished comparison."""
+    if not _chromium():
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    from distributed import Client, LocalCluster
+
+    from rv2dist import dashboard
+
+    _stores(tmp_path, rng, {"ref": 500, "x": 500})
+    job = jobs.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}]))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        # in-process clusters name the machine's address; the server listens on 127.0.0.1
+        port = client.dashboard_link.split(":")[-1].split("/")[0]
+        page = dashboard.page_link(f"http://127.0.0.1:{port}/status")
+        with urllib.request.urlopen(page + "/api/progress", timeout=10) as answer:
+            progress = json.load(answer)
+        dom = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom", page],
+            capture_output=True, text=True, timeout=60,
+        ).stdout
+    assert progress["jobs"][0]["comparisons_done"] == 2
+    assert {c["name"] for c in progress["jobs"][0]["comparisons"]} == {"ref__x", "x__x"}
+    dom = dom.split("<script")[0]  # what the script drew, not the script's own text
+    assert dom.count('class="heatmap"') == 2, dom[:2000]
+    assert dom.count("<rect") == 2 * 9  # two 3 x 3 matrices
+    assert "finished - 2 of 2 comparisons" in dom and "ref vs x" in dom
+
+
+def _start(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **kwargs)
+
+
+@pytest.fixture
+def real_cluster(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+    from distributed import Client
+
+    scheduler_file = tmp_path / "scheduler.json"
+    processes = [_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)])]
+    deadline = time.time() + 60
+    while not scheduler_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    for _ in range(2):
+        processes.append(_start(["distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+                                 "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1"]))
+    client = Client(scheduler_file=str(scheduler_file), timeout="30s")
+    client.wait_for_workers(2, timeout=60)
+    yield client, scheduler_file, processes
+    client.close()
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_real_processes_and_a_killed_worker(rng, tmp_path, real_cluster):
+    client, scheduler_file, processes = real_cluster
+    address = client.scheduler.address
+    _stores(tmp_path, rng, {"a": 1500, "b": 1500})
+    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka_debiased",
+                    "--scheduler", address, "--out", tmp_path / "r.nc")
+    assert done.returncode == 0, done.stderr
+    got = store.read_result(tmp_path / "r.nc")
+    want = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric=["rv2", "cka_debiased"])
+    for metric in ("rv2", "cka_debiased"):
+        assert np.allclose(got[metric].values, want[metric].values, rtol=0, atol=1e-12)
+
+    # a job long enough to lose a worker in the middle of it
+    _stores(tmp_path, rng, {"big1": 12000, "big2": 12000}, widths=(100, 150, 200), chunk_bytes=160_000)
+    job = _write_job(tmp_path, ["big1", "big2"], [{"pairs": [["big1", "big2"]]}, {"self": ["big1", "big2"]}],
+                     plots=False)
+    run = subprocess.Popen([*RV2DIST, "run", str(job), "--no-progress", "--scheduler-file", str(scheduler_file)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = None
+    deadline = time.time() + 60
+    while victim is None and time.time() < deadline:
+        busy = [addr for addr, keys in client.processing().items() if any("rv2dist-" in str(k) for k in keys)]
+        if busy:
+            victim = busy[0]
+        time.sleep(0.05)
+    assert victim, "the job's tasks never reached a worker"
+    pid = client.scheduler_info()["workers"][victim]["pid"] if "pid" in client.scheduler_info()["workers"][victim] \
+        else client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output
+    assert len(client.scheduler_info()["workers"]) == 1  # the kill was real
+    for name, (a, b) in {"big1__big2": ("big1", "big2"), "big1__big1": ("big1", None)}.items():
+        result = store.read_result(tmp_path / "results" / f"{name}.nc")
+        want = rv2dist.similarity(tmp_path / f"{a}.zarr", b and tmp_path / f"{b}.zarr")
+        assert np.allclose(result.rv2.values, want.values, rtol=0, atol=1e-12)
+
+
+def test_bad_input_on_every_verb(rng, tmp_path):
+    _stores(tmp_path, rng, {"a": 100, "b": 100})
+    good = ["[networks]", 'a = "a.zarr"', 'b = "b.zarr"', "[[compare]]", 'reference = "a"']
+    jobs_text = {
+        "syntax.toml": ("[networks\n", "not valid TOML"),
+        "unknown.toml": ("colour = 1\n" + "\n".join(good), "unknown key 'colour'"),
+        "nonet.toml": ("[[compare]]\nself = ['a']\n", "[networks]"),
+        "noref.toml": ("\n".join(good[:3]) + "\n[[compare]]\nreference = 'zz'\n", "network 'zz'"),
+        "metric.toml": ('metrics = ["rv3"]\n' + "\n".join(good), "unknown metric 'rv3'"),
+        "missing.toml": ("\n".join(good).replace("b.zarr", "gone.zarr"), "gone.zarr"),
+        "pair.toml": ("\n".join(good[:3]) + "\n[[compare]]\npairs = [['a']]\n", "a pair needs two"),
+        "both.toml": ("\n".join(good) + "\nself = ['a']\n", "exactly one of"),
+        "format.toml": ('format = "csv"\n' + "\n".join(good), "format must be"),
+    }
+    for name, (text, named) in jobs_text.items():
+        (tmp_path / name).write_text(text)
+        done = _run_cli("run", tmp_path / name)
+        assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (name, done.stderr)
+        assert name in done.stderr or named in done.stderr
+    assert not (tmp_path / "results").exists()
+    cases = [
+        (("run", tmp_path / "nothere.toml"), "nothere.toml: no such job file"),
+        (("cluster", "--workers", "0"), "--workers must be at least 1"),
+        (("compare", tmp_path / "a.zarr", "--gpus", "--out", tmp_path / "g.nc"), "--gpus"),
+        (("compare", tmp_path / "a.zarr", "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "s.nc"),
+         "cannot reach the scheduler"),
+        (("compare", tmp_path / "a.zarr", "--scheduler-file", tmp_path / "none.json", "--out", tmp_path / "s.nc"),
+         "none.json does not exist"),
+        (("demo", "--out", tmp_path / "d", "--gpus"), "--gpus"),
+    ]
+    for args, named in cases:
+        done = subprocess.run([*RV2DIST, *map(str, args)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not list(tmp_path.glob("*.nc"))
