@@ -100,7 +100,7 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
     from .plot import heatmap
 
     result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
-                        client=client, device="gpu" if gpus else "cpu", align_obs=align_obs, compute=False)
+                        client=client, device=_device(gpus, client), align_obs=align_obs, compute=False)
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
@@ -120,11 +120,25 @@ def _compute_with_progress(lazy, client):
     return future.result()
 
 
+def _device(gpus, client):
+    """GPU with --gpus, or when the cluster's workers declare a GPU resource
+    (`dask cuda worker --resources GPU=1`, as the deploy recipes start them)."""
+    if gpus:
+        return "gpu"
+    workers = client.scheduler_info()["workers"].values()
+    return "gpu" if workers and all("GPU" in w.get("resources", {}) for w in workers) else "cpu"
+
+
 def _connect(args):
+    import os
+
     from .cluster import connect, dashboard_link
 
-    client = connect(scheduler=getattr(args, "scheduler", None),
-                     scheduler_file=getattr(args, "scheduler_file", None),
+    scheduler = getattr(args, "scheduler", None)
+    if hasattr(args, "scheduler") and not (scheduler or args.scheduler_file or args.gpus):
+        # how the container and Kubernetes recipes name their scheduler
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    client = connect(scheduler=scheduler, scheduler_file=getattr(args, "scheduler_file", None),
                      gpus=getattr(args, "gpus", False), workers=getattr(args, "workers", None))
     from . import dashboard
 
@@ -197,7 +211,7 @@ def _run_job(args):
     for name, path in job.networks.items():
         store.open_activations(path)
     with _connect(args) as client:
-        summary = run_job(job, client, device="gpu" if args.gpus else "cpu", progress=not args.no_progress)
+        summary = run_job(job, client, device=_device(args.gpus, client), progress=not args.no_progress)
     print(f"job {job.name}: {len(summary['computed'])} computed, {len(summary['skipped'])} skipped; "
           f"results in {job.out}")
 
