@@ -51,6 +51,8 @@ def test_writer_memory_does_not_grow_with_observations(tmp_path):
     batch = 2000
     rng = np.random.default_rng(1)
     template = {f"l{i}": rng.standard_normal((batch, w)).astype(np.float32) for i, w in enumerate(widths)}
+    with rv2dist.ActivationWriter(tmp_path / "warm.zarr") as writer:  # imports stay out of the count
+        writer.append(template)
     tracemalloc.start()
     with rv2dist.ActivationWriter(tmp_path / "big.zarr", chunk_bytes=8 * 2**20) as writer:
         for _ in range(100):
@@ -58,7 +60,7 @@ def test_writer_memory_does_not_grow_with_observations(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     full = 200_000 * sum(widths) * 4
-    assert peak < 80 * 2**20, f"peak {peak / 2**20:.0f} MiB for {full / 2**20:.0f} MiB of data"
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB for {full / 2**20:.0f} MiB of data"
     assert rv2dist.open_activations(tmp_path / "big.zarr").sizes["obs"] == 200_000
 
 
