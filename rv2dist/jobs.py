@@ -187,13 +187,16 @@ def label_result(result, *, store_a, store_b, network_a, network_b, metrics, ext
     return result
 
 
-def _finished_before(path: Path, wanted: str) -> bool:
+def _finished_result(path: Path, wanted: str):
+    """The result at ``path`` when it was computed from the same inputs and parameters
+    (fingerprint ``wanted``), else None."""
     if not path.exists():
-        return False
+        return None
     try:
-        return store.read_result(path).attrs.get("rv2dist_fingerprint") == wanted
+        result = store.read_result(path)
     except store.StoreError:
-        return False
+        return None
+    return result if result.attrs.get("rv2dist_fingerprint") == wanted else None
 
 
 def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
@@ -234,8 +237,9 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     prints = {name: store.store_fingerprint(job.networks[name]) for name in used}
     job.out.mkdir(parents=True, exist_ok=True)
     wanted = {c: fingerprint(job, c, prints) for c in job.comparisons}
-    skipped = [c for c in job.comparisons if _finished_before(job.result_path(c), wanted[c])]
-    todo = [c for c in job.comparisons if c not in skipped]
+    finished = {c: _finished_result(job.result_path(c), wanted[c]) for c in job.comparisons}
+    skipped = [c for c in job.comparisons if finished[c] is not None]
+    todo = [c for c in job.comparisons if finished[c] is None]
     print(f"job {job.name}: {len(job.comparisons)} comparisons; {len(skipped)} done before "
           f"(inputs and parameters unchanged), {len(todo)} to compute", file=stream, flush=True)
     for comparison in skipped:
@@ -253,8 +257,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         if board:
             client.run_on_scheduler(dashboard.post_to_board, job_id, {"comparisons": fields, **job_fields})
 
-    post({c.name: _board_entry(c, networks, "skipped", store.read_result(job.result_path(c)), job.metrics)
-          for c in skipped} | {c.name: _board_entry(c, networks, "pending") for c in todo},
+    post({c.name: _board_entry(c, networks, "skipped", finished[c], job.metrics) for c in skipped} | {c.name: _board_entry(c, networks, "pending") for c in todo},
          name=job.name, status="running", started=datetime.datetime.now().timestamp())
 
     lazies, tokens, task_totals = [], {}, {}
@@ -285,10 +288,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
                     post({comparison.name: {"status": "failed", "error": failed[comparison.name]}})
                     print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
                 else:
-                    _write(job, comparison, future.result(), datasets, networks, wanted[comparison])
+                    result = future.result()
+                    _write(job, comparison, result, networks, wanted[comparison])
                     computed.append(comparison.name)
-                    post({comparison.name: _board_entry(comparison, networks, "done",
-                                                        store.read_result(job.result_path(comparison)), job.metrics)})
+                    post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
                     print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
                           file=stream, flush=True)
                 bar.update()
@@ -313,7 +316,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     return {"computed": computed, "skipped": [c.name for c in skipped]}
 
 
-def _write(job, comparison, result, datasets, networks, digest):
+def _write(job, comparison, result, networks, digest):
     from .plot import heatmap
 
     label_result(result, store_a=job.networks[comparison.a], store_b=job.networks[comparison.b],
