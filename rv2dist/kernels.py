@@ -294,7 +294,7 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``finite`` and
         ``undefined`` flags (L,); entries of pairs not computed are NaN.
     """
-    moments = sums[0]["moments"]
+    moments = _moments_on_host(sums[0]["moments"])
     products = [p for group in sums for p in group["products"]]
     n = moments["n"]
     n_layers = len(moments["colsum"])
@@ -360,6 +360,28 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         "ones": ones,
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
+    }
+
+
+def _moments_on_host(moments):
+    """The moments as numpy arrays, copied from a device in one transfer: a hundred
+    small copies cost more than the products they summarise."""
+    leaves = [a for parts in moments["colsum"] for a in parts]
+    leaves += [moments["norm_sum"], moments["norm_outer"]]
+    leaves += [a for parts in moments["norm_cross"] for a in parts]
+    if all(isinstance(a, np.ndarray) for a in leaves):
+        return moments
+    xp = namespace(*leaves)
+    join = getattr(xp, "concat", None) or xp.concatenate  # array API name, or CuPy's older one
+    flat = to_numpy(join([xp.reshape(_f64(a), (-1,)) for a in leaves]))
+    bounds = np.cumsum([0] + [int(np.prod(a.shape)) for a in leaves])
+    host = iter(flat[start:stop].reshape(a.shape) for a, start, stop in zip(leaves, bounds[:-1], bounds[1:]))
+    return {
+        "n": moments["n"],
+        "colsum": [[next(host) for _ in parts] for parts in moments["colsum"]],
+        "norm_sum": next(host),
+        "norm_outer": next(host),
+        "norm_cross": [[next(host) for _ in parts] for parts in moments["norm_cross"]],
     }
 
 
