@@ -110,7 +110,7 @@ def load_job(path) -> Job:
     if not isinstance(networks, dict) or not networks:
         raise JobError(f"{path}: needs a [networks] table of name = \"store path\"")
     networks = {name: (base / location) for name, location in networks.items()}
-    for name, location in networks.items():
+    for name in networks:
         if "__" in name:
             raise JobError(f"{path}: network name {name!r} may not contain '__' (it separates result names)")
     comparisons = _comparisons(path, spec.get("compare"), list(networks))
@@ -163,8 +163,7 @@ def _comparisons(path, entries, names):
                 found.append(Comparison(known(pair[0], where), known(pair[1], where)))
         else:
             found += [Comparison(known(n, where), n) for n in entry["self"]]
-    unique = list(dict.fromkeys(found))
-    return unique
+    return list(dict.fromkeys(found))  # a comparison named twice runs once
 
 
 def fingerprint(job: Job, comparison: Comparison, store_prints) -> str:
