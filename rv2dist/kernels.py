@@ -199,28 +199,49 @@ def chunk_moments(slabs, pieces, n_layers):
         (L,), ``norm_outer`` (L, L) and ``norm_cross`` (per layer and piece,
         ``(L, width)``): sums of the squared row norms ``a_i``, of ``a_i b_i`` and of
         ``a_i y_i``.
+
+    Notes
+    -----
+    Within the chunk, sums run in the slab dtype like the products (row norms over
+    units, column sums over rows); every sum across pieces and chunks is float64.
     """
     xp = namespace(*slabs)
+    k, dtype = slabs[0].shape[0], slabs[0].dtype
     norms = [0.0] * n_layers
-    colsum = [[] for _ in range(n_layers)]
-    views = [[] for _ in range(n_layers)]
     for slab, slab_pieces in zip(slabs, pieces):
         for layer, start, stop, offset in slab_pieces:
-            part = slab[:, offset : offset + stop - start]
-            views[layer].append(part)
-            # products in the slab dtype, sums over units and rows in float64
-            norms[layer] = norms[layer] + xp.sum(part * part, axis=1, dtype=xp.float64)
-            colsum[layer].append(xp.sum(part, axis=0, dtype=xp.float64))
+            norms[layer] = norms[layer] + _f64(_row_norms(slab[:, offset : offset + stop - start], xp))
     norms = xp.stack(norms, axis=1)
-    norms_t = norms.T
-    norms_low = _astype(norms_t, slabs[0].dtype)
+    # one GEMM per slab yields the a_i-weighted column sums and, from a column of
+    # ones, the plain column sums (per-piece reductions cost more than the GEMM)
+    weights = _astype(_concat(xp, [norms, xp.ones((k, 1), dtype=xp.float64)], axis=1), dtype)
+    colsum = [[] for _ in range(n_layers)]
+    norm_cross = [[] for _ in range(n_layers)]
+    for slab, slab_pieces in zip(slabs, pieces):
+        sums = _f64(weights.T @ slab)
+        for layer, start, stop, offset in slab_pieces:
+            colsum[layer].append(sums[n_layers, offset : offset + stop - start])
+            norm_cross[layer].append(sums[:n_layers, offset : offset + stop - start])
     return {
-        "n": slabs[0].shape[0],
+        "n": k,
         "colsum": colsum,
         "norm_sum": xp.sum(norms, axis=0),
-        "norm_outer": norms_t @ norms,
-        "norm_cross": [[_f64(norms_low @ part) for part in parts] for parts in views],
+        "norm_outer": norms.T @ norms,
+        "norm_cross": norm_cross,
     }
+
+
+def _row_norms(part, xp):
+    """Squared norms of the rows of ``part``, in its dtype."""
+    if xp.__name__ in ("numpy", "cupy"):
+        # no squared temporary, and one call instead of one per row
+        return xp.einsum("ij,ij->i", part, part)
+    return xp.sum(part * part, axis=1)
+
+
+def _concat(xp, arrays, axis=0):
+    join = getattr(xp, "concat", None) or xp.concatenate  # array API name, or CuPy's older one
+    return join(arrays, axis=axis)
 
 
 def _merge(total, part):
@@ -309,11 +330,13 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         xp = namespace(product)
         row_sum, row_mean = _piece_maps(rows, residual, product.shape[0], xp)
         col_sum, col_mean = _piece_maps(cols, residual, product.shape[1], xp)
-        squared = product - n * (row_mean[:, None] * col_mean[None, :])
-        squared *= squared  # in place: one fresh p x q buffer, not two
-        # per piece pair at once: sums of squares of the centred blocks, and m' C m
-        squares = to_numpy(row_sum.T @ squared @ col_sum)
+        # per piece pair at once: m_r' P m_c, and the sums of squares of the centred
+        # blocks |P - n m_r m_c'|^2 = |P|^2 - 2n m_r' P m_c + n^2 |m_r|^2 |m_c|^2,
+        # expanded so that no p x q temporary is made (the residual means m are small)
         quads = to_numpy((row_sum * row_mean[:, None]).T @ product @ (col_sum * col_mean[:, None]))
+        plain = to_numpy(_piece_column_squares(product, rows, xp) @ col_sum)
+        mean_squares = np.outer(to_numpy(row_sum.T @ (row_mean * row_mean)), to_numpy(col_sum.T @ (col_mean * col_mean)))
+        squares = plain - 2 * n * quads + n * n * mean_squares
         cells = [(np.array([p[0] for p in rows])[:, None], np.array([p[0] for p in cols])[None, :])]
         if mirror:
             cells.append(cells[0][::-1])
@@ -372,8 +395,7 @@ def _moments_on_host(moments):
     if all(isinstance(a, np.ndarray) for a in leaves):
         return moments
     xp = namespace(*leaves)
-    join = getattr(xp, "concat", None) or xp.concatenate  # array API name, or CuPy's older one
-    flat = to_numpy(join([xp.reshape(_f64(a), (-1,)) for a in leaves]))
+    flat = to_numpy(_concat(xp, [xp.reshape(_f64(a), (-1,)) for a in leaves]))
     bounds = np.cumsum([0] + [int(np.prod(a.shape)) for a in leaves])
     host = iter(flat[start:stop].reshape(a.shape) for a, start, stop in zip(leaves, bounds[:-1], bounds[1:]))
     return {
@@ -383,6 +405,18 @@ def _moments_on_host(moments):
         "norm_outer": next(host),
         "norm_cross": [[next(host) for _ in parts] for parts in moments["norm_cross"]],
     }
+
+
+def _piece_column_squares(product, pieces, xp):
+    """Per row piece, the column sums of the squared product ``(pieces, q)``."""
+    sums = []
+    for _, start, stop, offset in pieces:
+        block = product[offset : offset + stop - start, :]
+        if xp.__name__ in ("numpy", "cupy"):
+            sums.append(xp.einsum("ij,ij->j", block, block))
+        else:
+            sums.append(xp.sum(block * block, axis=0))
+    return xp.stack(sums, axis=0)
 
 
 def _piece_maps(pieces, residual, width, xp):
