@@ -430,17 +430,37 @@ def _piece_maps(pieces, residual, width, xp):
     return xp.asarray(indicator, dtype=xp.float64), xp.asarray(means, dtype=xp.float64)
 
 
+def _float64_row_blocks(chunk, offset, block_bytes=2**25):
+    """``chunk - offset`` in float64, a few rows at a time through one reused buffer
+    (a float64 copy of a wide chunk would cost more in fresh memory than in arithmetic)."""
+    xp = namespace(chunk)
+    k, width = chunk.shape
+    rows = max(1, min(k, block_bytes // (8 * max(1, width))))
+    buffer = xp.empty((rows, width), dtype=xp.float64)
+    for start in range(0, k, rows):
+        part = chunk[start : start + rows, :]
+        view = buffer[: part.shape[0], :]
+        if offset is None:
+            view[...] = part
+        elif xp.__name__ in ("numpy", "cupy"):
+            xp.subtract(part, offset, out=view, dtype=xp.float64)
+        else:
+            view = _f64(part) - offset
+        yield view
+
+
 def column_summary(chunks, shifts):
     """Pass one of the gram route: per layer sums of shifted columns and of their squares."""
-    slabs = []
-    pieces = []
-    for index, chunk in enumerate(chunks):
-        width = chunk.shape[1]
-        slabs.append(shift_slab(chunks, [(index, 0, width)], shifts, "float64"))
-        pieces.append([(index, 0, width, 0)])
-    moments = chunk_moments(slabs, pieces, len(chunks))
-    keep = ("n", "colsum", "norm_sum")
-    return {key: moments[key] for key in keep}
+    xp = namespace(*chunks)
+    colsum, norm_sum = [], []
+    for chunk, shift in zip(chunks, shifts):
+        total, squares = 0.0, 0.0
+        for block in _float64_row_blocks(chunk, None if shift is None else _f64(shift)):
+            total = total + xp.sum(block, axis=0)
+            squares = squares + xp.sum(_row_norms(block, xp))
+        colsum.append([total])
+        norm_sum.append(squares)
+    return {"n": chunks[0].shape[0], "colsum": colsum, "norm_sum": xp.stack(norm_sum)}
 
 
 def column_means(summary, shifts):
@@ -459,14 +479,16 @@ def gram_prepare(chunks, means, dtype):
     """Centre one row block of every layer (float64), round to ``dtype``, and sum the
     products of the squared row norms that the diagonal of the Grams holds."""
     xp = namespace(*chunks)
-    rows = []
-    norms = []
+    rows, norms = [], []
     for chunk, mean in zip(chunks, means):
-        centred = _f64(chunk)
-        if mean is not None:
-            centred = centred - mean
-        norms.append(xp.sum(centred * centred, axis=1))
-        rows.append(_astype(centred, getattr(xp, dtype)))
+        out = xp.empty(chunk.shape, dtype=getattr(xp, dtype))
+        layer_norms, start = [], 0
+        for block in _float64_row_blocks(chunk, mean):
+            layer_norms.append(_row_norms(block, xp))
+            out[start : start + block.shape[0], :] = _astype(block, out.dtype)
+            start += block.shape[0]
+        rows.append(out)
+        norms.append(_concat(xp, layer_norms))
     norms = xp.stack(norms, axis=1)
     return {"rows": rows, "norm_outer": norms.T @ norms, "norm_sum": xp.sum(norms, axis=0)}
 

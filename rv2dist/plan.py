@@ -201,18 +201,11 @@ def _product_flops(product: Product, n: int) -> float:
 
 def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chunks, device):
     total_width = sum(widths_a) + sum(widths_b or ())
-    # accumulators of one product, SPLIT_EVERY + 1 of them alive in a tree reduction
-    max_width = int(math.sqrt(budget / (2 * 8 * (SPLIT_EVERY + 1))))
+    # float64 sums of one product: SPLIT_EVERY + 1 of them alive in a tree reduction
+    max_width = int(math.sqrt(_accumulator_limit(budget)))
     if max_width < 1:
         raise PlanError(f"a memory budget of {_bytes(budget)} cannot hold any product")
     max_width = min(max_width, max(sum(widths_a), sum(widths_b or ())))
-    per_row = total_width * itemsize + max_width * 8 * 2
-    max_rows = int((budget / 2) // per_row)
-    if max_rows < 1:
-        raise PlanError(
-            f"one observation of all layers ({_bytes(per_row)}) does not fit half the"
-            f" memory budget of {_bytes(budget)}"
-        )
     if total_width / max_width > _MAX_COLUMN_BLOCKS:
         raise PlanError(
             f"{total_width:,} units in blocks of {max_width:,} columns make more than"
@@ -221,21 +214,24 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
     blocks_a = _choose_pieces(widths_a, 0, max_width)
     blocks_b = _choose_pieces(widths_b, len(widths_a), max_width) if widths_b else []
     products = _feature_products(blocks_a, blocks_b, widths_b is None)
-    if row_chunks and max(row_chunks) <= max_rows and min(row_chunks) >= min(n, 64):
-        chunks = tuple(row_chunks)
-    else:
-        # one task at a time gains nothing from more chunks, which only add partial sums
-        wanted = 1 if parallelism == 1 else 2 * parallelism
-        target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / wanted))
-        chunks = _even_chunks(n, min(max_rows, target))
     groups = _group_products(products, budget)
+    group_bytes = max(sum(_product_size(p) for p in products[a:b]) for a, b in groups)
+    # a chunk task holds its rows of every layer, slabs of them, and one group's
+    # float64 sums with their product buffers
+    per_row = total_width * itemsize + max_width * 8 * 2
+    max_rows = int((budget - group_bytes * (8 + itemsize)) // (total_width * itemsize + per_row))
+    if max_rows < 1:
+        raise PlanError(
+            f"one observation of all layers ({_bytes(per_row)}) besides the products' sums"
+            f" does not fit the memory budget of {_bytes(budget)}"
+        )
+    chunks = _choose_row_chunks(n, row_chunks, max_rows, parallelism)
     flops = sum(_product_flops(p, n) for p in products) + 2.0 * n * total_width * (
         len(widths_a) + len(widths_b or ())
     )
     rows = max(chunks)
     # GPU memory has no first-touch cost to amortise: one sub-block, fewer launches
     sub_rows = rows if device == "gpu" else min(rows, SUB_ROWS)
-    group_bytes = max(sum(_product_size(p) for p in products[a:b]) for a, b in groups)
     peak = max(
         rows * total_width * itemsize + sub_rows * per_row + group_bytes * (8 + itemsize),
         (SPLIT_EVERY + 1) * group_bytes * 8,
@@ -245,14 +241,32 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
                 products=tuple(products), groups=tuple(groups), n_tasks=n_tasks, sub_rows=sub_rows)
 
 
+def _choose_row_chunks(n, row_chunks, max_rows, parallelism):
+    """The input's row chunks when they fit, each split evenly when they do not (so a
+    stored chunk is read by whole parts); otherwise even chunks for the parallelism."""
+    if row_chunks and min(row_chunks) >= min(n, 64):
+        if max(row_chunks) <= max_rows:
+            return tuple(row_chunks)
+        return tuple(part for rows in row_chunks for part in _even_chunks(rows, max_rows))
+    # one task at a time gains nothing from more chunks, which only add partial sums
+    wanted = 1 if parallelism == 1 else 2 * parallelism
+    target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / wanted))
+    return _even_chunks(n, min(max_rows, target))
+
+
+def _accumulator_limit(budget):
+    """Elements of float64 sums that SPLIT_EVERY + 1 at a time fit the budget."""
+    return budget / (8 * (SPLIT_EVERY + 1))
+
+
 def _product_size(product: Product) -> int:
     return (product.row_range[1] - product.row_range[0]) * (product.col_range[1] - product.col_range[0])
 
 
 def _group_products(products, budget):
     """Consecutive products whose float64 sums, SPLIT_EVERY + 1 at a time in the tree
-    reduction, fit half the budget: one task per group and row chunk."""
-    limit = budget / (2 * 8 * (SPLIT_EVERY + 1))
+    reduction, fit the budget: one task per group and row chunk."""
+    limit = _accumulator_limit(budget)
     groups, start, used = [], 0, 0
     for i, product in enumerate(products):
         size = _product_size(product)

@@ -35,13 +35,25 @@ def test_small_budget_splits_columns_and_rows():
     plan = make_plan(10_000, PAPER, dtype="float32", route="feature", memory_budget=64 * 2**20, parallelism=1)
     assert len(plan.blocks) > 1
     widths = [sum(stop - start for _, start, stop, _ in block) for block in plan.blocks]
-    assert max(widths) ** 2 * 8 * 5 <= 32 * 2**20
+    assert max(widths) ** 2 * 8 * 5 <= 64 * 2**20
     assert plan.peak_task_bytes <= 64 * 2**20
 
 
 def test_existing_chunks_kept_when_they_fit():
     plan = make_plan(1000, PAPER[:2], dtype="float64", memory_budget=2**30, row_chunks=(400, 400, 200))
     assert plan.row_chunks == (400, 400, 200)
+
+
+def test_existing_chunks_too_large_are_split_evenly():
+    stored = (16_384, 16_384, 7_000)
+    plan = make_plan(sum(stored), PAPER, dtype="float32", route="feature", memory_budget=256 * 2**20,
+                     row_chunks=stored)
+    assert sum(plan.row_chunks) == sum(stored) and plan.peak_task_bytes <= 256 * 2**20
+    bounds, edges = set(), 0
+    for rows in plan.row_chunks:
+        edges += rows
+        bounds.add(edges)
+    assert {16_384, 32_768, sum(stored)} <= bounds  # every stored chunk is read by whole parts
 
 
 def test_impossible_budget_rejected_before_running():
