@@ -63,7 +63,7 @@ def _f64(x):
 
 
 SHIFT_ROWS = 1024
-SUB_ROWS = 4096
+SUB_ROWS = 8192
 
 
 def first_rows_mean(x, dtype):
@@ -143,7 +143,7 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     moments : bool
         Also compute :func:`chunk_moments`.
     sub_rows : int
-        Rows per sub-block.
+        Most rows per sub-block; the chunk is cut into equal sub-blocks.
 
     Returns
     -------
@@ -154,7 +154,8 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     xp = namespace(*chunks)
     k = chunks[0].shape[0]
     used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
-    rows = min(k, sub_rows)
+    # equal sub-blocks: a short last one would pay a whole output pass for few rows
+    rows = -(-k // -(-k // sub_rows))
     slabs = {b: xp.empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype=getattr(xp, dtype))
              for b in used}
     buffers = [None] * len(products)
