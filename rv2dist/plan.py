@@ -199,7 +199,7 @@ def _product_flops(product: Product, n: int) -> float:
     return n * p * (p + 1) if product.symmetric else 2.0 * n * p * q
 
 
-def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chunks, device):
+def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, parallelism, row_chunks, device):
     total_width = sum(widths_a) + sum(widths_b or ())
     # float64 sums of one product: SPLIT_EVERY + 1 of them alive in a tree reduction
     max_width = int(math.sqrt(_accumulator_limit(budget)))
@@ -216,10 +216,10 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
     products = _feature_products(blocks_a, blocks_b, widths_b is None)
     groups = _group_products(products, budget)
     group_bytes = max(sum(_product_size(p) for p in products[a:b]) for a, b in groups)
-    # a chunk task holds its rows of every layer, slabs of them, and one group's
-    # float64 sums with their product buffers
-    per_row = total_width * itemsize + max_width * 8 * 2
-    max_rows = int((budget - group_bytes * (8 + itemsize)) // (total_width * itemsize + per_row))
+    # a chunk task holds its rows of every layer, shifted slabs of at most as many
+    # rows, and one group's float64 sums with their product buffers
+    per_row = total_width * (itemsize + compute_itemsize)
+    max_rows = int((budget - group_bytes * (8 + compute_itemsize)) // per_row)
     if max_rows < 1:
         raise PlanError(
             f"one observation of all layers ({_bytes(per_row)}) besides the products' sums"
@@ -233,7 +233,7 @@ def _feature_cost(n, widths_a, widths_b, itemsize, budget, parallelism, row_chun
     # GPU memory has no first-touch cost to amortise: one sub-block, fewer launches
     sub_rows = rows if device == "gpu" else min(rows, SUB_ROWS)
     peak = max(
-        rows * total_width * itemsize + sub_rows * per_row + group_bytes * (8 + itemsize),
+        total_width * (rows * itemsize + sub_rows * compute_itemsize) + group_bytes * (8 + compute_itemsize),
         (SPLIT_EVERY + 1) * group_bytes * 8,
     )
     n_tasks = len(groups) * (len(chunks) + math.ceil(len(chunks) / (SPLIT_EVERY - 1)))
@@ -356,13 +356,13 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     widths_a = tuple(int(w) for _, w in layers_a)
     widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None
     itemsize_in = 8 if dtype not in ("float32", "float16", "bfloat16") else 4
+    compute = _choose_compute_dtype(dtype, precision, device)
     costs = {
-        "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, row_chunks,
-                                 device),
+        "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, 8 if compute == "float64" else 4,
+                                 memory_budget, parallelism, row_chunks, device),
         "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism),
     }
     chosen, reason = _choose_route(route, costs)
-    compute = _choose_compute_dtype(dtype, precision, device)
     cost = costs[chosen]
     logger.info("rv2dist route %s: %s", chosen, reason)
     return Plan(
