@@ -242,16 +242,16 @@ def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, par
 
 
 def _choose_row_chunks(n, row_chunks, max_rows, parallelism):
-    """The input's row chunks when they fit, each split evenly when they do not (so a
-    stored chunk is read by whole parts); otherwise even chunks for the parallelism."""
-    if row_chunks and min(row_chunks) >= min(n, 64):
-        if max(row_chunks) <= max_rows:
-            return tuple(row_chunks)
-        return tuple(part for rows in row_chunks for part in _even_chunks(rows, max_rows))
-    # one task at a time gains nothing from more chunks, which only add partial sums
+    """Row chunks of at most ``max_rows``, about two per parallel task (one task at a
+    time gains nothing from more chunks, which only add partial sums).  The input's
+    chunks are kept or each split evenly, so that a stored chunk is read by whole parts."""
     wanted = 1 if parallelism == 1 else 2 * parallelism
-    target = max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / wanted))
-    return _even_chunks(n, min(max_rows, target))
+    rows = min(max_rows, max(min(n, _MIN_CHUNK_ROWS), math.ceil(n / wanted)))
+    if row_chunks and min(row_chunks) >= min(n, 64):
+        if max(row_chunks) <= max_rows and len(row_chunks) >= wanted:
+            return tuple(row_chunks)
+        return tuple(part for stored in row_chunks for part in _even_chunks(stored, rows))
+    return _even_chunks(n, rows)
 
 
 def _accumulator_limit(budget):

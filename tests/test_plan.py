@@ -59,3 +59,13 @@ def test_existing_chunks_too_large_are_split_evenly():
 def test_impossible_budget_rejected_before_running():
     with pytest.raises(PlanError, match="budget"):
         make_plan(1000, [("x", 10**7)], dtype="float64", route="feature", memory_budget=1000)
+
+
+def test_few_stored_chunks_are_split_for_the_workers():
+    """Two stored chunks of 16,384 and 7,198 rows on two workers: split into about two
+    parts per worker (16,384 rows alone would hold one worker for 70 % of the job),
+    never across the stored boundary."""
+    plan = make_plan(23_582, PAPER, PAPER, dtype="float32", memory_budget=2**32, parallelism=2,
+                     row_chunks=(16_384, 7_198))
+    assert len(plan.row_chunks) >= 4 and max(plan.row_chunks) <= -(-23_582 // 4)
+    assert 16_384 in {sum(plan.row_chunks[:i]) for i in range(len(plan.row_chunks) + 1)}
