@@ -500,13 +500,23 @@ def gram_tile(block_i, block_j, diagonal):
     rows_i, rows_j = block_i["rows"], block_j["rows"]
     xp = namespace(*rows_i)
     b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
-    flat = []
-    for x, y in zip(rows_i, rows_j):
-        tile = _f64(x @ y.T)
-        if diagonal:
-            tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
-        flat.append(xp.reshape(tile, (b_i * b_j,)))
-    flat = xp.stack(flat, axis=0)
+    if xp.__name__ in ("numpy", "cupy"):
+        # each tile lands in its row of one float64 array, its diagonal zeroed in place:
+        # no float64 copy, mask or stacked copy per tile
+        flat = xp.empty((len(rows_i), b_i * b_j), dtype=xp.float64)
+        for row, x, y in zip(flat, rows_i, rows_j):
+            tile = row.reshape(b_i, b_j)
+            tile[...] = x @ y.T
+            if diagonal:
+                xp.fill_diagonal(tile, 0.0)
+    else:
+        flat = []
+        for x, y in zip(rows_i, rows_j):
+            tile = _f64(x @ y.T)
+            if diagonal:
+                tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
+            flat.append(xp.reshape(tile, (b_i * b_j,)))
+        flat = xp.stack(flat, axis=0)
     return (1.0 if diagonal else 2.0) * (flat @ flat.T)
 
 
