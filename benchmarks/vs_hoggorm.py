@@ -4,7 +4,11 @@ n = 2,000 observations, two networks of 4 layers (32 to 256 units), float64, unc
 (hoggorm does not centre).  Both produce the 4 x 4 cross RV2 matrix; hoggorm computes
 its full 8 x 8 matrix of all arrays, as a user of it would.
 
-    python benchmarks/vs_hoggorm.py [--n-obs N] [--repeat R]
+    python benchmarks/vs_hoggorm.py [--n-obs N] [--repeat R] [--repeat-rv2dist R]
+
+Each side reports its best time (as ``timeit`` does): hoggorm's 30-second run is
+steady over a few repeats, rv2dist's 50-millisecond one needs more to see past a
+shared machine's hiccups.
 """
 
 import argparse
@@ -34,17 +38,19 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-obs", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat-rv2dist", type=int, default=20)
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     a, b = network(rng, args.n_obs), network(rng, args.n_obs)
     arrays = list(a.values()) + list(b.values())
-    hog_seconds, _, hog = timed(lambda: np.asarray(hoggorm.RV2coeff(arrays)), args.repeat)
-    ours_seconds, _, ours = timed(lambda: rv2dist.similarity(a, b, metric="rv2", center=False), args.repeat)
+    hog_seconds, hog_median, hog = timed(lambda: np.asarray(hoggorm.RV2coeff(arrays)), args.repeat)
+    ours_seconds, ours_median, ours = timed(lambda: rv2dist.similarity(a, b, metric="rv2", center=False), args.repeat_rv2dist)
     diff = float(np.max(np.abs(ours.values - hog[: len(a), len(a):])))
     print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}; widths {WIDTHS}")
-    print(f"hoggorm.RV2coeff  {hog_seconds:.3f} s")
-    print(f"rv2dist           {ours_seconds:.4f} s")
-    print(f"speed-up {hog_seconds / ours_seconds:.0f}x (target >= 500x); largest difference {diff:.1e}")
+    print(f"hoggorm.RV2coeff  best {hog_seconds:.3f} s  median {hog_median:.3f} s")
+    print(f"rv2dist           best {ours_seconds:.4f} s  median {ours_median:.4f} s")
+    print(f"speed-up {hog_seconds / ours_seconds:.0f}x best/best, {hog_median / ours_median:.0f}x median/median"
+          f" (target >= 500x); largest difference {diff:.1e}")
 
 
 if __name__ == "__main__":
