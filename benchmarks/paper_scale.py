@@ -5,10 +5,13 @@ cross RV2 matrix.  The floor is the same products done directly with numpy in th
 process: the concatenated A'B plus each layer's X'X.
 
     python benchmarks/paper_scale.py [--n-obs N] [--repeat R]
+
+The floor and rv2dist run alternately, ``R`` times each; the ratio is best against best.
 """
 
 import argparse
 import os
+import statistics
 import sys
 
 import numpy as np
@@ -33,7 +36,7 @@ def network(rng, n, dtype=np.float32):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-obs", type=int, default=23582)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=4)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     a, b = network(rng, args.n_obs), network(rng, args.n_obs)
@@ -46,12 +49,18 @@ def main():
         for x in everything:
             x.T @ x
 
-    floor_best, floor_median, _ = timed(floor, args.repeat)
-    ours_best, ours_median, _ = timed(lambda: rv2dist.similarity(a, b, metric="rv2"), args.repeat)
+    rv2dist.similarity(a, b, metric="rv2")  # imports and first calls, outside the timing
+    # alternate the two, so that a shared machine's drift reaches both alike
+    floor_times, ours_times = [], []
+    for _ in range(args.repeat):
+        floor_times.append(timed(floor, 1)[0])
+        ours_times.append(timed(lambda: rv2dist.similarity(a, b, metric="rv2"), 1)[0])
+    floor_best, ours_best = min(floor_times), min(ours_times)
     print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}")
-    print(f"BLAS floor  best {floor_best:.2f} s  median {floor_median:.2f} s")
-    print(f"rv2dist     best {ours_best:.2f} s  median {ours_median:.2f} s")
-    print(f"ratio (best / best): {ours_best / floor_best:.2f}   target <= 1.3")
+    print(f"BLAS floor  best {floor_best:.2f} s  median {statistics.median(floor_times):.2f} s")
+    print(f"rv2dist     best {ours_best:.2f} s  median {statistics.median(ours_times):.2f} s")
+    pairs = statistics.median(o / f for o, f in zip(ours_times, floor_times))
+    print(f"ratio (best / best): {ours_best / floor_best:.2f}   median of paired ratios: {pairs:.2f}   target <= 1.3")
 
 
 if __name__ == "__main__":
