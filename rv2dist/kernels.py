@@ -50,6 +50,12 @@ def to_numpy(x):
     return np.from_dlpack(x)
 
 
+def _numpy_like(xp) -> bool:
+    """Whether ``xp`` has numpy's extras beyond the array API: ``out=`` arguments,
+    ``einsum`` and views that write through to their base (numpy and CuPy)."""
+    return xp.__name__ in ("numpy", "cupy")
+
+
 def _astype(x, dtype):
     xp = namespace(x)
     if x.dtype == dtype:
@@ -103,7 +109,7 @@ def shift_slab(chunks, pieces, shifts, dtype, out=None):
         target = out[:, offset : offset + stop - start]
         if shifts[index] is None:
             target[...] = part
-        elif xp.__name__ in ("numpy", "cupy"):
+        elif _numpy_like(xp):
             # one pass instead of a temporary and a copy
             xp.subtract(part, shifts[index][start:stop], out=target, casting="unsafe")
         else:
@@ -115,7 +121,7 @@ def shift_slab(chunks, pieces, shifts, dtype, out=None):
 def _matmul_into(x, y, out):
     """``x @ y``, written into ``out`` where the namespace allows (no fresh pages)."""
     xp = namespace(x, y)
-    if out is not None and xp.__name__ in ("numpy", "cupy"):
+    if out is not None and _numpy_like(xp):
         return xp.matmul(x, y, out=out)
     return x @ y
 
@@ -211,7 +217,7 @@ def chunk_moments(slabs, pieces, n_layers):
     norms = [0.0] * n_layers
     for slab, slab_pieces in zip(slabs, pieces):
         for layer, start, stop, offset in slab_pieces:
-            norms[layer] = norms[layer] + _f64(_row_norms(slab[:, offset : offset + stop - start], xp))
+            norms[layer] = norms[layer] + _f64(_sums_of_squares(slab[:, offset : offset + stop - start], 1, xp))
     norms = xp.stack(norms, axis=1)
     # one GEMM per slab yields the a_i-weighted column sums and, from a column of
     # ones, the plain column sums (per-piece reductions cost more than the GEMM)
@@ -232,12 +238,12 @@ def chunk_moments(slabs, pieces, n_layers):
     }
 
 
-def _row_norms(part, xp):
-    """Squared norms of the rows of ``part``, in its dtype."""
-    if xp.__name__ in ("numpy", "cupy"):
+def _sums_of_squares(block, axis, xp):
+    """Sums of the squares of ``block`` along ``axis`` (1: squared row norms), in its dtype."""
+    if _numpy_like(xp):
         # no squared temporary, and one call instead of one per row
-        return xp.einsum("ij,ij->i", part, part)
-    return xp.sum(part * part, axis=1)
+        return xp.einsum("ij,ij->i" if axis == 1 else "ij,ij->j", block, block)
+    return xp.sum(block * block, axis=axis)
 
 
 def _concat(xp, arrays, axis=0):
@@ -412,11 +418,7 @@ def _piece_column_squares(product, pieces, xp):
     """Per row piece, the column sums of the squared product ``(pieces, q)``."""
     sums = []
     for _, start, stop, offset in pieces:
-        block = product[offset : offset + stop - start, :]
-        if xp.__name__ in ("numpy", "cupy"):
-            sums.append(xp.einsum("ij,ij->j", block, block))
-        else:
-            sums.append(xp.sum(block * block, axis=0))
+        sums.append(_sums_of_squares(product[offset : offset + stop - start, :], 0, xp))
     return xp.stack(sums, axis=0)
 
 
@@ -433,7 +435,7 @@ def _piece_maps(pieces, residual, width, xp):
 
 def _float64_row_blocks(chunk, offset, block_bytes=2**25):
     """``chunk - offset`` in float64, a few rows at a time through one reused buffer
-    (a float64 copy of a wide chunk would cost more in fresh memory than in arithmetic)."""
+    (a float64 copy of a wide chunk would double its memory, and fresh pages cost time)."""
     xp = namespace(chunk)
     k, width = chunk.shape
     rows = max(1, min(k, block_bytes // (8 * max(1, width))))
@@ -443,7 +445,7 @@ def _float64_row_blocks(chunk, offset, block_bytes=2**25):
         view = buffer[: part.shape[0], :]
         if offset is None:
             view[...] = part
-        elif xp.__name__ in ("numpy", "cupy"):
+        elif _numpy_like(xp):
             xp.subtract(part, offset, out=view, dtype=xp.float64)
         else:
             view = _f64(part) - offset
@@ -458,7 +460,7 @@ def column_summary(chunks, shifts):
         total, squares = 0.0, 0.0
         for block in _float64_row_blocks(chunk, None if shift is None else _f64(shift)):
             total = total + xp.sum(block, axis=0)
-            squares = squares + xp.sum(_row_norms(block, xp))
+            squares = squares + xp.sum(_sums_of_squares(block, 1, xp))
         colsum.append([total])
         norm_sum.append(squares)
     return {"n": chunks[0].shape[0], "colsum": colsum, "norm_sum": xp.stack(norm_sum)}
@@ -485,7 +487,7 @@ def gram_prepare(chunks, means, dtype):
         out = xp.empty(chunk.shape, dtype=getattr(xp, dtype))
         layer_norms, start = [], 0
         for block in _float64_row_blocks(chunk, mean):
-            layer_norms.append(_row_norms(block, xp))
+            layer_norms.append(_sums_of_squares(block, 1, xp))
             out[start : start + block.shape[0], :] = _astype(block, out.dtype)
             start += block.shape[0]
         rows.append(out)
@@ -500,7 +502,7 @@ def gram_tile(block_i, block_j, diagonal):
     rows_i, rows_j = block_i["rows"], block_j["rows"]
     xp = namespace(*rows_i)
     b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
-    if xp.__name__ in ("numpy", "cupy"):
+    if _numpy_like(xp):
         # each tile lands in its row of one float64 array, its diagonal zeroed in place:
         # no float64 copy, mask or stacked copy per tile
         flat = xp.empty((len(rows_i), b_i * b_j), dtype=xp.float64)
