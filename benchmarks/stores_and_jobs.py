@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rv2dist  # noqa: E402
-from paper_scale import WIDTHS, network  # noqa: E402
+from paper_scale import draw_weights, floor_products, forward, network  # noqa: E402
 from timing import timed  # noqa: E402
 
 
@@ -59,18 +59,9 @@ def bench_c(folder, n_obs, repeat):
 def network_batches(seed, n_obs, batch):
     """One network of the paper's widths (weights drawn from ``seed``) on a shared input
     stream, generated ``batch`` rows at a time so that 10x the paper never sits in memory."""
-    rng, inputs = np.random.default_rng(seed), np.random.default_rng(0)
-    weights, width = [], 32
-    for w in WIDTHS:
-        weights.append((rng.standard_normal((width, w)) / np.sqrt(width)).astype(np.float32))
-        width = w
+    weights, inputs = draw_weights(np.random.default_rng(seed)), np.random.default_rng(0)
     for start in range(0, n_obs, batch):
-        h = inputs.standard_normal((min(batch, n_obs - start), 32)).astype(np.float32)
-        layers = {}
-        for i, w in enumerate(weights):
-            h = np.maximum(h @ w + np.float32(0.1), np.float32(0))
-            layers[f"c{i + 1}" if i < 9 else f"fc{i - 8}"] = h
-        yield layers
+        yield forward(inputs.standard_normal((min(batch, n_obs - start), 32)).astype(np.float32), weights)
 
 
 def worker_peaks(client, stop, peaks, interval=0.25):
@@ -99,14 +90,7 @@ def bench_d(folder, n_obs, worker_memory, block=23582):
     print(f"(d) wrote two stores of {n_obs:,} obs ({size / 2**30:.1f} GiB on disk) in {time.perf_counter() - start:.0f} s")
     floor = 0.0
     for part_a, part_b in zip(network_batches(10, n_obs, block), network_batches(11, n_obs, block)):
-        cat_a, cat_b = np.hstack(list(part_a.values())), np.hstack(list(part_b.values()))
-        everything = list(part_a.values()) + list(part_b.values())
-        begin = time.perf_counter()
-        cat_a.T @ cat_b
-        for x in everything:
-            x.T @ x
-        floor += time.perf_counter() - begin
-    del cat_a, cat_b, everything, part_a, part_b
+        floor += timed(floor_products(part_a, part_b), 1)[0]
     workers = os.cpu_count() or 1
     local = LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=worker_memory, host="127.0.0.1",
                          dashboard_address="127.0.0.1:0")
