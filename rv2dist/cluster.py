@@ -62,8 +62,9 @@ def _cuda_cluster():
 
     options = {}
     if importlib.util.find_spec("rmm") is not None:
-        # one memory pool per GPU, shared by CuPy through RMM's allocator
-        options = {"rmm_pool_size": "70%", "rmm_allocator_external_lib_list": ["cupy"]}
+        # one memory pool per GPU, shared by CuPy through RMM's allocator (a fraction of
+        # the card: dask-cuda reads "70%" as no number and the workers never start)
+        options = {"rmm_pool_size": 0.7, "rmm_allocator_external_lib_list": ["cupy"]}
     return LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", **options)
 
 

@@ -240,8 +240,9 @@ def chunk_moments(slabs, pieces, n_layers):
 
 def _sums_of_squares(block, axis, xp):
     """Sums of the squares of ``block`` along ``axis`` (1: squared row norms), in its dtype."""
-    if _numpy_like(xp):
-        # no squared temporary, and one call instead of one per row
+    if xp is np:
+        # no squared temporary, and one call instead of one per row (CuPy's einsum
+        # costs more on the host than the reduction on the device)
         return xp.einsum("ij,ij->i" if axis == 1 else "ij,ij->j", block, block)
     return xp.sum(block * block, axis=axis)
 
@@ -322,34 +323,42 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``finite`` and
         ``undefined`` flags (L,); entries of pairs not computed are NaN.
     """
-    moments = _moments_on_host(sums[0]["moments"])
     products = [p for group in sums for p in group["products"]]
+    xp = namespace(*products)
+    # every product's reductions are queued before the host waits for anything, and
+    # copied back in one transfer: on a GPU each copy waits for the device; the plain
+    # sums of squares need no means, so they queue behind the chunk products
+    indicators = iter(_to_device_together(
+        [_piece_indicator(pieces) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
+    plain = [_piece_squares(product, rows, next(indicators), next(indicators), xp)
+             for product, (rows, _) in zip(products, product_pieces)]
+    moments = _moments_on_host(sums[0]["moments"])
     n = moments["n"]
     n_layers = len(moments["colsum"])
     colsum = [_concat_host(c) for c in moments["colsum"]]
-    residual = [c / n for c in colsum]
-    if not center:
-        residual = [np.zeros_like(c) for c in colsum]
+    residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
+    weights = iter(_to_device_together(
+        [_piece_indicator(pieces, residual) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
+    # per piece pair: m_r' P m_c
+    quads = [next(weights).T @ product @ next(weights) for product in products]
+    reduced = iter(_to_host_together(plain + quads))
+    plain = [next(reduced) for _ in products]
+    quads = [next(reduced) for _ in products]
     cross = np.zeros((n_layers, n_layers))
     quad = np.zeros((n_layers, n_layers))
     computed = np.zeros((n_layers, n_layers), dtype=bool)
-    for product, (rows, cols), mirror in zip(products, product_pieces, mirrored):
-        xp = namespace(product)
-        row_sum, row_mean = _piece_maps(rows, residual, product.shape[0], xp)
-        col_sum, col_mean = _piece_maps(cols, residual, product.shape[1], xp)
-        # per piece pair at once: m_r' P m_c, and the sums of squares of the centred
-        # blocks |P - n m_r m_c'|^2 = |P|^2 - 2n m_r' P m_c + n^2 |m_r|^2 |m_c|^2,
-        # expanded so that no p x q temporary is made (the residual means m are small)
-        quads = to_numpy((row_sum * row_mean[:, None]).T @ product @ (col_sum * col_mean[:, None]))
-        plain = to_numpy(_piece_column_squares(product, rows, xp) @ col_sum)
-        mean_squares = np.outer(to_numpy(row_sum.T @ (row_mean * row_mean)), to_numpy(col_sum.T @ (col_mean * col_mean)))
-        squares = plain - 2 * n * quads + n * n * mean_squares
+    squared = [c * c for c in residual]
+    for (rows, cols), mirror, plain_sums, quad_sums in zip(product_pieces, mirrored, plain, quads):
+        # |P - n m_r m_c'|^2 = |P|^2 - 2n m_r' P m_c + n^2 |m_r|^2 |m_c|^2, expanded so
+        # that no p x q temporary is made (the residual means m are small)
+        squares = (plain_sums - 2 * n * quad_sums
+                   + n * n * np.outer(_piece_sums(rows, squared), _piece_sums(cols, squared)))
         cells = [(np.array([p[0] for p in rows])[:, None], np.array([p[0] for p in cols])[None, :])]
         if mirror:
             cells.append(cells[0][::-1])
         for index in cells:
             np.add.at(cross, index, squares)
-            np.add.at(quad, index, quads)
+            np.add.at(quad, index, quad_sums)
             computed[index] = True
     cross[~computed] = np.nan
     quad[~computed] = np.nan
@@ -394,17 +403,11 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
 
 
 def _moments_on_host(moments):
-    """The moments as numpy arrays, copied from a device in one transfer: a hundred
-    small copies cost more than the products they summarise."""
+    """The moments as numpy arrays, copied from a device in one transfer."""
     leaves = [a for parts in moments["colsum"] for a in parts]
     leaves += [moments["norm_sum"], moments["norm_outer"]]
     leaves += [a for parts in moments["norm_cross"] for a in parts]
-    if all(isinstance(a, np.ndarray) for a in leaves):
-        return moments
-    xp = namespace(*leaves)
-    flat = to_numpy(_concat(xp, [xp.reshape(_f64(a), (-1,)) for a in leaves]))
-    bounds = np.cumsum([0] + [int(np.prod(a.shape)) for a in leaves])
-    host = iter(flat[start:stop].reshape(a.shape) for a, start, stop in zip(leaves, bounds[:-1], bounds[1:]))
+    host = iter(_to_host_together(leaves))
     return {
         "n": moments["n"],
         "colsum": [[next(host) for _ in parts] for parts in moments["colsum"]],
@@ -414,23 +417,55 @@ def _moments_on_host(moments):
     }
 
 
-def _piece_column_squares(product, pieces, xp):
-    """Per row piece, the column sums of the squared product ``(pieces, q)``."""
-    sums = []
-    for _, start, stop, offset in pieces:
-        sums.append(_sums_of_squares(product[offset : offset + stop - start, :], 0, xp))
-    return xp.stack(sums, axis=0)
+def _to_host_together(arrays):
+    """``arrays`` as float64 numpy arrays, copied from a device in one transfer: each
+    separate copy waits for the device, and a hundred of them cost more than the
+    products they summarise."""
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return [np.asarray(a, dtype=np.float64) for a in arrays]
+    xp = namespace(*arrays)
+    flat = to_numpy(_concat(xp, [xp.reshape(_f64(a), (-1,)) for a in arrays]))
+    return _split(flat, [a.shape for a in arrays])
 
 
-def _piece_maps(pieces, residual, width, xp):
-    """Indicator matrix (width, pieces) of which piece each product row/column belongs
-    to, and the residual means laid out along that axis."""
+def _to_device_together(arrays, xp):
+    """Host numpy ``arrays`` as arrays of ``xp``, copied in one transfer."""
+    if xp is np:
+        return arrays
+    flat = xp.asarray(np.concatenate([a.reshape(-1) for a in arrays]), dtype=xp.float64)
+    return _split(flat, [a.shape for a in arrays])
+
+
+def _split(flat, shapes):
+    xp = namespace(flat)
+    bounds = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+    return [xp.reshape(flat[int(start):int(stop)], shape) for shape, start, stop in zip(shapes, bounds[:-1], bounds[1:])]
+
+
+def _piece_squares(product, pieces, row_indicator, col_indicator, xp):
+    """Per piece pair, the sum of the squares of that block of ``product``."""
+    if xp is np:
+        # per row piece, without a squared temporary of the whole product
+        columns = [_sums_of_squares(product[offset : offset + stop - start, :], 0, xp)
+                   for _, start, stop, offset in pieces]
+        return xp.stack(columns, axis=0) @ col_indicator
+    # on a device: one pass and two small GEMMs instead of launches per piece
+    return row_indicator.T @ (product * product) @ col_indicator
+
+
+def _piece_indicator(pieces, residual=None):
+    """Which piece each row (or column) of a product belongs to, as a matrix
+    ``(width, pieces)``: ones, or each row's residual mean when ``residual`` is given."""
+    width = max(offset + stop - start for _, start, stop, offset in pieces)
     indicator = np.zeros((width, len(pieces)))
-    means = np.zeros(width)
     for k, (layer, start, stop, offset) in enumerate(pieces):
-        indicator[offset : offset + stop - start, k] = 1.0
-        means[offset : offset + stop - start] = residual[layer][start:stop]
-    return xp.asarray(indicator, dtype=xp.float64), xp.asarray(means, dtype=xp.float64)
+        indicator[offset : offset + stop - start, k] = 1.0 if residual is None else residual[layer][start:stop]
+    return indicator
+
+
+def _piece_sums(pieces, values):
+    """Per piece, the sum of its layer's ``values`` over the piece's columns."""
+    return np.array([values[layer][start:stop].sum() for layer, start, stop, _ in pieces])
 
 
 def _float64_row_blocks(chunk, offset, block_bytes=2**25):
