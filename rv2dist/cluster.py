@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+
+# the embedded clusters' own log lines (a worker's "Compute Failed" with its traceback)
+# would reach the terminal before rv2dist's one-line message about the same fault
+EMBEDDED_LOG_LEVEL = logging.CRITICAL
 
 
 class ClusterError(ValueError):
@@ -42,6 +47,7 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
         threads_per_worker=1 if workers is None else max(1, cores // workers),
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
+        silence_logs=EMBEDDED_LOG_LEVEL,
     )
     return Client(cluster)
 
@@ -65,7 +71,8 @@ def _cuda_cluster():
         # one memory pool per GPU, shared by CuPy through RMM's allocator (a fraction of
         # the card: dask-cuda reads "70%" as no number and the workers never start)
         options = {"rmm_pool_size": 0.7, "rmm_allocator_external_lib_list": ["cupy"]}
-    return LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", **options)
+    return LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=EMBEDDED_LOG_LEVEL,
+                            **options)
 
 
 def dashboard_link(client) -> str:

@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 COMPLETE_ATTR = "rv2dist_complete"
+# per array (layers and "obs"), the CRC-32 of each row chunk as written: what the store
+# holds, checked on open, and its content fingerprint
+CHECKSUMS_ATTR = "rv2dist_checksums"
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+RESERVED_NAMES = frozenset({"obs"})
 
 
 class StoreError(ValueError):
@@ -33,6 +37,14 @@ def _partial_path(path: Path) -> Path:
 
 def _leftover_partials(path: Path):
     return sorted(path.parent.glob(f".{path.name}.partial-*"))
+
+
+def _set_aside_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
+
+
+def _set_aside(path: Path):
+    return sorted(path.parent.glob(f".{path.name}.replaced-*"))
 
 
 def chunk_rows(layers, chunk_bytes=DEFAULT_CHUNK_BYTES) -> int:
@@ -161,6 +173,7 @@ class ActivationWriter:
         self._ids_given = None
         self._filled = 0
         self._written = 0
+        self._checksums = {}
 
     def __enter__(self):
         return self
@@ -218,6 +231,7 @@ class ActivationWriter:
         return rows
 
     def _start(self, layers, layout, obs):
+        _check_layer_names(self.path, layers)
         for name, array in layers.items():
             if array.ndim < 1:
                 raise StoreError(f"{self.path}: layer {name!r} is a scalar, not (observations, ...)")
@@ -247,11 +261,16 @@ class ActivationWriter:
         meta[COMPLETE_ATTR] = 0
         # every write sets the attrs: xarray's append replaces them
         dataset = xr.Dataset(variables, coords={"obs": ids}, attrs=_json_attrs(meta))
+        for name, buffer in self._buffers.items():
+            self._checksums.setdefault(name, []).append(_checksum(buffer[:count]))
+        self._checksums.setdefault("obs", []).append(_checksum(ids))
+        # every chunk is written, even one of fill values, so that a missing one is a fault
         with _quiet_zarr():
             if self._written:
-                dataset.to_zarr(self._partial, append_dim="obs", consolidated=False)
+                dataset.to_zarr(self._partial, append_dim="obs", consolidated=False, write_empty_chunks=True)
             else:
-                dataset.to_zarr(self._partial, mode="w-", zarr_format=self.zarr_format, consolidated=False)
+                dataset.to_zarr(self._partial, mode="w-", zarr_format=self.zarr_format, consolidated=False,
+                                write_empty_chunks=True)
         self._written += count
         self._filled = 0
 
@@ -270,6 +289,7 @@ class ActivationWriter:
             if len(np.unique(ids)) != len(ids):
                 values, counts = np.unique(ids, return_counts=True)
                 raise StoreError(f"{self.path}: observation id {values[counts > 1].tolist()[0]!r} repeats")
+            group.attrs[CHECKSUMS_ATTR] = json.dumps(self._checksums)
             group.attrs[COMPLETE_ATTR] = 1
             with _quiet_zarr():
                 zarr.consolidate_metadata(self._partial)
@@ -293,11 +313,34 @@ def _quiet_zarr():
 
 
 def _commit(partial: Path, path: Path):
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+    """Put ``partial`` at ``path`` so that a crash at any instant leaves the old or the
+    new version whole: a file by one rename; a folder by an atomic exchange where the
+    OS has one, else old aside, new in, old deleted (an interrupted swap leaves the old
+    version whole under a hidden name, and :func:`open_activations` says where)."""
+    if not os.path.lexists(path) or not path.is_dir():
+        os.replace(partial, path)
+        return
+    if _exchange(partial, path):
+        _discard(partial)  # now the old version
+        return
+    aside = _set_aside_path(path)
+    os.replace(path, aside)
     os.replace(partial, path)
+    _discard(aside)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where
+    the OS or file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, rename_exchange = -100, 2
+    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _discard(partial: Path):
@@ -336,17 +379,99 @@ def open_activations(path):
 
     path = Path(path)
     if not path.exists():
+        aside = _set_aside(path)
+        if aside:
+            raise StoreError(f"{path}: its replacement was interrupted; the previous store is whole at "
+                             f"{aside[0]} (rename it back, or write the store again)")
         partials = _leftover_partials(path)
         if partials:
             raise StoreError(f"{path}: its write was interrupted ({partials[0].name} is left); write it again")
         raise StoreError(f"{path}: no such activation store")
     if not path.is_dir():
         raise StoreError(f"{path}: not an activation store (a zarr store is a directory)")
+    checksums = _verify_chunks(path)
     try:
         dataset = xr.open_zarr(path, chunks={}, consolidated=None)
     except Exception as error:  # zarr raises several types for a non-store
         raise StoreError(f"{path}: not a zarr store ({type(error).__name__}: {error})") from None
-    return validate_dataset(dataset, source=str(path))
+    dataset = validate_dataset(dataset, source=str(path))
+    return _with_checked_reads(dataset, path, checksums)
+
+
+def _verify_chunks(path: Path):
+    """The checksums the writer recorded, after checking that every chunk they list is
+    on disk (a directory listing, no data read); None for a store without them."""
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r")
+        recorded = group.attrs.get(CHECKSUMS_ATTR)
+    except Exception:
+        return None  # not a zarr group: open_zarr says so
+    if recorded is None:
+        return None
+    recorded = json.loads(recorded) if isinstance(recorded, str) else recorded
+    for name, sums in recorded.items():
+        try:
+            array = group[name]
+        except KeyError:
+            raise StoreError(f"{path}: layer {name!r} is missing from the store") from None
+        if array.nchunks_initialized >= len(sums):
+            continue
+        rows = array.chunks[0]
+        for index in range(len(sums)):
+            key = array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))
+            if not (path / name / key).exists():
+                what = "observation ids" if name == "obs" else f"layer {name!r}"
+                raise StoreError(f"{path}: {what} is missing chunk {index} (rows {index * rows:,} to "
+                                 f"{min(array.shape[0], (index + 1) * rows) - 1:,}): the store is damaged; write it again")
+    return recorded
+
+
+def _with_checked_reads(dataset, path, checksums):
+    """The Dataset with each layer read through :class:`_CheckedLayer`, so that a chunk
+    that cannot be read or decoded is a :class:`StoreError` naming the store, layer and
+    rows.  Only for stores written by :class:`ActivationWriter` (recorded checksums),
+    whose layers need no decoding beyond zarr's."""
+    if checksums is None:
+        return dataset
+    import dask.array as da
+    from dask.base import tokenize
+
+    token = tokenize(str(path), checksums)
+    for name in _layer_order(dataset, str(path)):
+        variable = dataset[name]
+        reader = _CheckedLayer(str(path), name, variable.shape, variable.dtype)
+        data = da.from_array(reader, chunks=variable.chunks, name=f"rv2dist-read-{name}-{token}",
+                             meta=np.empty((0,) * variable.ndim, dtype=variable.dtype))
+        dataset[name] = variable.copy(data=data)
+    return dataset
+
+
+class _CheckedLayer:
+    """Read access to one layer of a store that turns a read or decode failure into a
+    :class:`StoreError` naming the store, layer and rows (also on a worker)."""
+
+    def __init__(self, path, name, shape, dtype):
+        self.path, self.name, self.shape, self.dtype = path, name, tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._array = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, key):
+        import zarr
+
+        try:
+            if self._array is None:
+                self._array = zarr.open_array(os.path.join(self.path, self.name), mode="r")
+            return self._array[key]
+        except Exception as error:
+            rows = key[0] if isinstance(key, tuple) else key
+            where = f"rows {rows.start:,} to {rows.stop - 1:,}" if isinstance(rows, slice) and rows.stop else "a chunk"
+            raise StoreError(f"{self.path}: layer {self.name!r}, {where}, cannot be read "
+                             f"({type(error).__name__}: {error}); the store is damaged") from None
 
 
 def validate_dataset(dataset, source="dataset"):
@@ -365,6 +490,14 @@ def validate_dataset(dataset, source="dataset"):
             raise StoreError(f"{source}: layer {name!r} has dims {variable.dims}; the first must be 'obs'")
         if variable.shape[0] != n:
             raise StoreError(f"{source}: layer {name!r} has {variable.shape[0]} observations, not {n}")
+        if variable.dtype.kind not in "fiub":
+            kind = "complex" if variable.dtype.kind == "c" else "not a real number type"
+            raise StoreError(f"{source}: layer {name!r} has dtype {variable.dtype} ({kind}); "
+                             "activations must be real numbers (float, integer or boolean)")
+    if "obs" in dataset.indexes and not dataset.indexes["obs"].is_unique:
+        ids = dataset.indexes["obs"]
+        raise StoreError(f"{source}: observation id {np.asarray(ids[ids.duplicated()])[0].item()!r} repeats; "
+                         "each observation needs its own id")
     return dataset
 
 
@@ -469,20 +602,57 @@ def describe(path) -> str:
         units = int(np.prod(array.shape[1:], dtype=np.int64))
         chunks = array.chunks[0] if hasattr(array, "chunks") else (n,)
         lines.append(f"           {name:<11} {units:<9,} {str(array.dtype):<9} {len(chunks)} x <= {max(chunks):,}")
+    path = Path(path)
+    recorded = _verify_chunks(path) is not None
+    lines.append("chunks     " + ("all present (checked against the writer's record)" if recorded
+                                  else "not recorded (written by another tool or an older rv2dist)"))
+    for leftover in _leftover_partials(path) + _set_aside(path):
+        size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file()) if leftover.is_dir() else leftover.stat().st_size
+        lines.append(f"leftover   {leftover} ({size / 2**20:.1f} MiB) from an interrupted write or replace; "
+                     "no store uses it: delete it")
     return "\n".join(lines)
 
 
 def store_fingerprint(path) -> str:
-    """A digest of a store's files (names, sizes, modification times): changes whenever
-    the store is written again, without reading its data."""
+    """A digest of a store's content: its metadata (with the writer's per-chunk
+    checksums, so no data is read) or, for a store without checksums, every file's
+    bytes.  Copies, touches and restored times leave it alone; any rewrite with other
+    data changes it."""
     import hashlib
 
     path = Path(path)
+    metadata = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+    recorded = _verify_chunks(path) is not None
     digest = hashlib.sha256()
     for file in sorted(f for f in path.rglob("*") if f.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        if recorded and file.name not in metadata:
+            continue
+        digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(2**24), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _checksum(block) -> int:
+    import zlib
+
+    block = np.ascontiguousarray(block)
+    if block.dtype.kind == "O":
+        return zlib.crc32("\x00".join(map(str, block.tolist())).encode())
+    return zlib.crc32(block.view(np.uint8).reshape(-1))
+
+
+def _check_layer_names(path, layers):
+    """Refuse layer names a store could not give back: empty, with a path separator,
+    hidden, reserved, or equal to a dimension another layer creates."""
+    dims = {dim for name, array in layers.items() for dim in _unit_dims(name, array)}
+    for name in layers:
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith((".", "__")):
+            raise StoreError(f"{path}: layer name {name!r} cannot be stored (empty, a path separator, "
+                             "or a leading '.' or '__'); rename the layer")
+        if name in RESERVED_NAMES or name in dims:
+            raise StoreError(f"{path}: layer name {name!r} is taken by the store's own dimensions; rename the layer")
 
 
 def write_result(result, path) -> None:
@@ -492,11 +662,28 @@ def write_result(result, path) -> None:
         raise StoreError(f"{path}: a result must end in .nc or .zarr")
     if not path.parent.exists():
         raise StoreError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir() and not (path.suffix == ".zarr" and _is_zarr(path)):
+        raise StoreError(f"{path}: is a folder, not a result; choose another name")
     with _written_atomically(path) as partial:
         if path.suffix == ".nc":
-            result.to_netcdf(partial, engine="h5netcdf")
+            # netCDF is built in memory (a result is small) and written with plain file
+            # I/O: h5py writing straight to a full disk can crash the process
+            import dask
+
+            # a small in-memory result: no distributed lock (xarray would ask the client
+            # for one keyed by the in-memory file, which it cannot serve)
+            with dask.config.set(scheduler="synchronous"):
+                data = result.to_netcdf(engine="h5netcdf")
+            with open(partial, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
         else:
             result.to_zarr(partial, mode="w-")
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
 
 
 def read_result(path):

@@ -1,0 +1,153 @@
+"""Hostile and damaged input: every case is a clear error naming what is at fault, or
+the right answer; never a silent wrong number, a traceback or a half-written file."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import rv2dist
+from rv2dist import store
+from conftest import relu_network
+
+RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([*RV2DIST, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def _assert_clean_failure(done, *needles):
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    for needle in needles:
+        assert needle in done.stderr, (needle, done.stderr[-2000:])
+
+
+def _chunked_store(tmp_path, rng, name="net", n=600, seed_layers=None):
+    layers = seed_layers or relu_network(rng, n, (5, 7))
+    path = tmp_path / f"{name}.zarr"
+    store.write_activations(path, layers, network=name, chunk_bytes=7 * 8 * 100)  # 100-row chunks
+    return path, layers
+
+
+def _kill_during(tmp_path, code):
+    """Run ``code`` in a fresh interpreter that dies by os._exit (as if SIGKILLed) at
+    the patched instant."""
+    script = tmp_path / "victim.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=os.path.dirname(__file__))
+    assert done.returncode == 9, done.stderr
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["atomic exchange", "rename aside"])
+def test_overwrite_killed_midway_leaves_a_whole_store(rng, tmp_path, exchange):
+    path, old = _chunked_store(tmp_path, rng)
+    new = relu_network(np.random.default_rng(1), 600, (5, 7))
+    np.savez(tmp_path / "new.npz", **new)
+    # killed at the worst instant of each way: deleting the old copy after the
+    # exchange, or between moving the old one aside and the new one in
+    kill = ("store._discard = lambda p: os._exit(9)" if exchange else
+            "store._exchange = lambda a, b: False\n"
+            "real = os.replace\n"
+            "def replace(a, b):\n"
+            f"    if str(b) == {str(path)!r}: os._exit(9)  # the new store moving in\n"
+            "    real(a, b)\n"
+            "os.replace = replace")
+    _kill_during(tmp_path, "\n".join([
+        "import os, numpy as np",
+        "from rv2dist import store",
+        f"new = dict(np.load({str(tmp_path / 'new.npz')!r}))",
+        kill,
+        f"store.write_activations({str(path)!r}, new, overwrite=True, chunk_bytes=7 * 8 * 100)",
+    ]))
+    if exchange:
+        got = store.open_activations(path)
+        assert np.array_equal(got["l1"].values, new["l1"])
+        info = _cli("info", path)
+        assert info.returncode == 0 and "leftover" in info.stdout and "partial" in info.stdout
+    else:
+        with pytest.raises(store.StoreError, match="replacement was interrupted; the previous store is whole"):
+            store.open_activations(path)
+        aside = store._set_aside(path)[0]
+        assert np.array_equal(store.open_activations(aside)["l1"].values, old["l1"])
+
+
+def test_missing_chunks_are_errors_naming_store_layer_and_rows(rng, tmp_path):
+    path, _ = _chunked_store(tmp_path, rng)
+    os.remove(path / "l1" / "c" / "2" / "0")
+    with pytest.raises(store.StoreError, match=r"layer 'l1' is missing chunk 2 \(rows 200 to 299\)"):
+        store.open_activations(path)
+    out = tmp_path / "r.nc"
+    _assert_clean_failure(_cli("info", path), "missing chunk 2")
+    _assert_clean_failure(_cli("compare", path, "--out", out), "missing chunk 2")
+    _assert_clean_failure(_cli("import", path, "--out", tmp_path / "copy.zarr"), "missing chunk 2")
+    assert not out.exists() and not (tmp_path / "copy.zarr").exists()
+    ids_path, _ = _chunked_store(tmp_path, rng, name="ids")
+    os.remove(ids_path / "obs" / "c" / "1")
+    with pytest.raises(store.StoreError, match="observation ids is missing chunk 1"):
+        store.open_activations(ids_path)
+
+
+def test_corrupt_chunk_is_a_clean_error_from_the_workers(rng, tmp_path):
+    path, _ = _chunked_store(tmp_path, rng)
+    (path / "l0" / "c" / "3" / "0").write_bytes(b"not zstd at all" * 10)
+    with pytest.raises(store.StoreError, match=r"layer 'l0', rows 300 to 399, cannot be read"):
+        rv2dist.similarity(path)
+    out = tmp_path / "r.nc"
+    done = _cli("compare", path, "--out", out)  # the embedded cluster's workers read the chunk
+    _assert_clean_failure(done, "layer 'l0', rows 300 to 399, cannot be read")
+    assert not out.exists()
+
+
+def _foreign_store(path, layers, obs=None):
+    n = len(next(iter(layers.values())))
+    dataset = xr.Dataset({name: (("obs", f"{name}_unit"), value) for name, value in layers.items()},
+                         coords={"obs": np.arange(n) if obs is None else obs})
+    dataset.to_zarr(path, mode="w")
+    return path
+
+
+def test_complex_and_text_layers_in_stores_are_refused(rng, tmp_path):
+    good = rng.standard_normal((20, 3))
+    complex_store = _foreign_store(tmp_path / "c.zarr", {"ok": good, "waves": good + 1j * good})
+    with pytest.raises(store.StoreError, match=r"c.zarr: layer 'waves' has dtype complex128 \(complex\)"):
+        rv2dist.similarity(complex_store)
+    text_store = _foreign_store(tmp_path / "t.zarr", {"ok": good, "labels": good.astype(str)})
+    _assert_clean_failure(_cli("compare", text_store, "--out", tmp_path / "r.nc"), "layer 'labels'", "real numbers")
+
+
+@pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit"])
+def test_layer_names_a_store_cannot_give_back_are_refused(rng, tmp_path, name):
+    layers = {"l0": rng.standard_normal((10, 3)), name: rng.standard_normal((10, 2))}
+    with pytest.raises(store.StoreError, match="layer name"):
+        store.write_activations(tmp_path / "s.zarr", layers)
+    assert not list(tmp_path.iterdir())
+
+
+def test_repeated_observation_ids_are_refused_on_open(rng, tmp_path):
+    layers = {"x": rng.standard_normal((6, 3))}
+    path = _foreign_store(tmp_path / "d.zarr", layers, obs=np.array([0, 1, 2, 2, 4, 5]))
+    with pytest.raises(store.StoreError, match="observation id 2 repeats"):
+        rv2dist.similarity(path, path, align_obs=True)
+
+
+def test_fingerprint_follows_content_not_times_or_copies(rng, tmp_path):
+    path, layers = _chunked_store(tmp_path, rng)
+    first = store.store_fingerprint(path)
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(path, copy)  # new modification times
+    assert store.store_fingerprint(copy) == first
+    times = {f: f.stat() for f in path.rglob("*")}
+    changed = {name: value.copy() for name, value in layers.items()}
+    changed["l1"][0, 0] += 1.0
+    store.write_activations(path, changed, network="net", chunk_bytes=7 * 8 * 100, overwrite=True)
+    for file, stat in times.items():
+        if file.exists():
+            os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.store_fingerprint(path) != first
