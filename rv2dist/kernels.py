@@ -167,24 +167,43 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     buffers = [None] * len(products)
     totals = [None] * len(products)
     summed = None
-    for begin in range(0, k, rows):
-        end = min(k, begin + rows)
-        sub = [c[begin:end, :] for c in chunks]
-        views = {b: shift_slab(sub, [(l, s, e) for l, s, e, _ in blocks[b]], shifts, dtype, out=slabs[b][: end - begin, :])
-                 for b in used}
-        if moments:
-            part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers)
-            summed = part if summed is None else combine([summed, part])
-        for p, (rb, rr, cb, cr) in enumerate(products):
-            x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
-            buffers[p] = _matmul_into(x.T, y, buffers[p])
-            if totals[p] is None:
-                totals[p] = _f64(buffers[p])
-                if totals[p] is buffers[p]:
-                    totals[p] = totals[p] + 0.0
-            else:
-                totals[p] += buffers[p]
+    # an overflow in a float32 attempt is caught below and the chunk redone in float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        for begin in range(0, k, rows):
+            end = min(k, begin + rows)
+            sub = [c[begin:end, :] for c in chunks]
+            views = {b: shift_slab(sub, [(l, s, e) for l, s, e, _ in blocks[b]], shifts, dtype, out=slabs[b][: end - begin, :])
+                     for b in used}
+            if moments:
+                part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers)
+                summed = part if summed is None else combine([summed, part])
+            for p, (rb, rr, cb, cr) in enumerate(products):
+                x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
+                buffers[p] = _matmul_into(x.T, y, buffers[p])
+                if totals[p] is None:
+                    totals[p] = _f64(buffers[p])
+                    if totals[p] is buffers[p]:
+                        totals[p] = totals[p] + 0.0
+                else:
+                    totals[p] += buffers[p]
+    if dtype != "float64" and not _all_finite(totals + _moment_leaves(summed), xp):
+        # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
+        # again in float64; non-finite input stays non-finite and is reported as such
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows)
     return {"products": totals, "moments": summed}
+
+
+def _moment_leaves(moments):
+    if moments is None:
+        return []
+    return ([a for parts in moments["colsum"] for a in parts] + [moments["norm_sum"]]
+            + [a for parts in moments["norm_cross"] for a in parts])
+
+
+def _all_finite(arrays, xp):
+    """Whether every value is finite, from one sum per array and one host sync."""
+    sums = xp.stack([xp.sum(_f64(a)) for a in arrays])
+    return bool(xp.all(xp.isfinite(sums)))
 
 
 def chunk_moments(slabs, pieces, n_layers):
@@ -536,6 +555,15 @@ def gram_tile(block_i, block_j, diagonal):
     tiles ``G_l = X_l[i] X_l[j]'`` of every layer, weighted 2 off the block diagonal."""
     rows_i, rows_j = block_i["rows"], block_j["rows"]
     xp = namespace(*rows_i)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inner = _tile_inner(rows_i, rows_j, diagonal, xp)
+    if rows_i[0].dtype != xp.float64 and not _all_finite([inner], xp):
+        # float32 tiles overflow from about 1e19: this tile again in float64
+        return gram_tile(_rows_f64(block_i), _rows_f64(block_j), diagonal)
+    return inner
+
+
+def _tile_inner(rows_i, rows_j, diagonal, xp):
     b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
     if _numpy_like(xp):
         # each tile lands in its row of one float64 array, its diagonal zeroed in place:
@@ -555,6 +583,10 @@ def gram_tile(block_i, block_j, diagonal):
             flat.append(xp.reshape(tile, (b_i * b_j,)))
         flat = xp.stack(flat, axis=0)
     return (1.0 if diagonal else 2.0) * (flat @ flat.T)
+
+
+def _rows_f64(block):
+    return {**block, "rows": [_f64(x) for x in block["rows"]]}
 
 
 def gram_statistics(summary, shifts, inner, prepared, center):

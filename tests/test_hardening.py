@@ -151,3 +151,19 @@ def test_fingerprint_follows_content_not_times_or_copies(rng, tmp_path):
         if file.exists():
             os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert store.store_fingerprint(path) != first
+
+
+@pytest.mark.parametrize("route", ["feature", "gram"])
+@pytest.mark.parametrize("center", [True, False])
+def test_float32_activations_near_1e19_give_the_float64_answer(rng, route, center):
+    """float32 products of such values overflow; the chunks are redone in float64, and
+    the answer is the float64 one (every metric is scale-invariant)."""
+    layers = relu_network(rng, 300, (6, 40))
+    huge = {name: (value * 3e19).astype(np.float32) for name, value in layers.items()}
+    assert np.isinf(np.float32(3e19) * np.float32(3e19))
+    metrics = ["rv2", "rv", "cka", "cka_debiased"]
+    got = rv2dist.similarity(huge, metric=metrics, route=route, center=center)
+    assert got.attrs["precision"] == "float32"
+    want = rv2dist.similarity(layers, metric=metrics, route=route, center=center, precision="float64")
+    for metric in metrics:
+        np.testing.assert_allclose(got[metric].values, want[metric].values, rtol=0, atol=1e-6)
