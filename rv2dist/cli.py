@@ -7,12 +7,15 @@ naming the file, layer or value at fault and no partial output; 1 for anything e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from . import metrics
 
-_BAD_INPUT = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError)
+# OSError: a read-only or full output folder, a folder where a file should go (the
+# messages name the path)
+_BAD_INPUT = (ValueError, TypeError, KeyError, OSError)
 
 
 class UsageError(ValueError):
@@ -54,6 +57,8 @@ def _parser():
 
     run = verbs.add_parser("run", help="run a job file: many comparisons, resumable")
     run.add_argument("job", help="job file (TOML; see rv2dist.jobs for its keys)")
+    run.add_argument("--out", metavar="DIR", help="results folder, anywhere (default: the job's out, "
+                                                  "a folder inside the job file's folder)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_cluster_options(run)
 
@@ -112,12 +117,23 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
 
 
 def _compute_with_progress(lazy, client):
-    from distributed import progress
+    """Compute on ``client`` with a bar of the job's finished tasks (counted by the
+    rv2dist board on the scheduler), in bounded time if the cluster goes away."""
+    from . import dashboard
+    from .cluster import watch
+    from .progress import ProgressBar
 
+    token = dashboard.task_token(lazy.key)
+    total = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
+    counted = dashboard.install(client)
     future = client.compute(lazy)
-    if sys.stderr.isatty():
-        progress(future)
-    return future.result()
+    with ProgressBar(total, "compare", unit="task", enabled=counted) as bar:
+        def show_done():
+            bar.update(client.run_on_scheduler(dashboard.tasks_done_on_board, [token]).get(token, 0) - bar.done)
+
+        for finished in watch(client, [future], on_poll=show_done):
+            bar.update(total - bar.done)
+            return finished.result()
 
 
 def _device(gpus, client):
@@ -130,9 +146,15 @@ def _device(gpus, client):
 
 
 def _connect(args):
-    import os
+    import logging
 
-    from .cluster import connect, dashboard_link
+    from .cluster import EMBEDDED_LOG_LEVEL, connect, dashboard_link
+
+    import distributed  # noqa: F401  (its import sets its loggers' levels: set ours after)
+
+    # rv2dist reports a lost scheduler in one line; the client's own reconnect errors
+    # would print tracebacks before it
+    logging.getLogger("distributed.client").setLevel(EMBEDDED_LOG_LEVEL)
 
     scheduler = getattr(args, "scheduler", None)
     if hasattr(args, "scheduler") and not (scheduler or args.scheduler_file or args.gpus):
@@ -205,7 +227,7 @@ def _run_import(args):
 def _run_job(args):
     from .jobs import load_job, run_job
 
-    job = load_job(args.job)
+    job = load_job(args.job, out=args.out)
     from . import store
 
     for name, path in job.networks.items():
@@ -252,9 +274,19 @@ _VERBS = {"demo": _run_demo, "run": _run_job, "compare": _run_compare, "info": _
 
 def main(argv=None) -> int:
     """Entry point of the ``rv2dist`` command."""
+    from .cluster import ClusterLostError
+
     args = _parser().parse_args(argv)
     try:
         _VERBS[args.verb](args)
+    except BrokenPipeError:
+        # `rv2dist info STORE | head`: the reader left; nothing more to say, and the
+        # interpreter's final flush must not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except ClusterLostError as error:
+        print(f"rv2dist {args.verb}: error: {error}", file=sys.stderr)
+        return 1
     except _BAD_INPUT as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"rv2dist {args.verb}: error: {message}", file=sys.stderr)

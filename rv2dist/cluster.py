@@ -14,6 +14,75 @@ class ClusterError(ValueError):
     """A cluster could not be reached or started as asked."""
 
 
+class ClusterLostError(RuntimeError):
+    """The cluster went away during a job: the scheduler stopped answering, or no
+    worker was left to run the tasks."""
+
+
+def no_workers_timeout() -> float:
+    """Seconds a job waits while the cluster has no worker (dask config
+    ``rv2dist.no-workers-timeout``, default 60): workers of a nanny-less cluster that
+    died do not come back, and the tasks would wait for ever."""
+    import dask
+
+    return float(dask.config.get("rv2dist.no-workers-timeout", 60))
+
+
+def watch(client, futures, poll=0.5, on_poll=None):
+    """Yield ``futures`` as they finish (any state); call ``on_poll()`` every ``poll``
+    seconds while some are pending (a progress display).
+
+    Raises
+    ------
+    ClusterLostError
+        When the scheduler cannot be reached for ``distributed.comm.timeouts.connect``
+        or the cluster has had no worker for :func:`no_workers_timeout` seconds.
+    """
+    import time
+
+    from distributed import wait
+    from distributed.client import FuturesCancelledError
+
+    pending, lost_since, idle_since = set(futures), None, None
+    while pending:
+        try:
+            finished, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # none finished this time round (TimeoutError is an OSError)
+            finished = ()
+        except OSError as error:
+            raise ClusterLostError(f"the scheduler stopped answering ({error})") from None
+        except FuturesCancelledError as error:
+            reasons = {str(group.reason) for group in error.error_groups}
+            if "scheduler-connection-lost" in reasons:
+                raise ClusterLostError("the connection to the scheduler was lost") from None
+            raise ClusterLostError(f"the job's tasks were cancelled ({'; '.join(sorted(reasons))})") from None
+        yield from finished
+        if on_poll is not None and pending and client.status == "running":
+            try:
+                on_poll()
+            except OSError as error:
+                raise ClusterLostError(f"the scheduler stopped answering ({error})") from None
+        now = time.monotonic()
+        if client.status != "running":
+            lost_since = lost_since or now
+            if now - lost_since > _connect_timeout():
+                raise ClusterLostError(f"the scheduler stopped answering (client {client.status})")
+            continue
+        lost_since = None
+        workers = client.scheduler_info().get("workers", {})
+        idle_since = None if workers else (idle_since or now)
+        if idle_since is not None and now - idle_since > no_workers_timeout():
+            raise ClusterLostError(f"the cluster has had no worker for {no_workers_timeout():.0f} s "
+                                   "(workers started without a nanny do not come back)")
+
+
+def _connect_timeout() -> float:
+    import dask
+    from dask.utils import parse_timedelta
+
+    return parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+
+
 def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
     """A :class:`distributed.Client` to the cluster asked for.
 
@@ -35,10 +104,13 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
             if scheduler_file:
                 if not os.path.exists(scheduler_file):
                     raise ClusterError(f"scheduler file {scheduler_file} does not exist")
+                _check_scheduler_file(scheduler_file)
                 return Client(scheduler_file=scheduler_file, timeout="15s")
             return Client(scheduler, timeout="15s")
         except OSError as error:
             raise ClusterError(f"cannot reach the scheduler at {scheduler or scheduler_file}: {error}") from None
+        except ValueError as error:  # an address that is no address
+            raise ClusterError(f"{scheduler!r} is not a scheduler address ({error})") from None
     if gpus:
         return Client(_cuda_cluster())
     cores = os.cpu_count() or 1
@@ -50,6 +122,18 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
         silence_logs=EMBEDDED_LOG_LEVEL,
     )
     return Client(cluster)
+
+
+def _check_scheduler_file(path):
+    import json
+
+    try:
+        with open(path) as handle:
+            address = json.load(handle).get("address")
+    except (ValueError, AttributeError) as error:
+        raise ClusterError(f"{path}: not a scheduler file ({type(error).__name__}: {error})") from None
+    if not isinstance(address, str):
+        raise ClusterError(f"{path}: not a scheduler file (it names no scheduler address)")
 
 
 def _cuda_cluster():

@@ -4,7 +4,7 @@ A job names network stores, the comparisons to make, the metrics and options, an
 output folder::
 
     name = "seed study"          # default: the job file's name
-    out = "results"              # relative to the job file
+    out = "results"              # inside the job file's folder ('rv2dist run --out DIR': anywhere)
     metrics = ["rv2", "cka"]     # default ["rv2"]
     center = true
     route = "auto"
@@ -27,6 +27,11 @@ output folder::
     [[compare]]
     self = ["standard"]          # a network against itself
 
+Results are named ``<a>__<b>.nc`` after the networks; a name with characters other than
+letters, digits, ``.``, ``-`` and ``_`` gets them replaced and a short digest added, so no
+name places a file outside the results folder.  Unknown keys, here or inside a
+``[[compare]]`` table, and values of the wrong type are errors naming the file and key.
+
 Every comparison is submitted at once, so the scheduler reads a store's chunks once for
 all the comparisons that share it.  Each result is written atomically the moment it is
 finished, with a fingerprint of its inputs and parameters; running the job again skips
@@ -35,6 +40,7 @@ results whose fingerprint still matches and recomputes the others.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -47,7 +53,12 @@ from . import metrics as metric_names
 from . import store
 
 RESULT_FORMATS = ("nc", "zarr")
-JOB_KEYS = {"name", "out", "metrics", "center", "route", "format", "plots", "align_obs", "networks", "compare"}
+JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
+             "plots": bool, "align_obs": bool, "networks": dict, "compare": list}
+JOB_TYPE_NAMES = {"name": "a string", "out": "a folder path in quotes", "metrics": "a list of metric names",
+                  "center": "true or false", "route": "a string", "format": "a string", "plots": "true or false",
+                  "align_obs": "true or false", "networks": "a [networks] table", "compare": "[[compare]] tables"}
+JOB_KEYS = set(JOB_TYPES)
 
 
 class JobError(ValueError):
@@ -64,6 +75,24 @@ class Comparison:
     @property
     def name(self) -> str:
         return f"{self.a}__{self.b}"
+
+    @property
+    def file_name(self) -> str:
+        """The name as a file name that stays in the results folder, whatever the
+        network names hold."""
+        return f"{safe_file_name(self.a)}__{safe_file_name(self.b)}"
+
+
+def safe_file_name(name: str) -> str:
+    """``name`` with every character but letters, digits, ``.``, ``-`` and ``_`` (and a
+    leading dot) replaced, plus a short digest when anything was, so that two names
+    never share a file."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".").replace("__", "_") or "_"
+    if safe != name:
+        safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
+    return safe
 
 
 @dataclass
@@ -83,14 +112,23 @@ class Job:
     out: Path = Path("results")
 
     def result_path(self, comparison: Comparison) -> Path:
-        return self.out / f"{comparison.name}.{self.result_format}"
+        return self.out / f"{comparison.file_name}.{self.result_format}"
 
     def plot_path(self, comparison: Comparison) -> Path:
-        return self.out / f"{comparison.name}.png"
+        return self.out / f"{comparison.file_name}.png"
 
 
-def load_job(path) -> Job:
-    """Read and check a job file; errors name the file and the key at fault."""
+def load_job(path, out=None) -> Job:
+    """Read and check a job file; errors name the file and the key at fault.
+
+    Parameters
+    ----------
+    path : str or Path
+        The job file (TOML).
+    out : str or Path, optional
+        Results folder chosen on the command line; it may be anywhere, while the job's
+        own ``out`` must stay inside the job file's folder.
+    """
     path = Path(path)
     if not path.is_file():
         raise JobError(f"{path}: no such job file")
@@ -105,17 +143,22 @@ def load_job(path) -> Job:
     unknown = sorted(set(spec) - JOB_KEYS)
     if unknown:
         raise JobError(f"{path}: unknown key {unknown[0]!r}; a job has {', '.join(sorted(JOB_KEYS))}")
+    for key, kind in JOB_TYPES.items():
+        if key in spec and not isinstance(spec[key], kind):
+            raise JobError(f"{path}: {key} must be {JOB_TYPE_NAMES[key]}, not {spec[key]!r}")
     base = path.parent
     networks = spec.get("networks")
     if not isinstance(networks, dict) or not networks:
         raise JobError(f"{path}: needs a [networks] table of name = \"store path\"")
+    for name, location in networks.items():
+        if not isinstance(location, str):
+            raise JobError(f"{path}: [networks] {name} must be a store path in quotes, not {location!r}")
     networks = {name: (base / location) for name, location in networks.items()}
-    for name in networks:
-        if "__" in name:
-            raise JobError(f"{path}: network name {name!r} may not contain '__' (it separates result names)")
     comparisons = _comparisons(path, spec.get("compare"), list(networks))
     metrics = spec.get("metrics", ["rv2"])
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    metrics = [metrics] if isinstance(metrics, str) else metrics
+    if not metrics:
+        raise JobError(f"{path}: metrics is empty; name at least one of {', '.join(metric_names.METRICS)}")
     for metric in metrics:
         if metric not in metric_names.METRICS:
             raise JobError(f"{path}: unknown metric {metric!r}; choose from {', '.join(metric_names.METRICS)}")
@@ -125,44 +168,73 @@ def load_job(path) -> Job:
     route = spec.get("route", "auto")
     if route not in ("auto", "feature", "gram"):
         raise JobError(f"{path}: route must be auto, feature or gram, not {route!r}")
-    for key in ("center", "plots", "align_obs"):
-        if key in spec and not isinstance(spec[key], bool):
-            raise JobError(f"{path}: {key} must be true or false, not {spec[key]!r}")
     return Job(
         source=path, name=str(spec.get("name", path.stem)), networks=networks, comparisons=comparisons,
         metrics=metrics, center=spec.get("center", True), route=route, result_format=result_format,
         plots=spec.get("plots", True), align_obs=spec.get("align_obs", False),
-        out=base / spec.get("out", "results"),
+        out=_output_folder(path, spec.get("out", "results"), out),
     )
+
+
+def _output_folder(path, relative, override):
+    """The results folder: ``override`` (a command-line choice, anywhere) or the job's
+    ``out``, which must stay inside the job file's folder."""
+    if override is not None:
+        return Path(override)
+    base = path.parent.resolve()
+    folder = (base / relative).resolve()
+    if Path(relative).is_absolute() or (folder != base and base not in folder.parents):
+        raise JobError(f"{path}: out = {relative!r} leaves the job's folder {base}; give a folder inside it, "
+                       "or choose one anywhere with 'rv2dist run JOB --out DIR'")
+    return folder
+
+
+COMPARE_KEYS = {"reference": str, "against": (str, list), "pairs": list, "self": list}
 
 
 def _comparisons(path, entries, names):
     if not entries:
         raise JobError(f"{path}: needs at least one [[compare]] table")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise JobError(f"{path}: compare must be [[compare]] tables")
     found = []
 
     def known(name, where):
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise JobError(f"{path}: {where} names network {name!r}, which [networks] does not list")
         return name
 
+    def network_list(value, key, where):
+        if not isinstance(value, list):
+            raise JobError(f"{path}: {where}: {key} must be a list of network names, as {key} = [{value!r}]")
+        return [known(name, where) for name in value]
+
     for number, entry in enumerate(entries, 1):
         where = f"[[compare]] number {number}"
+        unknown = sorted(set(entry) - set(COMPARE_KEYS))
+        if unknown:
+            raise JobError(f"{path}: {where} has unknown key {unknown[0]!r}; "
+                           f"a comparison has {', '.join(COMPARE_KEYS)}")
         kinds = [k for k in ("reference", "pairs", "self") if k in entry]
         if len(kinds) != 1:
             raise JobError(f"{path}: {where} needs exactly one of reference/against, pairs or self")
+        if "against" in entry and "reference" not in entry:
+            raise JobError(f"{path}: {where}: against goes with reference")
         if "reference" in entry:
             reference = known(entry["reference"], where)
             against = entry.get("against", "all")
-            others = [n for n in names if n != reference] if against == "all" else list(against)
-            found += [Comparison(reference, known(other, where)) for other in others]
+            if against == "all":
+                others = [n for n in names if n != reference]
+            else:
+                others = network_list(against, "against", where)
+            found += [Comparison(reference, other) for other in others]
         elif "pairs" in entry:
             for pair in entry["pairs"]:
-                if len(pair) != 2:
-                    raise JobError(f"{path}: {where}: a pair needs two networks, got {pair!r}")
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise JobError(f"{path}: {where}: a pair needs two networks, as [\"a\", \"b\"], got {pair!r}")
                 found.append(Comparison(known(pair[0], where), known(pair[1], where)))
         else:
-            found += [Comparison(known(n, where), n) for n in entry["self"]]
+            found += [Comparison(n, n) for n in network_list(entry["self"], "self", where)]
     return list(dict.fromkeys(found))  # a comparison named twice runs once
 
 
@@ -224,10 +296,9 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     JobError
         After every other comparison has finished, when some failed (naming them).
     """
-    from distributed import wait
-
     from . import dashboard
     from .api import similarity
+    from .cluster import ClusterLostError, watch
     from .progress import ProgressBar
 
     stream = stream or sys.stdout
@@ -272,38 +343,43 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     futures = dict(zip(client.compute(lazies), todo)) if todo else {}
     computed, failed = [], {}
     bar = ProgressBar(len(todo), f"job {job.name}", unit="comparison", enabled=progress and bool(todo))
+    pending = set(futures)
+
+    def show_running():
+        bar.detail = ""
+        if pending and progress and board:
+            running = [futures[f] for f in pending]
+            done = client.run_on_scheduler(dashboard.tasks_done_on_board, [tokens[c] for c in running])
+            bar.detail = ", ".join(f"{c.name} {100 * done.get(tokens[c], 0) // max(1, task_totals[c])}%"
+                                   for c in running[:3]) + (" ..." if len(running) > 3 else "")
+            bar.update(0)
+
     try:
-        pending = set(futures)
-        while pending:
-            try:
-                finished, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-            except TimeoutError:  # none finished in this half second
-                finished = ()
-            for future in finished:
-                comparison = futures[future]
-                if future.status == "error":
-                    error = future.exception()
-                    failed[comparison.name] = f"{type(error).__name__}: {error}"
-                    post({comparison.name: {"status": "failed", "error": failed[comparison.name]}})
-                    print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
-                else:
-                    result = future.result()
-                    _write(job, comparison, result, networks, wanted[comparison])
-                    computed.append(comparison.name)
-                    post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
-                    print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
-                          file=stream, flush=True)
-                bar.update()
-            bar.detail = ""
-            if pending and progress and board:
-                running = [futures[f] for f in pending]
-                done = client.run_on_scheduler(dashboard.tasks_done_on_board, [tokens[c] for c in running])
-                bar.detail = ", ".join(f"{c.name} {100 * done.get(tokens[c], 0) // max(1, task_totals[c])}%"
-                                       for c in running[:3]) + (" ..." if len(running) > 3 else "")
-                bar.update(0)
-    except BaseException:
-        client.cancel(list(futures))
-        post({}, status="interrupted")
+        for future in watch(client, futures, on_poll=show_running):
+            pending.discard(future)
+            comparison = futures[future]
+            if future.status == "error":
+                error = future.exception()
+                failed[comparison.name] = f"{type(error).__name__}: {error}"
+                post({comparison.name: {"status": "failed", "error": failed[comparison.name]}})
+                print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
+            else:
+                result = future.result()
+                _write(job, comparison, result, networks, wanted[comparison])
+                computed.append(comparison.name)
+                post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
+                print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
+                      file=stream, flush=True)
+            bar.update()
+    except BaseException as error:
+        # best effort only: with the scheduler gone these fail too, and must not hide why
+        with contextlib.suppress(Exception):
+            client.cancel(list(futures))
+        with contextlib.suppress(Exception):
+            post({}, status="interrupted")
+        if isinstance(error, ClusterLostError):
+            raise ClusterLostError(f"{error}; {len(computed)} of {len(todo)} comparisons computed this run "
+                                   f"were saved in {job.out}; run the job again to resume") from None
         raise
     finally:
         bar.close()

@@ -155,7 +155,10 @@ class ActivationWriter:
                  rows_per_chunk=None, zarr_format=3, overwrite=False):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise StoreError(f"{self.path} already exists; pass overwrite=True to replace it")
+            raise StoreError(f"{self.path} already exists; pass overwrite=True to replace it "
+                             "(--overwrite on the command line)")
+        if self.path.exists() and not (self.path.is_dir() and _is_zarr(self.path)):
+            raise StoreError(f"{self.path}: exists and is not a store; rv2dist replaces only stores")
         if not self.path.parent.is_dir():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
         if zarr_format not in (2, 3):
@@ -265,7 +268,7 @@ class ActivationWriter:
             self._checksums.setdefault(name, []).append(_checksum(buffer[:count]))
         self._checksums.setdefault("obs", []).append(_checksum(ids))
         # every chunk is written, even one of fill values, so that a missing one is a fault
-        with _quiet_zarr():
+        with _quiet_zarr(), _naming(self.path, "cannot write the store"):
             if self._written:
                 dataset.to_zarr(self._partial, append_dim="obs", consolidated=False, write_empty_chunks=True)
             else:
@@ -289,11 +292,11 @@ class ActivationWriter:
             if len(np.unique(ids)) != len(ids):
                 values, counts = np.unique(ids, return_counts=True)
                 raise StoreError(f"{self.path}: observation id {values[counts > 1].tolist()[0]!r} repeats")
-            group.attrs[CHECKSUMS_ATTR] = json.dumps(self._checksums)
-            group.attrs[COMPLETE_ATTR] = 1
-            with _quiet_zarr():
+            with _quiet_zarr(), _naming(self.path, "cannot write the store"):
+                group.attrs[CHECKSUMS_ATTR] = json.dumps(self._checksums)
+                group.attrs[COMPLETE_ATTR] = 1
                 zarr.consolidate_metadata(self._partial)
-            _commit(self._partial, self.path)
+                _commit(self._partial, self.path)
         finally:
             _discard(self._partial)
 
@@ -348,6 +351,15 @@ def _discard(partial: Path):
         shutil.rmtree(partial)
     elif partial.exists():
         partial.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path, what):
+    """An OSError inside (a full disk, a read-only folder) as a StoreError naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        raise StoreError(f"{path}: {what} ({error.strerror or error})") from None
 
 
 @contextlib.contextmanager
@@ -664,7 +676,7 @@ def write_result(result, path) -> None:
         raise StoreError(f"{path}: folder {path.parent} does not exist")
     if path.is_dir() and not (path.suffix == ".zarr" and _is_zarr(path)):
         raise StoreError(f"{path}: is a folder, not a result; choose another name")
-    with _written_atomically(path) as partial:
+    with _written_atomically(path) as partial, _naming(path, "cannot write the result"):
         if path.suffix == ".nc":
             # netCDF is built in memory (a result is small) and written with plain file
             # I/O: h5py writing straight to a full disk can crash the process

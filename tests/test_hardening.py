@@ -3,8 +3,10 @@ the right answer; never a silent wrong number, a traceback or a half-written fil
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -167,3 +169,107 @@ def test_float32_activations_near_1e19_give_the_float64_answer(rng, route, cente
     want = rv2dist.similarity(layers, metric=metrics, route=route, center=center, precision="float64")
     for metric in metrics:
         np.testing.assert_allclose(got[metric].values, want[metric].values, rtol=0, atol=1e-6)
+
+
+# --- faults: real scheduler and worker processes, signals by pid ------------------------
+
+from test_service import _write_job, real_cluster  # noqa: E402,F401  (the fixture)
+
+
+def _long_job(tmp_path, rng):
+    """A job of several seconds of products (wide layers), from stores written quickly
+    (few, large chunks)."""
+    for name in ("big1", "big2"):
+        store.write_activations(tmp_path / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
+                                network=name, chunk_bytes=4_000_000)
+    return _write_job(tmp_path, ["big1", "big2"], [{"pairs": [["big1", "big2"]]}, {"self": ["big1", "big2"]}],
+                      plots=False)
+
+
+def _when_running(client, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any("rv2dist-" in str(k) for keys in client.processing().values() for k in keys):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the job's tasks never reached a worker")
+
+
+@pytest.mark.slow
+def test_lost_scheduler_is_one_line_in_bounded_time(rng, tmp_path, real_cluster):
+    client, scheduler_file, processes = real_cluster
+    job = _long_job(tmp_path, rng)
+    start = time.time()
+    run = subprocess.Popen([*RV2DIST, "run", str(job), "--scheduler-file", str(scheduler_file)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _when_running(client)
+    os.kill(processes[0].pid, signal.SIGKILL)  # the scheduler
+    _, errors = run.communicate(timeout=120)
+    assert run.returncode == 1, errors
+    assert time.time() - start < 90
+    assert "Traceback" not in errors and "connection to the scheduler was lost" in errors
+    assert "comparisons computed this run were saved in" in errors and "run the job again" in errors
+
+
+@pytest.mark.slow
+def test_all_workers_dead_without_a_nanny_ends_the_wait(rng, tmp_path, real_cluster):
+    client, scheduler_file, processes = real_cluster
+    job = _long_job(tmp_path, rng)
+    run = subprocess.Popen([*RV2DIST, "run", str(job), "--scheduler-file", str(scheduler_file)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "DASK_RV2DIST__NO_WORKERS_TIMEOUT": "3"})
+    _when_running(client)
+    for worker in processes[1:]:
+        os.kill(worker.pid, signal.SIGKILL)
+    _, errors = run.communicate(timeout=120)
+    assert run.returncode == 1 and "Traceback" not in errors, errors
+    assert "has had no worker for 3 s" in errors
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """A tmpfs of a few kilobytes at a folder (read-only if asked); skips where this
+    process may not mount."""
+    mounts = []
+
+    def mount(name, options):
+        folder = tmp_path / name
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_read_only_and_full_output_folders_are_messages(rng, tmp_path, mounted):
+    path, _ = _chunked_store(tmp_path, rng)
+    read_only = mounted("ro", "ro,size=64k")
+    _assert_clean_failure(_cli("compare", path, "--out", read_only / "r.nc"),
+                          str(read_only / "r.nc"), "Read-only file system")
+    full = mounted("full", "size=16k")
+    (full / "filler").write_bytes(b"x" * (16 * 1024 - 1024))
+    for args in (("compare", path, "--out", full / "r.nc"), ("import", path, "--out", full / "copy.zarr")):
+        done = _cli(*args)
+        _assert_clean_failure(done, "No space left on device")
+        assert sorted(p.name for p in full.iterdir()) == ["filler"]  # nothing partial left
+
+
+def test_os_level_faults_on_the_command_line(rng, tmp_path):
+    path, _ = _chunked_store(tmp_path, rng)
+    folder = tmp_path / "taken.nc"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    _assert_clean_failure(_cli("compare", path, "--out", folder), "taken.nc: is a folder")
+    assert (folder / "keep.txt").read_text() == "mine"
+    not_json = tmp_path / "scheduler.json"
+    not_json.write_text("this is not json")
+    _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "r.nc", "--scheduler-file", not_json),
+                          "scheduler.json: not a scheduler file")
+    piped = subprocess.run(f"{sys.executable} -m rv2dist.cli info {path} | head -1", shell=True,
+                           capture_output=True, text=True)
+    assert piped.stdout.startswith("store") and piped.stderr == ""
