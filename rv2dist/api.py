@@ -259,7 +259,8 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         widths_b,
         dtype=_result_dtype(everything),
         route=route,
-        memory_budget=memory_budget or (_gpu_memory_budget() if device == "gpu" else default_memory_budget(client)),
+        memory_budget=(memory_budget if memory_budget is not None
+                       else _gpu_memory_budget() if device == "gpu" else default_memory_budget(client)),
         parallelism=default_parallelism(client, device),
         row_chunks=input_chunks,
         precision=precision,

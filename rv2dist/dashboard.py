@@ -56,8 +56,20 @@ class JobBoard(SchedulerPlugin):
         comparisons = job.pop("comparisons", {})
         current.update(job)
         for name, fields in comparisons.items():
+            if fields.get("status") == "running" and fields.get("token"):
+                # a rerun has the same task keys: count its tasks afresh
+                self.finished_tasks.pop(fields["token"], None)
             current["comparisons"].setdefault(name, {}).update(fields)
         current["updated"] = time.time()
+
+    def remove_client(self, scheduler, client):
+        """A job whose client left without saying it finished is marked stopped."""
+        for job in self.jobs.values():
+            if job.get("client") == client and job.get("status") == "running":
+                job["status"] = "stopped"
+                for fields in job["comparisons"].values():
+                    if fields.get("status") in ("running", "pending"):
+                        fields["status"] = "stopped"
 
     def tasks_done(self, token):
         return len(self.finished_tasks.get(token, ()))
@@ -168,7 +180,10 @@ svg text { font-size: 9px; fill: #333; }
 <h1>rv2dist</h1>
 <div id="jobs">waiting for a job...</div>
 <script>
+// Every name and message is set with textContent, never parsed as HTML: job, network
+// and layer names and error strings come from users' files.
 const api = location.pathname.replace(/\\/?$/, "") + "/api/progress";
+const SVG = "http://www.w3.org/2000/svg";
 // viridis, five stops
 const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 function colour(v, lo, hi) {
@@ -179,41 +194,59 @@ function colour(v, lo, hi) {
   const c = stops[i].map((s, k) => Math.round(s + f * (stops[i + 1][k] - s)));
   return `rgb(${c[0]},${c[1]},${c[2]})`;
 }
+function node(tag, attributes = {}, text = null, namespace = null) {
+  const e = namespace ? document.createElementNS(namespace, tag) : document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) e.setAttribute(key, value);
+  if (text !== null) e.textContent = text;
+  return e;
+}
 function heatmap(c) {
   const cell = 18, left = 44, top = 40;
   const rows = c.layers_a.length, cols = c.layers_b.length;
   const flat = c.values.flat().filter(v => v !== null);
   const lo = Math.min(0, ...flat), hi = Math.max(1, ...flat);
-  let s = `<svg class="heatmap" width="${left + cols * cell + 4}" height="${top + rows * cell + 4}">`;
-  c.layers_b.forEach((name, j) => s += `<text x="${left + j * cell + 3}" y="${top - 4}"
-      transform="rotate(-60 ${left + j * cell + 3} ${top - 4})">${name}</text>`);
-  c.layers_a.forEach((name, i) => {
-    s += `<text x="2" y="${top + i * cell + 12}">${name}</text>`;
-    c.values[i].forEach((v, j) => s += `<rect x="${left + j * cell}" y="${top + i * cell}"
-        width="${cell - 1}" height="${cell - 1}" fill="${colour(v, lo, hi)}">
-        <title>${name} / ${c.layers_b[j]}: ${v === null ? "undefined" : v.toFixed(3)}</title></rect>`);
+  const svg = node("svg", {class: "heatmap", width: left + cols * cell + 4, height: top + rows * cell + 4}, null, SVG);
+  c.layers_b.forEach((name, j) => {
+    const x = left + j * cell + 3, y = top - 4;
+    svg.append(node("text", {x, y, transform: `rotate(-60 ${x} ${y})`}, String(name), SVG));
   });
-  return s + "</svg>";
+  c.layers_a.forEach((name, i) => {
+    svg.append(node("text", {x: 2, y: top + i * cell + 12}, String(name), SVG));
+    c.values[i].forEach((v, j) => {
+      const rect = node("rect", {x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1,
+                                 fill: colour(v, lo, hi)}, null, SVG);
+      rect.append(node("title", {}, `${name} / ${c.layers_b[j]}: ${v === null ? "undefined" : v.toFixed(3)}`, SVG));
+      svg.append(rect);
+    });
+  });
+  return svg;
 }
 function card(c) {
   const total = c.tasks_total || 0;
   const done = c.status === "done" || c.status === "skipped" ? total : (c.tasks_done || 0);
   const percent = total ? Math.round(100 * done / total) : 0;
-  let s = `<div class="card"><b>${c.network_a} vs ${c.network_b}</b>
-    <div class="status">${c.status}${c.metric ? " - " + c.metric : ""}</div>
-    <div class="bar"><div style="width:${c.status === "pending" ? 0 : percent}%"></div></div>`;
-  if (c.values) s += heatmap(c);
-  if (c.error) s += `<div class="status">${c.error}</div>`;
-  return s + "</div>";
+  const box = node("div", {class: "card"});
+  box.append(node("b", {}, `${c.network_a} vs ${c.network_b}`));
+  box.append(node("div", {class: "status"}, c.status + (c.metric ? " - " + c.metric : "")));
+  const bar = node("div", {class: "bar"});
+  bar.append(node("div", {style: `width:${c.status === "pending" ? 0 : percent}%`}));
+  box.append(bar);
+  if (c.values) box.append(heatmap(c));
+  if (c.error) box.append(node("div", {class: "status"}, String(c.error)));
+  return box;
 }
 async function refresh() {
+  const target = document.getElementById("jobs");
   try {
     const data = await (await fetch(api, {cache: "no-store"})).json();
     if (!data.jobs.length) return;
-    document.getElementById("jobs").innerHTML = data.jobs.map(job =>
-      `<h2>${job.name} <span class="status">${job.status} - ${job.comparisons_done} of ` +
-      `${job.comparisons_total} comparisons</span></h2>` + job.comparisons.map(card).join("")).join("");
-  } catch (error) { document.getElementById("jobs").textContent = "no answer: " + error; }
+    target.replaceChildren(...data.jobs.flatMap(job => {
+      const title = node("h2", {}, String(job.name) + " ");
+      title.append(node("span", {class: "status"},
+        `${job.status} - ${job.comparisons_done} of ${job.comparisons_total} comparisons`));
+      return [title, ...job.comparisons.map(card)];
+    }));
+  } catch (error) { target.textContent = "no answer: " + error; }
 }
 refresh();
 setInterval(refresh, 1000);

@@ -328,7 +328,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
             client.run_on_scheduler(dashboard.post_to_board, job_id, {"comparisons": fields, **job_fields})
 
     post({c.name: _board_entry(c, networks, "skipped", finished[c], job.metrics) for c in skipped} | {c.name: _board_entry(c, networks, "pending") for c in todo},
-         name=job.name, status="running", started=datetime.datetime.now().timestamp())
+         name=job.name, status="running", started=datetime.datetime.now().timestamp(), client=client.id)
 
     lazies, tokens, task_totals = [], {}, {}
     for comparison in todo:
@@ -340,7 +340,11 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         task_totals[comparison] = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
         post({comparison.name: {"status": "running", "token": token, "tasks_total": task_totals[comparison]}})
         lazies.append(lazy)
-    futures = dict(zip(client.compute(lazies), todo)) if todo else {}
+    # comparisons of the same data (one store under two names) have the same keys and
+    # so one future: each of them is written when it finishes
+    futures = {}
+    for future, comparison in zip(client.compute(lazies) if todo else [], todo):
+        futures.setdefault(future, []).append(comparison)
     computed, failed = [], {}
     bar = ProgressBar(len(todo), f"job {job.name}", unit="comparison", enabled=progress and bool(todo))
     pending = set(futures)
@@ -348,7 +352,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     def show_running():
         bar.detail = ""
         if pending and progress and board:
-            running = [futures[f] for f in pending]
+            running = [c for f in pending for c in futures[f]]
             done = client.run_on_scheduler(dashboard.tasks_done_on_board, [tokens[c] for c in running])
             bar.detail = ", ".join(f"{c.name} {100 * done.get(tokens[c], 0) // max(1, task_totals[c])}%"
                                    for c in running[:3]) + (" ..." if len(running) > 3 else "")
@@ -357,20 +361,20 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     try:
         for future in watch(client, futures, on_poll=show_running):
             pending.discard(future)
-            comparison = futures[future]
-            if future.status == "error":
-                error = future.exception()
-                failed[comparison.name] = f"{type(error).__name__}: {error}"
-                post({comparison.name: {"status": "failed", "error": failed[comparison.name]}})
-                print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
-            else:
-                result = future.result()
-                _write(job, comparison, result, networks, wanted[comparison])
-                computed.append(comparison.name)
-                post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
-                print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
-                      file=stream, flush=True)
-            bar.update()
+            for comparison in futures[future]:
+                if future.status == "error":
+                    error = future.exception()
+                    failed[comparison.name] = f"{type(error).__name__}: {error}"
+                    post({comparison.name: {"status": "failed", "error": failed[comparison.name]}})
+                    print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
+                else:
+                    result = future.result().copy()  # its own attrs when a future serves two
+                    _write(job, comparison, result, networks, wanted[comparison])
+                    computed.append(comparison.name)
+                    post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
+                    print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
+                          file=stream, flush=True)
+                bar.update()
     except BaseException as error:
         # best effort only: with the scheduler gone these fail too, and must not hide why
         with contextlib.suppress(Exception):

@@ -352,6 +352,8 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     """
     if n_obs < 2:
         raise ValueError(f"need at least 2 observations, got {n_obs}")
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float)) or not memory_budget > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     names = tuple(name for name, _ in layers_a) + tuple(name for name, _ in (layers_b or ()))
     widths_a = tuple(int(w) for _, w in layers_a)
     widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None

@@ -9,7 +9,7 @@ import numpy as np
 
 from .progress import ProgressBar
 from .store import DEFAULT_CHUNK_BYTES, ActivationWriter, StoreError
-from .transforms import StreamingDownsampler, pool_units
+from .transforms import StreamingDownsampler, pool_layer
 
 
 def _inputs_of(batch):
@@ -110,7 +110,7 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
     def hook_for(name):
         def hook(module, inputs, output):
             tensor = _first_tensor(output, name).detach()
-            captured[name] = pool_units(tensor, channel_axis) if pool else tensor
+            captured[name] = pool_layer(name, tensor, channel_axis) if pool else tensor
         return hook
 
     downsampler = StreamingDownsampler(downsample_by, method)

@@ -29,11 +29,23 @@ def pool_units(array, channel_axis=1):
     """
     if array.ndim <= 2:
         return array
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+        raise TypeError(f"channel_axis must be an integer axis, not {channel_axis!r}")
+    if not -array.ndim <= channel_axis < array.ndim:
+        raise ValueError(f"channel_axis {channel_axis} is out of range for shape {tuple(array.shape)}")
     channel = channel_axis % array.ndim
     if channel == 0:
         raise ValueError("channel_axis cannot be the observation axis (0)")
     axes = tuple(i for i in range(1, array.ndim) if i != channel)
     return array.mean(axis=axes)
+
+
+def pool_layer(name, array, channel_axis=1):
+    """:func:`pool_units` of layer ``name``; a bad ``channel_axis`` names the layer."""
+    try:
+        return pool_units(array, channel_axis)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"layer {name!r}: {error}") from None
 
 
 def downsample(array, factor, method="stride"):
@@ -87,7 +99,7 @@ def preprocess(layers, *, obs=None, pool=False, channel_axis=1, downsample_by=1,
     out = {}
     for name, array in layers.items():
         if pool:
-            array = pool_units(array, channel_axis)
+            array = pool_layer(name, array, channel_axis)
         out[name] = downsample(array, downsample_by, method)
     return out, downsample_ids(ids, downsample_by, method)
 

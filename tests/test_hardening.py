@@ -273,3 +273,148 @@ def test_os_level_faults_on_the_command_line(rng, tmp_path):
     piped = subprocess.run(f"{sys.executable} -m rv2dist.cli info {path} | head -1", shell=True,
                            capture_output=True, text=True)
     assert piped.stdout.startswith("store") and piped.stderr == ""
+
+
+# --- the dashboard page ---------------------------------------------------------------
+
+HOSTILE = "<img src=x onerror=document.body.setAttribute('data-pwned','{}')>"
+
+
+def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path):
+    from test_service import _chromium
+
+    if not _chromium():
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    from distributed import Client, LocalCluster
+
+    from rv2dist import dashboard, jobs
+
+    layers = relu_network(rng, 300, (3, 4))
+    hostile_layer = {"l0": layers["l0"], HOSTILE.format("layer"): layers["l1"]}
+    store.write_activations(tmp_path / "ref.zarr", hostile_layer, network=HOSTILE.format("network"))
+    broken = dict(hostile_layer)
+    broken[HOSTILE.format("layer")] = np.where(np.arange(300)[:, None] == 7, np.nan, layers["l1"])
+    store.write_activations(tmp_path / "bad.zarr", broken, network="bad")
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'name = "{HOSTILE.format("job")}"\nplots = false\n[networks]\nref = "ref.zarr"\n'
+                        'bad = "bad.zarr"\n[[compare]]\nself = ["ref"]\n[[compare]]\npairs = [["ref", "bad"]]\n')
+    job = jobs.load_job(job_file)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(jobs.JobError, match="contains NaN"):
+            jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        port = client.dashboard_link.split(":")[-1].split("/")[0]
+        page = dashboard.page_link(f"http://127.0.0.1:{port}/status")
+        dom = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom", page],
+            capture_output=True, text=True, timeout=60,
+        ).stdout
+    drawn = dom.split("<script")[0]
+    assert 'class="heatmap"' in drawn, drawn[:2000]
+    assert "<img" not in drawn  # no element made from a name
+    assert "<body data-pwned" not in dom and "<body" in dom  # and no handler ran
+    for place in ("job", "network", "layer"):
+        assert "&lt;img src=x onerror=document.body.setAttribute('data-pwned','" + place + "')&gt;" in drawn, place
+    error_text = [line for line in drawn.split("<div") if "contains NaN" in line]
+    assert error_text and "&lt;img" in error_text[0]
+
+
+def test_dashboard_marks_a_vanished_client_stopped_and_counts_a_rerun_afresh():
+    from distributed import Client, LocalCluster
+
+    from rv2dist import dashboard
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        assert dashboard.install(client)
+        board = cluster.scheduler.plugins["rv2dist"]
+        leaving = Client(cluster)
+        leaving.run_on_scheduler(dashboard.post_to_board, "j1", {
+            "name": "j", "status": "running", "client": leaving.id,
+            "comparisons": {"a__b": {"status": "running", "token": "t1"}}})
+        board.finished_tasks["t1"] = {("rv2dist-chunk-t1", 0)}
+        leaving.close()
+        deadline = time.time() + 10
+        while board.jobs["j1"]["status"] != "stopped" and time.time() < deadline:
+            time.sleep(0.05)
+        snapshot = board.snapshot()["jobs"][0]
+        assert snapshot["status"] == "stopped" and snapshot["comparisons"][0]["status"] == "stopped"
+        client.run_on_scheduler(dashboard.post_to_board, "j2", {
+            "name": "j", "status": "running", "client": client.id,
+            "comparisons": {"a__b": {"status": "running", "token": "t1", "tasks_total": 5}}})
+        assert board.tasks_done("t1") == 0  # the same keys, counted again from zero
+
+
+# --- job files and paths --------------------------------------------------------------
+
+GOOD_NETWORKS = '[networks]\na = "a.zarr"\nb = "b.zarr"\n'
+
+
+@pytest.mark.parametrize("text, named", [
+    (GOOD_NETWORKS + '[[compare]]\npairz = [["a", "b"]]\n', "[[compare]] number 1 has unknown key 'pairz'"),
+    (GOOD_NETWORKS + '[[compare]]\nself = "ab"\n', 'self must be a list of network names, as self = [\'ab\']'),
+    (GOOD_NETWORKS + '[[compare]]\nreference = "a"\nagainst = "b"\n', "against must be a list"),
+    (GOOD_NETWORKS + '[[compare]]\nagainst = ["b"]\nself = ["a"]\n', "against goes with reference"),
+    (GOOD_NETWORKS + '[[compare]]\npairs = ["ab"]\n', "a pair needs two networks"),
+    ('metrics = []\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "metrics is empty"),
+    ('metrics = 3\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "metrics must be a list of metric names"),
+    ('center = "yes"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "center must be true or false"),
+    ('name = 3\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "name must be a string"),
+    ('[networks]\na = 3\n[[compare]]\nself = ["a"]\n', "[networks] a must be a store path"),
+    ('out = "/tmp/elsewhere"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "leaves the job's folder"),
+    ('out = "../up"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "leaves the job's folder"),
+    ('compare = 1\n' + GOOD_NETWORKS, "compare must be [[compare]] tables"),
+])
+def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
+    from rv2dist import jobs
+
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    with pytest.raises(jobs.JobError, match=None) as caught:
+        jobs.load_job(path)
+    assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):
+    (tmp_path / "job.toml").write_text(GOOD_NETWORKS + '[[compare]]\nself = "ab"\n')
+    done = _cli("run", tmp_path / "job.toml")
+    _assert_clean_failure(done, "self must be a list")
+    assert "dashboard" not in done.stdout and not (tmp_path / "results").exists()
+
+
+def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_path):
+    from rv2dist import jobs
+
+    jobs_folder = tmp_path / "project"
+    jobs_folder.mkdir()
+    store.write_activations(jobs_folder / "a.zarr", relu_network(rng, 50, (3,)))
+    (jobs_folder / "job.toml").write_text('plots = true\n[networks]\n"../../escaped" = "a.zarr"\n'
+                                          '"a/b" = "a.zarr"\n[[compare]]\nself = ["../../escaped", "a/b"]\n')
+    done = _cli("run", jobs_folder / "job.toml", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    results = jobs_folder / "results"
+    written = sorted(p.name for p in results.iterdir())
+    # one store under two names: the same task keys, and still both results
+    assert len(written) == 4 and all(name.endswith((".nc", ".png")) for name in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+    assert sorted(p.name for p in jobs_folder.iterdir()) == ["a.zarr", "job.toml", "results"]
+    job = jobs.load_job(jobs_folder / "job.toml")
+    names = [job.result_path(c).name for c in job.comparisons]
+    assert len(set(names)) == 2 and all("/" not in n and not n.startswith(".") for n in names)
+    elsewhere = tmp_path / "chosen"
+    assert _cli("run", jobs_folder / "job.toml", "--out", elsewhere, "--no-progress").returncode == 0
+    assert len(list(elsewhere.glob("*.nc"))) == 2
+
+
+def test_smaller_faults_are_messages(rng, tmp_path):
+    path, _ = _chunked_store(tmp_path, rng)
+    _assert_clean_failure(_cli("plot", path, "--out", tmp_path / "p.png"), "net.zarr: not an rv2dist result")
+    assert not (tmp_path / "p.png").exists()
+    with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes, got -1"):
+        rv2dist.similarity(path, memory_budget=-1)
+    with pytest.raises(ValueError, match="layer 'maps': channel_axis 7 is out of range for shape"):
+        rv2dist.preprocess({"maps": np.zeros((4, 3, 2, 2))}, pool=True, channel_axis=7)
+    np.savez(tmp_path / "maps.npz", maps=rng.standard_normal((6, 3, 2, 2)))
+    _assert_clean_failure(_cli("import", tmp_path / "maps.npz", "--out", tmp_path / "m.zarr", "--pool",
+                               "--channel-axis", "4"), "layer 'maps': channel_axis 4 is out of range")
