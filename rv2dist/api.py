@@ -54,7 +54,10 @@ def _as_layers(obj, side):
         if not isinstance(name, str):
             raise TypeError(f"{side}: layer names must be strings, got {name!r}")
         if not hasattr(array, "shape") or not hasattr(array, "dtype"):
-            array = np.asarray(array)
+            try:
+                array = np.asarray(array)
+            except ValueError as error:  # ragged nested lists
+                raise ValueError(f"layer {name!r} is not an array of one shape: {error}") from None
         _check_dtype(name, array.dtype)
         if len(array.shape) == 0:
             raise ValueError(f"layer {name!r} is a scalar; expected (observations, units...)")
@@ -85,11 +88,23 @@ def _split_layer_selection(layers, self_job):
     if isinstance(layers, tuple) and len(layers) == 2 and not isinstance(layers[0], str):
         if self_job:
             raise ValueError("layers=(a, b) needs b; for a against itself give one list")
-        return list(layers[0]), list(layers[1])
-    return list(layers), list(layers)
+        return _layer_list(layers[0]), _layer_list(layers[1])
+    return _layer_list(layers), _layer_list(layers)
+
+
+def _layer_list(names):
+    names = [names] if isinstance(names, str) else list(names)  # "fc1" is one layer, not three
+    if not names:
+        raise ValueError("layers is empty; name the layers to compare, or leave it out for all")
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"layers names {repeated!r} twice")
+    return names
 
 
 def _check_metrics(metric):
+    if not isinstance(metric, (str, list, tuple)):
+        raise TypeError(f"metric must be a metric name or a list of them, not {metric!r}")
     names = [metric] if isinstance(metric, str) else list(metric)
     if not names:
         raise ValueError("no metric given")
@@ -232,6 +247,9 @@ def _gpu_memory_budget() -> int:
 
 def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs):
     names = _check_metrics(metric)
+    for option, value in (("center", center), ("align_obs", align_obs)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{option} must be True or False, not {value!r}")
     self_job = b is None
     layers_a, ids_a = _as_layers(a, "a")
     layers_b, ids_b = (None, None) if self_job else _as_layers(b, "b")
@@ -239,6 +257,9 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     layers_a = _select(layers_a, want_a, "a")
     if not self_job:
         layers_b = _select(layers_b, want_b, "b")
+        if align_obs and (ids_a is None or ids_b is None):
+            raise ValueError("align_obs=True needs observation ids on both sides: give stores or Datasets "
+                             "(arrays in a mapping have none)")
         order = _check_ids(ids_a, ids_b, align_obs)
         if order is not None:
             layers_b = [(name, array[order]) for name, array in layers_b]
@@ -334,7 +355,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
-    (DESIGN.md section 2), computed in one dask graph for all layer pairs.
+    (see :mod:`rv2dist.metrics`), computed in one dask graph for all layer pairs.
 
     Parameters
     ----------

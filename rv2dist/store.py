@@ -1,4 +1,4 @@
-"""The activation store (DESIGN.md section 3): the only module that reads or writes files.
+"""The activation store: the only module that reads or writes files.
 
 One network is one zarr store written through xarray: a dimension ``obs`` with a
 coordinate of observation ids, one data variable per layer with dims ``("obs", ...)``,
@@ -101,6 +101,8 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
     obs = np.arange(n) if obs is None else np.asarray(obs)
     if obs.shape != (n,):
         raise StoreError(f"{path}: {len(obs)} observation ids for {n} observations")
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
+        raise StoreError(f"{path}: chunk_bytes must be a positive whole number, not {chunk_bytes!r}")
     rows = chunk_rows(layers, chunk_bytes)
     with ActivationWriter(path, network=network, attrs=attrs, rows_per_chunk=rows,
                           zarr_format=zarr_format, overwrite=overwrite) as writer:
@@ -163,6 +165,9 @@ class ActivationWriter:
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
         if zarr_format not in (2, 3):
             raise StoreError(f"{self.path}: zarr_format must be 2 or 3, not {zarr_format!r}")
+        for option, value in (("chunk_bytes", chunk_bytes), ("rows_per_chunk", rows_per_chunk)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise StoreError(f"{self.path}: {option} must be a positive whole number, not {value!r}")
         self.network = network or self.path.name.split(".")[0]
         self.attrs = dict(attrs or {})
         self.chunk_bytes = chunk_bytes
@@ -676,6 +681,8 @@ def write_result(result, path) -> None:
         raise StoreError(f"{path}: folder {path.parent} does not exist")
     if path.is_dir() and not (path.suffix == ".zarr" and _is_zarr(path)):
         raise StoreError(f"{path}: is a folder, not a result; choose another name")
+    if path.is_dir() and (path / "obs").exists():
+        raise StoreError(f"{path}: is an activation store; a result never replaces one, choose another name")
     with _written_atomically(path) as partial, _naming(path, "cannot write the result"):
         if path.suffix == ".nc":
             # netCDF is built in memory (a result is small) and written with plain file

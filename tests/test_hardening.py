@@ -162,7 +162,8 @@ def test_float32_activations_near_1e19_give_the_float64_answer(rng, route, cente
     the answer is the float64 one (every metric is scale-invariant)."""
     layers = relu_network(rng, 300, (6, 40))
     huge = {name: (value * 3e19).astype(np.float32) for name, value in layers.items()}
-    assert np.isinf(np.float32(3e19) * np.float32(3e19))
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(3e19) * np.float32(3e19))
     metrics = ["rv2", "rv", "cka", "cka_debiased"]
     got = rv2dist.similarity(huge, metric=metrics, route=route, center=center)
     assert got.attrs["precision"] == "float32"
@@ -266,6 +267,8 @@ def test_os_level_faults_on_the_command_line(rng, tmp_path):
     (folder / "keep.txt").write_text("mine")
     _assert_clean_failure(_cli("compare", path, "--out", folder), "taken.nc: is a folder")
     assert (folder / "keep.txt").read_text() == "mine"
+    _assert_clean_failure(_cli("compare", path, "--out", path), "is an activation store")
+    assert store.open_activations(path)["l0"].shape == (600, 5)
     not_json = tmp_path / "scheduler.json"
     not_json.write_text("this is not json")
     _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "r.nc", "--scheduler-file", not_json),
@@ -418,3 +421,17 @@ def test_smaller_faults_are_messages(rng, tmp_path):
     np.savez(tmp_path / "maps.npz", maps=rng.standard_normal((6, 3, 2, 2)))
     _assert_clean_failure(_cli("import", tmp_path / "maps.npz", "--out", tmp_path / "m.zarr", "--pool",
                                "--channel-axis", "4"), "layer 'maps': channel_axis 4 is out of range")
+
+
+def test_api_options_are_checked_not_guessed(rng):
+    layers = {"ab": rng.standard_normal((30, 3)), "a": rng.standard_normal((30, 2)), "b": rng.standard_normal((30, 4))}
+    picked = rv2dist.similarity(layers, layers="ab")
+    assert list(picked.layer_a.values) == ["ab"]  # one name, not the letters a and b
+    for options, message in (({"layers": []}, "layers is empty"), ({"layers": ["a", "a"]}, "names 'a' twice"),
+                             ({"center": "no"}, "center must be True or False"),
+                             ({"metric": None}, "metric must be a metric name"),
+                             ({"align_obs": True, "b": layers}, "align_obs=True needs observation ids")):
+        with pytest.raises((TypeError, ValueError), match=message):
+            rv2dist.similarity(layers, **options)
+    with pytest.raises(ValueError, match="layer 'r' is not an array of one shape"):
+        rv2dist.similarity({"r": [[1.0, 2.0], [3.0]]})
