@@ -652,12 +652,13 @@ def store_fingerprint(path) -> str:
 
 
 def _checksum(block) -> int:
-    import zlib
+    """CRC-32C of a chunk's bytes (google-crc32c, a dependency of zarr: hardware CRC)."""
+    import google_crc32c
 
     block = np.ascontiguousarray(block)
     if block.dtype.kind == "O":
-        return zlib.crc32("\x00".join(map(str, block.tolist())).encode())
-    return zlib.crc32(block.view(np.uint8).reshape(-1))
+        return google_crc32c.value("\x00".join(map(str, block.tolist())).encode())
+    return google_crc32c.value(block.view(np.uint8).reshape(-1))
 
 
 def _check_layer_names(path, layers):
