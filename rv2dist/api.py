@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 
 from . import metrics
+from .inputs import as_layers, backend, check_ids, check_obs, is_dask, select, split_layer_selection
 from .plan import make_plan
 
 __all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning"]
@@ -17,89 +17,6 @@ __all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning"]
 
 class UndefinedLayerWarning(RuntimeWarning):
     """A layer has zero variance (or, uncentred, is all zeros): its metrics are NaN."""
-
-
-def _is_dask(x) -> bool:
-    return type(x).__module__.startswith("dask.") and hasattr(x, "chunks")
-
-
-def _check_dtype(name, dtype):
-    kind = getattr(dtype, "kind", None)
-    if kind not in ("f", "i", "u", "b"):
-        raise TypeError(
-            f"layer {name!r} has dtype {dtype}, not a real number type; "
-            "activations must be float, integer or boolean arrays"
-        )
-
-
-def _as_layers(obj, side):
-    """Read ``obj`` into an ordered list of (name, array) with arrays ``(n, units)``.
-
-    Accepts a mapping of arrays, an xarray.Dataset in the store schema, or a path to
-    an activation store."""
-    if isinstance(obj, (str, os.PathLike)) or _is_dataset(obj):
-        from . import store
-
-        dataset = store.open_activations(obj) if not _is_dataset(obj) else store.validate_dataset(obj)
-        return store.layer_arrays(dataset), store.observation_ids(dataset)
-    if not isinstance(obj, Mapping):
-        raise TypeError(
-            f"{side} must be a mapping {{layer name: array}}, an xarray.Dataset or a store path, "
-            f"not {type(obj).__name__}"
-        )
-    if not obj:
-        raise ValueError(f"{side} has no layers")
-    layers = []
-    for name, array in obj.items():
-        if not isinstance(name, str):
-            raise TypeError(f"{side}: layer names must be strings, got {name!r}")
-        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
-            try:
-                array = np.asarray(array)
-            except ValueError as error:  # ragged nested lists
-                raise ValueError(f"layer {name!r} is not an array of one shape: {error}") from None
-        _check_dtype(name, array.dtype)
-        if len(array.shape) == 0:
-            raise ValueError(f"layer {name!r} is a scalar; expected (observations, units...)")
-        units = int(np.prod(array.shape[1:], dtype=np.int64)) if len(array.shape) > 1 else 1
-        if units == 0:
-            raise ValueError(f"layer {name!r} has no units (shape {tuple(array.shape)})")
-        layers.append((name, array))
-    return layers, None
-
-
-def _is_dataset(obj) -> bool:
-    return type(obj).__name__ == "Dataset" and hasattr(obj, "data_vars")
-
-
-def _select(layers, wanted, side):
-    if wanted is None:
-        return layers
-    by_name = dict(layers)
-    missing = [w for w in wanted if w not in by_name]
-    if missing:
-        raise ValueError(f"{side} has no layer {missing[0]!r}; it has {', '.join(by_name)}")
-    return [(w, by_name[w]) for w in wanted]
-
-
-def _split_layer_selection(layers, self_job):
-    if layers is None:
-        return None, None
-    if isinstance(layers, tuple) and len(layers) == 2 and not isinstance(layers[0], str):
-        if self_job:
-            raise ValueError("layers=(a, b) needs b; for a against itself give one list")
-        return _layer_list(layers[0]), _layer_list(layers[1])
-    return _layer_list(layers), _layer_list(layers)
-
-
-def _layer_list(names):
-    names = [names] if isinstance(names, str) else list(names)  # "fc1" is one layer, not three
-    if not names:
-        raise ValueError("layers is empty; name the layers to compare, or leave it out for all")
-    repeated = next((name for name in names if names.count(name) > 1), None)
-    if repeated is not None:
-        raise ValueError(f"layers names {repeated!r} twice")
-    return names
 
 
 def _check_metrics(metric):
@@ -112,49 +29,6 @@ def _check_metrics(metric):
         if name not in metrics.METRICS:
             raise ValueError(f"unknown metric {name!r}; choose from {', '.join(metrics.METRICS)}")
     return names
-
-
-def _check_obs(layers):
-    n = None
-    first = None
-    for name, array in layers:
-        rows = int(array.shape[0])
-        if n is None:
-            n, first = rows, name
-        elif rows != n:
-            raise ValueError(
-                f"layer {name!r} has {rows} observations but layer {first!r} has {n}; "
-                "all layers must hold the same observations in the same order"
-            )
-    return n
-
-
-def _check_ids(ids_a, ids_b, align_obs=False):
-    """None when the ids match in order; with ``align_obs``, the permutation that puts
-    b's rows in a's order when both hold the same ids; otherwise a ValueError naming
-    the first mismatch."""
-    if ids_a is None or ids_b is None:
-        return None
-    ids_a, ids_b = np.asarray(ids_a), np.asarray(ids_b)
-    if len(ids_a) != len(ids_b):
-        raise ValueError(f"the networks hold {len(ids_a)} and {len(ids_b)} observations")
-    mismatch = np.flatnonzero(ids_a != ids_b)
-    if not mismatch.size:
-        return None
-    if align_obs:
-        order_b = np.argsort(ids_b, kind="stable")
-        position = np.searchsorted(ids_b, ids_a, sorter=order_b)
-        position = np.minimum(position, len(ids_b) - 1)
-        found = ids_b[order_b[position]] == ids_a
-        if found.all():
-            return order_b[position]
-        i = int(np.flatnonzero(~found)[0])
-        raise ValueError(f"cannot align by id: observation {ids_a[i].item()!r} of a is not in b")
-    i = int(mismatch[0])
-    raise ValueError(
-        f"observation ids differ first at position {i}: {ids_a[i].item()!r} against {ids_b[i].item()!r}"
-        " (pass align_obs=True to reorder b when both hold the same ids)"
-    )
 
 
 def _result_dtype(layers):
@@ -214,13 +88,8 @@ def _choose_device(device, layers):
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device != "auto":
         return device
-    on_gpu = any(_backend(array) == "cupy" for _, array in layers)
+    on_gpu = any(backend(array) == "cupy" for _, array in layers)
     return "gpu" if on_gpu else "cpu"
-
-
-def _backend(array):
-    """Top-level module of the array's chunk type ("numpy", "cupy", ...)."""
-    return type(getattr(array, "_meta", array)).__module__.split(".")[0]
 
 
 def _require_cupy():
@@ -245,26 +114,28 @@ def _gpu_memory_budget() -> int:
         return 4 * 2**30
 
 
-def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs):
+def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
+             layer_names=None, obs_dim=None):
     names = _check_metrics(metric)
     for option, value in (("center", center), ("align_obs", align_obs)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{option} must be True or False, not {value!r}")
     self_job = b is None
-    layers_a, ids_a = _as_layers(a, "a")
-    layers_b, ids_b = (None, None) if self_job else _as_layers(b, "b")
-    want_a, want_b = _split_layer_selection(layers, self_job)
-    layers_a = _select(layers_a, want_a, "a")
+    names_a, names_b = _per_side(layer_names)
+    layers_a, ids_a = as_layers(a, "a", names=names_a, obs_dim=obs_dim)
+    layers_b, ids_b = (None, None) if self_job else as_layers(b, "b", names=names_b, obs_dim=obs_dim)
+    want_a, want_b = split_layer_selection(layers, self_job)
+    layers_a = select(layers_a, want_a, "a")
     if not self_job:
-        layers_b = _select(layers_b, want_b, "b")
+        layers_b = select(layers_b, want_b, "b")
         if align_obs and (ids_a is None or ids_b is None):
             raise ValueError("align_obs=True needs observation ids on both sides: give stores or Datasets "
                              "(arrays in a mapping have none)")
-        order = _check_ids(ids_a, ids_b, align_obs)
+        order = check_ids(ids_a, ids_b, align_obs)
         if order is not None:
             layers_b = [(name, array[order]) for name, array in layers_b]
     everything = layers_a + (layers_b or [])
-    n = _check_obs(everything)
+    n = check_obs(everything)
     needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
     if "cka_debiased" in names and n < 4:
         raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
@@ -291,13 +162,20 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     return names, needed, everything, job_plan, self_job, layers_a, layers_b, device
 
 
+def _per_side(names):
+    """``names=`` for both sides: one list, or a pair of lists (a's, b's)."""
+    if isinstance(names, tuple) and len(names) == 2 and not isinstance(names[0], str):
+        return names
+    return names, names
+
+
 def _units(array) -> int:
     return int(np.prod(array.shape[1:], dtype=np.int64)) if len(array.shape) > 1 else 1
 
 
 def _row_chunks(layers):
-    chunkings = {tuple(array.chunks[0]) for _, array in layers if _is_dask(array)}
-    if len(chunkings) == 1 and all(_is_dask(array) for _, array in layers):
+    chunkings = {tuple(array.chunks[0]) for _, array in layers if is_dask(array)}
+    if len(chunkings) == 1 and all(is_dask(array) for _, array in layers):
         return chunkings.pop()
     return None
 
@@ -316,7 +194,7 @@ def _row_chunk_list(array, row_chunks):
     """The row chunks ``(rows, units)`` of one layer as laid out by ``row_chunks``:
     views of an in-memory array (never copied), or the task keys of a dask array's
     chunks; and the dask collection those keys belong to (or None)."""
-    if _is_dask(array):
+    if is_dask(array):
         if array.ndim == 1:
             array = array[:, None]
         if array.ndim > 2:
@@ -337,21 +215,23 @@ def _inputs_token(layers):
 
     from dask.base import tokenize
 
-    return tokenize([array.name if _is_dask(array) else uuid.uuid4().hex for _, array in layers])
+    return tokenize([array.name if is_dask(array) else uuid.uuid4().hex for _, array in layers])
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-         memory_budget=None, precision="auto", device="auto", align_obs=False):
+         memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None):
     """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
-    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs)[3]
+    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
+                    layer_names=names, obs_dim=obs_dim)[3]
 
 
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-               memory_budget=None, precision="auto", device="auto", align_obs=False, compute=True):
+               memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
+               compute=True):
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
@@ -359,11 +239,15 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
     Parameters
     ----------
-    a, b : mapping, xarray.Dataset or path
-        Activations: ``{layer name: array (n_obs, ...)}`` of numpy, dask or cupy arrays
-        (further dims are flattened into units), a Dataset in the store schema, or a
-        path to an activation store.  Mappings keep their order as depth order.
-        ``b=None`` compares ``a`` with itself, computing each product once.
+    a, b : mapping, sequence, xarray.Dataset, xarray.DataArray or path
+        Activations: ``{layer name: array (n_obs, ...)}`` of numpy, dask or CuPy arrays,
+        PyTorch tensors (CPU ones share memory; CUDA ones go to CuPy through DLPack
+        and the job runs on the GPU) or DataArrays (first dimension = observations);
+        a sequence of such arrays (as hoggorm takes them; see ``names``); a Dataset
+        (sample dimension ``obs`` or ``obs_dim``); a DataArray (one layer); or the path
+        of an activation store.  Further dims are flattened into units; mappings and
+        sequences keep their order as depth order.  ``b=None`` compares ``a`` with
+        itself, computing each product once.  See :mod:`rv2dist.inputs`.
     metric : str or list of str
         ``"rv2"`` (modified RV, Smilde et al. 2009), ``"rv"``, ``"cka"`` (linear CKA),
         ``"cka_debiased"`` (Song et al.'s unbiased HSIC; may be negative) or
@@ -394,6 +278,11 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         When both networks come from stores (or Datasets) holding the same observation
         ids in different orders, reorder b's rows to a's order.  Default ``False``:
         differing ids are an error naming the first mismatch.
+    names : list of str, or (list, list), optional
+        Layer names of a sequence of arrays (default ``"0"``, ``"1"``, ...); a pair
+        names a's and b's separately.
+    obs_dim : str, optional
+        The sample dimension of Datasets whose sample dimension is not ``obs``.
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
         computed; nothing is read or computed before that.
@@ -416,7 +305,8 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     from .graph import TaskGraph, build_statistics, to_device
 
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
-        a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs
+        a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
+        layer_names=names, obs_dim=obs_dim,
     )
     graph = TaskGraph(_inputs_token(everything))
     chunks, collections = [], []
@@ -424,7 +314,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         layer_chunks, collection = _row_chunk_list(array, job_plan.row_chunks)
         chunks.append(layer_chunks)
         collections += [collection] if collection is not None else []
-    if device == "gpu" and not all(_backend(array) == "cupy" for _, array in everything):
+    if device == "gpu" and not all(backend(array) == "cupy" for _, array in everything):
         # chunks are read on the host and moved to the worker's GPU once
         chunks = to_device(graph, chunks, _to_gpu)
     statistics = [build_statistics(graph, chunks, job_plan, flag) for flag in needed]

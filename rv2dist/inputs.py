@@ -1,0 +1,217 @@
+"""Every kind of input, turned into layers: ``[(name, array (n_obs, ...))]`` plus the
+observation ids when the input has them.
+
+One home for input coercion, so that accepting a new kind touches this module only.
+Accepted: a mapping ``{layer name: array}``, a sequence of arrays (named by position or
+``names=``), an xarray Dataset (its sample dimension ``obs``, or any named by
+``obs_dim=``), an xarray DataArray (one layer), or the path of an activation store.
+Arrays may be numpy, dask, CuPy, PyTorch tensors (CPU: shared memory; CUDA: handed to
+CuPy through DLPack, never copied to the host) or DataArrays (first dimension =
+observations, whatever its name).  Further dimensions are flattened into units later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+ACCEPTED = ("a mapping {layer name: array}, a sequence of arrays, an xarray Dataset or DataArray, "
+            "or a store path; arrays may be numpy, dask, CuPy, PyTorch tensors or DataArrays")
+
+
+def is_dask(x) -> bool:
+    return type(x).__module__.startswith("dask.") and hasattr(x, "chunks")
+
+
+def backend(array):
+    """Top-level module of the array's chunk type ("numpy", "cupy", ...)."""
+    return type(getattr(array, "_meta", array)).__module__.split(".")[0]
+
+
+def as_layers(obj, side, *, names=None, obs_dim=None):
+    """``obj`` as ``([(name, array)], ids or None)``; see the module docstring.
+
+    Parameters
+    ----------
+    obj : mapping, sequence, xarray.Dataset, xarray.DataArray or path
+        One network's activations.
+    side : str
+        ``"a"`` or ``"b"``, for messages.
+    names : list of str, optional
+        Layer names of a sequence of arrays (default ``"0"``, ``"1"``, ...).
+    obs_dim : str, optional
+        The sample dimension of a Dataset not in the store schema.
+
+    Raises
+    ------
+    TypeError
+        For a kind that is not accepted, naming the side or layer and what is accepted.
+    """
+    from . import store
+
+    if isinstance(obj, (str, os.PathLike)):
+        dataset = store.open_activations(obj)
+        return store.layer_arrays(dataset), store.observation_ids(dataset)
+    if _is_xarray(obj, "Dataset"):
+        if obs_dim is not None and obs_dim != "obs":
+            if obs_dim not in obj.dims:
+                raise ValueError(f"{side}: the Dataset has no dimension {obs_dim!r}; it has {', '.join(map(str, obj.dims))}")
+            obj = obj.rename({obs_dim: "obs"})
+        elif "obs" not in obj.dims:
+            raise ValueError(f"{side}: the Dataset has no 'obs' dimension; name its sample dimension with "
+                             f"obs_dim= (it has {', '.join(map(str, obj.dims))})")
+        dataset = store.validate_dataset(obj, source=f"{side} (Dataset)")
+        return store.layer_arrays(dataset), store.observation_ids(dataset)
+    if _is_xarray(obj, "DataArray"):
+        obj = {str(obj.name) if obj.name is not None else "0": obj}
+    elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)) and not hasattr(obj, "shape"):
+        if names is None:
+            names = [str(i) for i in range(len(obj))]
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) != len(obj):
+            raise ValueError(f"{side}: {len(names)} names for {len(obj)} arrays")
+        obj = dict(zip(names, obj))
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"{side} must be {ACCEPTED}; got {type(obj).__name__}")
+    if not obj:
+        raise ValueError(f"{side} has no layers")
+    layers = []
+    for name, array in obj.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{side}: layer names must be strings, got {name!r}")
+        array = as_array(name, array)
+        if len(array.shape) == 0:
+            raise ValueError(f"layer {name!r} is a scalar; expected (observations, units...)")
+        units = int(np.prod(array.shape[1:], dtype=np.int64)) if len(array.shape) > 1 else 1
+        if units == 0:
+            raise ValueError(f"layer {name!r} has no units (shape {tuple(array.shape)})")
+        layers.append((name, array))
+    return layers, None
+
+
+def as_array(name, value):
+    """One layer as an array rv2dist computes with: numpy, dask or CuPy, never copied
+    where sharing is possible."""
+    if _is_xarray(value, "DataArray"):
+        value = value.data
+    if type(value).__module__.split(".")[0] == "torch":
+        value = _from_torch(name, value)
+    elif not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        try:
+            value = np.asarray(value)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"layer {name!r} is not an array of one shape: {error}") from None
+    elif not (isinstance(value, np.ndarray) or is_dask(value) or backend(value) == "cupy"):
+        raise TypeError(f"layer {name!r} is a {type(value).__module__}.{type(value).__name__}; "
+                        f"accepted: {ACCEPTED}")
+    check_dtype(name, value.dtype)
+    return value
+
+
+def _from_torch(name, tensor):
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"layer {name!r} is a {type(tensor).__name__}, not a tensor; accepted: {ACCEPTED}")
+    tensor = tensor.detach()  # shares memory: no copy, no gradient tracking
+    if tensor.is_complex():
+        raise TypeError(f"layer {name!r} has dtype {tensor.dtype}, not a real number type")
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()  # numpy and CuPy have no bfloat16
+    if tensor.device.type == "cuda":
+        import cupy
+
+        return cupy.from_dlpack(tensor)  # stays on the device
+    if tensor.device.type != "cpu":
+        raise TypeError(f"layer {name!r} is a tensor on {tensor.device}; move it to the CPU or a CUDA device")
+    return tensor.numpy()
+
+
+def _is_xarray(obj, kind) -> bool:
+    return type(obj).__name__ == kind and type(obj).__module__.startswith("xarray")
+
+
+def check_dtype(name, dtype):
+    kind = getattr(dtype, "kind", None)
+    if kind not in ("f", "i", "u", "b"):
+        raise TypeError(
+            f"layer {name!r} has dtype {dtype}, not a real number type; "
+            "activations must be float, integer or boolean arrays"
+        )
+
+
+def select(layers, wanted, side):
+    if wanted is None:
+        return layers
+    by_name = dict(layers)
+    missing = [w for w in wanted if w not in by_name]
+    if missing:
+        raise ValueError(f"{side} has no layer {missing[0]!r}; it has {', '.join(by_name)}")
+    return [(w, by_name[w]) for w in wanted]
+
+
+def split_layer_selection(layers, self_job):
+    if layers is None:
+        return None, None
+    if isinstance(layers, tuple) and len(layers) == 2 and not isinstance(layers[0], str):
+        if self_job:
+            raise ValueError("layers=(a, b) needs b; for a against itself give one list")
+        return _layer_list(layers[0]), _layer_list(layers[1])
+    return _layer_list(layers), _layer_list(layers)
+
+
+def _layer_list(names):
+    names = [names] if isinstance(names, str) else list(names)  # "fc1" is one layer, not three
+    if not names:
+        raise ValueError("layers is empty; name the layers to compare, or leave it out for all")
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"layers names {repeated!r} twice")
+    return names
+
+
+def check_obs(layers):
+    n = None
+    first = None
+    for name, array in layers:
+        rows = int(array.shape[0])
+        if n is None:
+            n, first = rows, name
+        elif rows != n:
+            raise ValueError(
+                f"layer {name!r} has {rows} observations but layer {first!r} has {n}; "
+                "all layers must hold the same observations in the same order"
+            )
+    return n
+
+
+def check_ids(ids_a, ids_b, align_obs=False):
+    """None when the ids match in order; with ``align_obs``, the permutation that puts
+    b's rows in a's order when both hold the same ids; otherwise a ValueError naming
+    the first mismatch."""
+    if ids_a is None or ids_b is None:
+        return None
+    ids_a, ids_b = np.asarray(ids_a), np.asarray(ids_b)
+    if len(ids_a) != len(ids_b):
+        raise ValueError(f"the networks hold {len(ids_a)} and {len(ids_b)} observations")
+    mismatch = np.flatnonzero(ids_a != ids_b)
+    if not mismatch.size:
+        return None
+    if align_obs:
+        order_b = np.argsort(ids_b, kind="stable")
+        position = np.searchsorted(ids_b, ids_a, sorter=order_b)
+        position = np.minimum(position, len(ids_b) - 1)
+        found = ids_b[order_b[position]] == ids_a
+        if found.all():
+            return order_b[position]
+        i = int(np.flatnonzero(~found)[0])
+        raise ValueError(f"cannot align by id: observation {ids_a[i].item()!r} of a is not in b")
+    i = int(mismatch[0])
+    raise ValueError(
+        f"observation ids differ first at position {i}: {ids_a[i].item()!r} against {ids_b[i].item()!r}"
+        " (pass align_obs=True to reorder b when both hold the same ids)"
+    )
+
+
