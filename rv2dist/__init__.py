@@ -13,6 +13,7 @@ _LAZY = {
     "StoreError": "store",
     "convert": "conversion",
     "record_activations": "record",
+    "compare_models": "record",
     "preprocess": "transforms",
     "pool_units": "transforms",
     "downsample": "transforms",
