@@ -68,7 +68,10 @@ def _parser():
 
     convert = verbs.add_parser("import", help="make a store from .npz/.npy files or another store, "
                                               "with pooling and downsampling")
-    convert.add_argument("source", help=".npz file, folder of .npy files (one per layer), or a store")
+    convert.add_argument("source", help=".npz file, folder of .npy files (one per layer), .h5/.hdf5 file (one "
+                                        "dataset per layer), .nc file or xarray zarr store, or an activation store")
+    convert.add_argument("--obs-dim", metavar="DIM", help="sample dimension of a .nc file or xarray store "
+                                                          "(default: obs)")
     convert.add_argument("--out", required=True, metavar="STORE", help="the store to write")
     convert.add_argument("--network", help="network name (default: the source store's, else STORE's name)")
     convert.add_argument("--layers", nargs="+", metavar="LAYER", help="layers in depth order (default: all)")
@@ -218,7 +221,7 @@ def _run_import(args):
 
     convert(args.source, args.out, layers=args.layers, network=args.network, pool=args.pool,
             channel_axis=args.channel_axis, downsample_by=args.downsample, method=args.method,
-            overwrite=args.overwrite)
+            overwrite=args.overwrite, obs_dim=args.obs_dim)
     from . import store
 
     print(store.describe(args.out))

@@ -9,12 +9,21 @@ from . import store
 from .transforms import preprocess
 
 
+def _is_activation_store(path: Path) -> bool:
+    import zarr
+
+    try:
+        return "obs" in zarr.open_group(path, mode="r")
+    except Exception:
+        return True  # not readable as a group: open_activations says why
+
+
 def _is_store(path: Path) -> bool:
     return path.is_dir() and any((path / marker).exists() for marker in ("zarr.json", ".zgroup", ".zmetadata"))
 
 
 def convert(source, out, *, layers=None, network=None, pool=False, channel_axis=1, downsample_by=1,
-            method="stride", attrs=None, chunk_bytes=store.DEFAULT_CHUNK_BYTES, overwrite=False):
+            method="stride", attrs=None, chunk_bytes=store.DEFAULT_CHUNK_BYTES, overwrite=False, obs_dim=None):
     """Write an activation store from saved activations, preprocessing on the way.
 
     Reads one row chunk at a time: ``.npy`` files are memory-mapped and stores are
@@ -25,7 +34,10 @@ def convert(source, out, *, layers=None, network=None, pool=False, channel_axis=
     ----------
     source : str or Path
         An ``.npz`` file, a folder of ``.npy`` files (see
-        :func:`rv2dist.store.read_numpy_layers`), or an activation store.
+        :func:`rv2dist.store.read_numpy_layers`), an HDF5 file (``.h5``/``.hdf5``: one
+        dataset per layer, observations first, ids in a dataset ``obs``), a NetCDF file
+        (``.nc``) or zarr store written by xarray with any sample dimension (see
+        ``obs_dim``; :func:`rv2dist.store.read_labelled_layers`), or an activation store.
     out : str or Path
         The store to write.
     layers : list of str, optional
@@ -46,13 +58,19 @@ def convert(source, out, *, layers=None, network=None, pool=False, channel_axis=
         Target bytes of the widest layer's row chunk.
     overwrite : bool
         Replace an existing store at ``out``.
+    obs_dim : str, optional
+        The sample dimension of a NetCDF file or xarray zarr store (default ``obs``).
     """
     import dask.array as da
 
     source = Path(source)
     provenance = {"converted_from": str(source), "pool": int(bool(pool)),
                   "downsample_by": int(downsample_by), "downsample_method": method}
-    if _is_store(source):
+    labelled = source.suffix in (".h5", ".hdf5", ".nc") or (_is_store(source) and not _is_activation_store(source))
+    if labelled:
+        arrays, ids = store.read_labelled_layers(source, layers, obs_dim)
+        network = network or Path(out).name.split(".")[0]
+    elif _is_store(source):
         dataset = store.open_activations(source)
         arrays = dict(store.layer_arrays(dataset))
         if layers is not None:

@@ -593,6 +593,81 @@ def read_numpy_layers(source, layers=None):
     return {name: arrays[name] for name in names}, arrays.get("obs")
 
 
+def read_labelled_layers(source, layers=None, obs_dim=None):
+    """Layers from an HDF5 file (one dataset per layer, the first axis observations; a
+    dataset ``obs`` holds ids) or an xarray file (NetCDF, or a zarr store not in the
+    activation-store schema) whose sample dimension is ``obs`` or ``obs_dim``.
+
+    Returns
+    -------
+    (dict, numpy.ndarray or None)
+        ``{layer: lazy array}`` in the file's order (or ``layers``'s) and the ids.
+    """
+    source = Path(source)
+    if source.suffix in (".h5", ".hdf5"):
+        arrays, ids = _read_hdf5(source)
+    else:
+        arrays, ids = _read_xarray(source, obs_dim)
+    names = [n for n in arrays if n != "obs"]
+    if layers is not None:
+        missing = [name for name in layers if name not in arrays]
+        if missing:
+            raise StoreError(f"{source}: has no layer {missing[0]!r}; it has {', '.join(names)}")
+        names = list(layers)
+    if not names:
+        raise StoreError(f"{source}: holds no layers")
+    return {name: arrays[name] for name in names}, ids
+
+
+def _read_hdf5(source):
+    import dask.array as da
+    import h5py
+
+    try:
+        handle = h5py.File(source, "r")
+    except OSError as error:
+        raise StoreError(f"{source}: not an HDF5 file ({error})") from None
+    found = {}
+
+    def collect(name, item):  # visititems stops at the first value returned: return None
+        if isinstance(item, h5py.Dataset):
+            found[name] = item
+
+    handle.visititems(collect)
+    arrays, ids = {}, None
+    for path, dataset in found.items():
+        if path == "obs":
+            ids = dataset[()]
+            ids = ids.astype(str) if ids.dtype.kind in "OS" else ids
+            continue
+        if dataset.ndim == 0:
+            raise StoreError(f"{source}: dataset {path!r} is a scalar, not (observations, ...)")
+        rows = chunk_rows({path: dataset})
+        # nested datasets become "group.name": a layer name holds no '/'
+        arrays[path.replace("/", ".")] = da.from_array(dataset, chunks=(rows,) + dataset.shape[1:], lock=True)
+    return arrays, ids
+
+
+def _read_xarray(source, obs_dim):
+    import xarray as xr
+
+    try:
+        if source.suffix == ".zarr" or source.is_dir():
+            dataset = xr.open_zarr(source, chunks={})
+        else:
+            dataset = xr.open_dataset(source, engine="h5netcdf", chunks={})
+    except Exception as error:
+        raise StoreError(f"{source}: not a NetCDF file or zarr store ({type(error).__name__}: {error})") from None
+    dim = obs_dim or "obs"
+    if dim not in dataset.dims:
+        raise StoreError(f"{source}: has no dimension {dim!r}; name its sample dimension with --obs-dim "
+                         f"(obs_dim=); it has {', '.join(map(str, dataset.dims))}")
+    arrays = {str(name): variable.transpose(dim, ...).data for name, variable in dataset.data_vars.items()
+              if dim in variable.dims}
+    ids = np.asarray(dataset[dim].values) if dim in dataset.coords else None
+    return arrays, ids
+
+
 def _natural_key(name):
     import re
 

@@ -194,3 +194,33 @@ def test_cuda_tensors_stay_on_the_device(rng):
     want = rv2dist.similarity({k: v.cpu().numpy() for k, v in layers.items()}, metric="rv2", precision="float64")
     assert got.attrs["device"] == "gpu"
     np.testing.assert_allclose(got.values, want.values, atol=1e-6)
+
+
+def test_import_reads_hdf5_and_netcdf_with_any_sample_dimension(rng, tmp_path):
+    import h5py
+
+    from test_hardening import _assert_clean_failure, _cli
+
+    maps, fc = rng.standard_normal((40, 3, 4, 4)), rng.standard_normal((40, 8))
+    with h5py.File(tmp_path / "acts.h5", "w") as handle:
+        handle["fc"] = fc
+        handle["block/conv"] = maps
+        handle["obs"] = np.array([f"img{i}" for i in range(40)], dtype="S")
+    done = _cli("import", tmp_path / "acts.h5", "--out", tmp_path / "h5.zarr", "--pool")
+    assert done.returncode == 0, done.stderr
+    stored = rv2dist.open_activations(tmp_path / "h5.zarr")
+    assert list(stored.attrs["layers"]) == ["block.conv", "fc"] and stored.obs.values[3] == "img3"
+    want = rv2dist.similarity({"block.conv": maps.mean(axis=(2, 3)), "fc": fc}, metric=METRICS)
+    _same(rv2dist.similarity(tmp_path / "h5.zarr", metric=METRICS), want)
+
+    xr.Dataset({"fc": (("sample", "unit"), fc), "conv": (("sample", "c", "h", "w"), maps)},
+               coords={"sample": np.arange(100, 140)}).to_netcdf(tmp_path / "acts.nc", engine="h5netcdf")
+    _assert_clean_failure(_cli("import", tmp_path / "acts.nc", "--out", tmp_path / "nc.zarr"),
+                          "acts.nc: has no dimension 'obs'", "--obs-dim")
+    done = _cli("import", tmp_path / "acts.nc", "--out", tmp_path / "nc.zarr", "--obs-dim", "sample",
+                "--layers", "fc", "conv", "--pool")
+    assert done.returncode == 0, done.stderr
+    stored = rv2dist.open_activations(tmp_path / "nc.zarr")
+    assert int(stored.obs.values[0]) == 100
+    want = rv2dist.similarity({"fc": fc, "conv": maps.mean(axis=(2, 3))}, metric=METRICS)
+    _same(rv2dist.similarity(tmp_path / "nc.zarr", metric=METRICS), want)
