@@ -39,3 +39,11 @@ def test_seed_study_replication_runs(tmp_path):
     assert len(figures) == 4  # analogues of the study's Figures 1, 2, 3 and 4
     table = book.cells[-2].outputs[-1]["data"]["text/plain"]
     assert "holds here" in table and table.count("True") + table.count("False") == 6
+
+
+@pytest.mark.slow
+def test_compare_transformers_runs(tmp_path):
+    pytest.importorskip("torch")
+    book, outputs = _execute("compare_transformers.ipynb", tmp_path)
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("fine-tuned copy" in o.get("text", "") for o in outputs)
