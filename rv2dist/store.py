@@ -583,14 +583,19 @@ def read_numpy_layers(source, layers=None):
         names = [n for n in arrays if n != "obs"]
     else:
         raise StoreError(f"{source}: expected an .npz file or a folder of .npy files")
-    if layers is not None:
-        missing = [name for name in layers if name not in arrays]
+    return _selected(source, arrays, names, layers), arrays.get("obs")
+
+
+def _selected(source, arrays, names, wanted):
+    """``{name: array}`` of the ``wanted`` layers (default ``names``), in that order."""
+    if wanted is not None:
+        missing = [name for name in wanted if name not in arrays]
         if missing:
             raise StoreError(f"{source}: has no layer {missing[0]!r}; it has {', '.join(names)}")
-        names = list(layers)
+        names = list(wanted)
     if not names:
         raise StoreError(f"{source}: holds no layers")
-    return {name: arrays[name] for name in names}, arrays.get("obs")
+    return {name: arrays[name] for name in names}
 
 
 def read_labelled_layers(source, layers=None, obs_dim=None):
@@ -608,15 +613,7 @@ def read_labelled_layers(source, layers=None, obs_dim=None):
         arrays, ids = _read_hdf5(source)
     else:
         arrays, ids = _read_xarray(source, obs_dim)
-    names = [n for n in arrays if n != "obs"]
-    if layers is not None:
-        missing = [name for name in layers if name not in arrays]
-        if missing:
-            raise StoreError(f"{source}: has no layer {missing[0]!r}; it has {', '.join(names)}")
-        names = list(layers)
-    if not names:
-        raise StoreError(f"{source}: holds no layers")
-    return {name: arrays[name] for name in names}, ids
+    return _selected(source, arrays, [n for n in arrays if n != "obs"], layers), ids
 
 
 def _read_hdf5(source):
