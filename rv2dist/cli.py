@@ -290,6 +290,10 @@ def main(argv=None) -> int:
     except ClusterLostError as error:
         print(f"rv2dist {args.verb}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as error:
+        # Ctrl-C: results already written stay (each is written whole or not at all)
+        print(f"\nrv2dist {args.verb}: interrupted" + (f"; {error}" if str(error) else ""), file=sys.stderr)
+        return 130
     except _BAD_INPUT as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"rv2dist {args.verb}: error: {message}", file=sys.stderr)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 
 # the embedded clusters' own log lines (a worker's "Compute Failed" with its traceback)
 # would reach the terminal before rv2dist's one-line message about the same fault
@@ -112,16 +115,33 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
         except ValueError as error:  # an address that is no address
             raise ClusterError(f"{scheduler!r} is not a scheduler address ({error})") from None
     if gpus:
-        return Client(_cuda_cluster())
+        with _workers_ignore_ctrl_c():
+            return Client(_cuda_cluster())
     cores = os.cpu_count() or 1
-    cluster = LocalCluster(
-        n_workers=workers or min(cores, 8),
-        threads_per_worker=1 if workers is None else max(1, cores // workers),
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=EMBEDDED_LOG_LEVEL,
-    )
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(
+            n_workers=workers or min(cores, 8),
+            threads_per_worker=1 if workers is None else max(1, cores // workers),
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=EMBEDDED_LOG_LEVEL,
+        )
     return Client(cluster)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start worker processes with SIGINT ignored (inherited): Ctrl-C reaches the whole
+    terminal process group, and the main process, not each worker with its traceback,
+    stops the job and closes the cluster."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_scheduler_file(path):

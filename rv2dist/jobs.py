@@ -381,9 +381,12 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
             client.cancel(list(futures))
         with contextlib.suppress(Exception):
             post({}, status="interrupted")
+        saved = (f"{len(computed)} of {len(todo)} comparisons computed this run were saved in {job.out}; "
+                 "run the job again to resume")
         if isinstance(error, ClusterLostError):
-            raise ClusterLostError(f"{error}; {len(computed)} of {len(todo)} comparisons computed this run "
-                                   f"were saved in {job.out}; run the job again to resume") from None
+            raise ClusterLostError(f"{error}; {saved}") from None
+        if isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(saved) from None
         raise
     finally:
         bar.close()

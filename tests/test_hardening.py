@@ -435,3 +435,22 @@ def test_api_options_are_checked_not_guessed(rng):
             rv2dist.similarity(layers, **options)
     with pytest.raises(ValueError, match="layer 'r' is not an array of one shape"):
         rv2dist.similarity({"r": [[1.0, 2.0], [3.0]]})
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(rng, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the embedded
+    cluster's workers stay quiet, the job says what was saved, nothing partial is left."""
+    job = _long_job(tmp_path, rng)
+    run = subprocess.Popen([*RV2DIST, "run", str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in run.stdout:
+        if "to compute" in line:
+            break
+    time.sleep(1.0)
+    os.killpg(run.pid, signal.SIGINT)
+    _, errors = run.communicate(timeout=120)
+    assert run.returncode == 130, errors
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors[-3000:]
+    assert "rv2dist run: interrupted;" in errors and "run the job again to resume" in errors
+    assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".")]
