@@ -30,10 +30,13 @@ def _add_cluster_options(parser):
 
 
 def _parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="rv2dist",
         description="RV2 / RV / CKA similarity matrices between network layers, on Dask.",
     )
+    parser.add_argument("--version", action="version", version=f"rv2dist {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     demo = verbs.add_parser("demo", help="synthesise two networks, compare them, draw the heatmap")
@@ -47,7 +50,14 @@ def _parser():
     compare.add_argument("--metric", nargs="+", default=["rv2"], choices=metrics.METRICS, metavar="M",
                          help=f"metrics among {', '.join(metrics.METRICS)} (default: rv2)")
     compare.add_argument("--no-center", action="store_true", help="do not centre columns (hoggorm's RV2)")
-    compare.add_argument("--route", default="auto", choices=("auto", "feature", "gram"))
+    compare.add_argument("--route", default="auto", choices=("auto", "feature", "gram"),
+                         help="exact route: cross-products per row chunk (feature) or off-diagonal Gram tiles "
+                              "(gram); auto picks the cheaper (default)")
+    compare.add_argument("--precision", default="auto", choices=("auto", "input", "float64"),
+                         help="dtype of the per-chunk products: auto (the input's on CPUs, float64 on GPUs), "
+                              "input, or float64; sums are float64 always")
+    compare.add_argument("--memory-budget", type=_bytes, metavar="BYTES",
+                         help="bytes one task may use, e.g. 2GB (default: half of worker memory per thread)")
     compare.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to compare (default: all)")
     compare.add_argument("--align-obs", action="store_true",
                          help="reorder B's observations to A's when both hold the same ids")
@@ -83,13 +93,26 @@ def _parser():
     convert.add_argument("--overwrite", action="store_true", help="replace an existing STORE")
 
     info = verbs.add_parser("info", help="describe an activation store")
-    info.add_argument("store")
+    info.add_argument("store", help="the activation store (checks that every chunk is there)")
 
     plot = verbs.add_parser("plot", help="draw a result as a heatmap")
     plot.add_argument("result", help="result file (.nc or .zarr)")
     plot.add_argument("--out", required=True, help="image file (.png, .svg or .pdf)")
     plot.add_argument("--metric", help="metric to draw (default: the first)")
     return parser
+
+
+def _bytes(text):
+    """A byte count from the command line: 2000000000, 2GB, 1.5GiB."""
+    from dask.utils import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (e.g. 2GB)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return value
 
 
 def _check_output(path, suffixes, what):
@@ -101,14 +124,16 @@ def _check_output(path, suffixes, what):
     return path
 
 
-def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False):
+def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False,
+             precision="auto", memory_budget=None):
     from . import store
     from .api import similarity
     from .jobs import label_result
     from .plot import heatmap
 
     result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
-                        client=client, device=_device(gpus, client), align_obs=align_obs, compute=False)
+                        client=client, device=_device(gpus, client), align_obs=align_obs, precision=precision,
+                        memory_budget=memory_budget, compute=False)
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
@@ -211,7 +236,8 @@ def _run_compare(args):
     with _connect(args) as client:
         result = _compare(args.a, args.b, metric=args.metric, center=not args.no_center, route=args.route,
                           layers=args.layers, out=Path(args.out), plot=args.plot, client=client,
-                          gpus=args.gpus, align_obs=args.align_obs)
+                          gpus=args.gpus, align_obs=args.align_obs, precision=args.precision,
+                          memory_budget=args.memory_budget)
     print(result[args.metric[0]].to_pandas().round(3).to_string())
     print(f"result: {args.out}")
 

@@ -454,3 +454,20 @@ def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(rng, tmp_path):
     assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors[-3000:]
     assert "rv2dist run: interrupted;" in errors and "run the job again to resume" in errors
     assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".")]
+
+
+def test_command_line_conventions(rng, tmp_path):
+    version = subprocess.run([sys.executable, "-m", "rv2dist", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"rv2dist {rv2dist.__version__}"
+    path, _ = _chunked_store(tmp_path, rng)
+    done = _cli("compare", path, "--out", tmp_path / "r.nc", "--precision", "float64", "--memory-budget", "64MB",
+                "--metric", "rv2", "cka")
+    assert done.returncode == 0, done.stderr
+    result = store.read_result(tmp_path / "r.nc")
+    assert result.attrs["precision"] == "float64"
+    want = rv2dist.similarity(path, metric=["rv2", "cka"], precision="float64")
+    np.testing.assert_allclose(result["cka"].values, want["cka"].values, rtol=0, atol=1e-12)
+    _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "s.nc", "--memory-budget", "-3"),
+                          "not a positive number of bytes")
+    helps = subprocess.run([*RV2DIST, "compare", "--help"], capture_output=True, text=True).stdout
+    assert "--precision" in helps and "--memory-budget" in helps
