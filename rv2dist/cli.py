@@ -213,16 +213,23 @@ def _run_demo(args):
     for name, layers in (("standard", net_a), ("drifted", net_b)):
         path = out / f"{name}.zarr"
         store.write_activations(path, layers, network=name, overwrite=True,
-                                attrs={"source": "rv2dist demo: random ReLU network"})
+                                attrs={"source": "rv2dist demo: synthetic activations, not a trained network"})
         paths.append(path)
     with _connect(args) as client:
         result = _compare(paths[0], paths[1], metric=["rv2", "cka"], center=True, route="auto",
                           layers=None, out=out / "result.nc", plot=out / "rv2.png", client=client,
                           gpus=args.gpus)
+    print("RV2 between the layers of two synthetic networks (random data shaped like two trained seeds\n"
+          "of one architecture: corresponding layers most alike, early layers nearly identical):")
     print(result["rv2"].to_pandas().round(2).to_string())
     print(f"stores:  {paths[0]}  {paths[1]}")
     print(f"result:  {out / 'result.nc'}")
     print(f"heatmap: {out / 'rv2.png'}")
+    print("\nYour own networks:\n"
+          "  rv2dist import acts.npz --out mine.zarr --pool            # .npz/.npy/.h5/.nc activations\n"
+          "  rv2dist compare mine.zarr theirs.zarr --out result.nc --plot result.png\n"
+          "  python: rv2dist.compare_models(model_a, model_b, loader, layers)   # two PyTorch models\n"
+          "  many networks: rv2dist run job.toml (see docs/jobs.md)")
 
 
 def _run_compare(args):

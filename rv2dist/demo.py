@@ -9,11 +9,15 @@ SEED_LAYERS = ("c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "fc1", "fc2
 DEMO_WIDTHS = (16, 16, 32, 32, 64, 64, 64, 128, 128, 256, 256)
 
 
-def related_networks(n_obs, *, widths=DEMO_WIDTHS, input_units=32, drift=0.6, seed=0, batch=4096):
-    """Activations of two random ReLU networks of one architecture on the same inputs.
+def related_networks(n_obs, *, widths=DEMO_WIDTHS, rank=8, carry=0.8, seed=0, batch=4096):
+    """Synthetic activations that behave like two trained seeds of one architecture.
 
-    The second network's weights are the first's plus ``drift`` times fresh noise, so
-    each of its layers resembles the same-depth layer of the first, less so with depth.
+    Every layer reads a low-rank latent state that walks with depth (``carry`` of it
+    kept from one layer to the next), so a layer resembles its neighbours and less the
+    layers further away.  The two networks share that state; each adds a private one
+    whose weight grows with depth, and network b's projections start as a's and drift
+    with depth.  So corresponding layers are the most alike, early layers nearly
+    identical, and the similarity falls off the diagonal and with depth.
 
     Returns
     -------
@@ -21,18 +25,27 @@ def related_networks(n_obs, *, widths=DEMO_WIDTHS, input_units=32, drift=0.6, se
         ``{layer: float32 array (n_obs, width)}`` for each network, layers in depth order.
     """
     rng = np.random.default_rng(seed)
-    fan_in = (input_units,) + tuple(widths[:-1])
-    weights_a = [rng.standard_normal((f, w)) * np.sqrt(2.0 / f) for f, w in zip(fan_in, widths)]
-    weights_b = [w + drift * rng.standard_normal(w.shape) * np.sqrt(2.0 / w.shape[0]) for w in weights_a]
-    bias = [0.1 * rng.standard_normal(w) for w in widths]
-    out_a = {name: np.empty((n_obs, w), np.float32) for name, w in zip(SEED_LAYERS, widths)}
-    out_b = {name: np.empty((n_obs, w), np.float32) for name, w in zip(SEED_LAYERS, widths)}
+    depth = len(widths)
+    scale = 1.0 / np.sqrt(rank)
+    projection_a = [rng.standard_normal((rank, w)) * scale for w in widths]
+    drift = np.linspace(0.1, 0.9, depth)  # how far b's projections are from a's
+    projection_b = [np.sqrt(1 - d**2) * p + d * rng.standard_normal(p.shape) * scale
+                    for p, d in zip(projection_a, drift)]
+    private_projection = {net: [rng.standard_normal((rank, w)) * scale for w in widths] for net in "ab"}
+    private = np.linspace(0.1, 0.7, depth)  # weight of each network's own state
+    projections = {"a": projection_a, "b": projection_b}
+    out = {net: {name: np.empty((n_obs, w), np.float32) for name, w in zip(SEED_LAYERS, widths)} for net in "ab"}
+    step = np.sqrt(1 - carry**2)
     for start in range(0, n_obs, batch):
-        stop = min(n_obs, start + batch)
-        inputs = rng.standard_normal((stop - start, input_units))
-        for weights, out in ((weights_a, out_a), (weights_b, out_b)):
-            h = inputs
-            for name, w, b in zip(SEED_LAYERS, weights, bias):
-                h = np.maximum(h @ w + b, 0.0)
-                out[name][start:stop] = h
-    return out_a, out_b
+        rows = min(n_obs, start + batch) - start
+        shared = rng.standard_normal((rows, rank))
+        own = {net: rng.standard_normal((rows, rank)) for net in "ab"}
+        for k, name in enumerate(SEED_LAYERS[:depth]):
+            shared = carry * shared + step * rng.standard_normal((rows, rank))
+            for net in "ab":
+                own[net] = carry * own[net] + step * rng.standard_normal((rows, rank))
+                h = (np.sqrt(1 - private[k] ** 2) * shared @ projections[net][k]
+                     + private[k] * own[net] @ private_projection[net][k]
+                     + 0.05 * rng.standard_normal((rows, widths[k])) + 0.3)
+                out[net][name][start:start + rows] = np.maximum(h, 0.0)
+    return out["a"], out["b"]
