@@ -388,8 +388,11 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
             dims=("layer_a", "layer_b"),
             coords={"layer_a": list(names_a), "layer_b": list(names_b)},
             name=name,
-            attrs={"metric": name, "center": int(metrics.needs_centring(name, center))},
+            attrs={"metric": name, "center": int(metrics.needs_centring(name, center)),
+                   "long_name": metrics.DESCRIPTIONS[name][0], "description": metrics.DESCRIPTIONS[name][1]},
         )
+        variables[name]["layer_a"].attrs.update(long_name="layer of network a")
+        variables[name]["layer_b"].attrs.update(long_name="layer of network b")
     attrs = {
         "n_obs": int(job_plan.n_obs),
         "center": int(bool(center)),

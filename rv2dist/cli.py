@@ -137,7 +137,7 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
-    label_result(result, store_a=a, store_b=b or a, network_a=net_a, network_b=net_b, metrics=metric)
+    result = label_result(result, store_a=a, store_b=b or a, network_a=net_a, network_b=net_b, metrics=metric)
     store.write_result(result, out)
     if plot:
         heatmap(result, plot)

@@ -238,17 +238,86 @@ def _comparisons(path, entries, names):
     return list(dict.fromkeys(found))  # a comparison named twice runs once
 
 
+COMBINED = "combined"  # the job's combined result: combined.nc or combined.zarr
+
+
+def inputs_of(job: Job, comparison: Comparison, store_prints) -> dict:
+    """What a comparison's result depends on: both stores' content and the parameters."""
+    return {"a": store_prints[comparison.a], "b": store_prints[comparison.b], "metrics": job.metrics,
+            "center": job.center, "route": job.route, "align_obs": job.align_obs}
+
+
 def fingerprint(job: Job, comparison: Comparison, store_prints) -> str:
-    """Digest of what a comparison's result depends on: both stores and the parameters."""
-    parts = {"a": store_prints[comparison.a], "b": store_prints[comparison.b], "metrics": job.metrics,
-             "center": job.center, "route": job.route, "align_obs": job.align_obs}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    """Digest of :func:`inputs_of`."""
+    return hashlib.sha256(json.dumps(inputs_of(job, comparison, store_prints), sort_keys=True).encode()).hexdigest()
+
+
+def _what_changed(job, comparison, previous, now):
+    """Which input of a comparison changed since its result was written, in words."""
+    if previous is None:
+        return "its result was written without a record of its inputs"
+    stores = {"a": job.networks[comparison.a], "b": job.networks[comparison.b]}
+    changed = [f"store {stores[key]} changed" if key in stores else f"{key} changed"
+               for key in now if previous.get(key) != now[key]]
+    return ", ".join(dict.fromkeys(changed)) or "its inputs changed"
+
+
+def open_results(folder):
+    """A job's results as one labelled Dataset: dims ``(comparison, layer_a, layer_b)``,
+    coordinates ``network_a``/``network_b`` along ``comparison``, provenance in attrs.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The job's results folder (its ``combined.nc`` or ``combined.zarr``).
+    """
+    folder = Path(folder)
+    for suffix in RESULT_FORMATS:
+        path = folder / f"{COMBINED}.{suffix}"
+        if path.exists():
+            return store.read_result(path)
+    raise store.StoreError(f"{folder}: holds no combined result ({COMBINED}.nc or {COMBINED}.zarr); "
+                           "it is written by 'rv2dist run'")
+
+
+def _write_combined(job, wanted):
+    """Combine the job's finished results (those whose fingerprint is current) along a
+    ``comparison`` dimension and write them as one file."""
+    import xarray as xr
+
+    from . import __version__
+
+    parts = []
+    for comparison, digest in wanted.items():
+        result = _finished_result(job.result_path(comparison), digest)
+        if result is not None:
+            result = result.drop_vars(["network_a", "network_b"], errors="ignore")
+            parts.append(result.expand_dims(comparison=[comparison.name]).assign_coords(
+                network_a=("comparison", [result.attrs["network_a"]]),
+                network_b=("comparison", [result.attrs["network_b"]])))
+    if not parts:
+        return None
+    combined = xr.concat(parts, dim="comparison", join="outer", combine_attrs="drop")
+    for name in parts[0].data_vars:
+        combined[name].attrs = dict(parts[0][name].attrs)
+    combined["comparison"].attrs.update(long_name="comparison", description="network a against network b")
+    combined.attrs.update(job=job.name, metric=",".join(job.metrics), center=int(job.center), route=job.route,
+                          stores=json.dumps({name: str(path) for name, path in job.networks.items()}),
+                          rv2dist_version=__version__,
+                          created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    path = job.out / f"{COMBINED}.{job.result_format}"
+    store.write_result(combined, path)
+    return path
 
 
 def label_result(result, *, store_a, store_b, network_a, network_b, metrics, extra=None):
     """Provenance attrs of a result Dataset: inputs, parameters, version and time."""
     from . import __version__
 
+    # the names as coordinates too: files opened together (open_mfdataset) keep them apart
+    result = result.assign_coords(network_a=network_a, network_b=network_b)
+    result["network_a"].attrs.update(long_name="network a", description="network of the rows (layer_a)")
+    result["network_b"].attrs.update(long_name="network b", description="network of the columns (layer_b)")
     result.attrs.update(
         store_a=str(store_a), store_b=str(store_b), network_a=network_a, network_b=network_b,
         metric=",".join(metrics), rv2dist_version=__version__,
@@ -256,6 +325,13 @@ def label_result(result, *, store_a, store_b, network_a, network_b, metrics, ext
         **(extra or {}),
     )
     return result
+
+
+def _recorded_inputs(path: Path):
+    try:
+        return json.loads(store.read_result(path).attrs["rv2dist_inputs"])
+    except (store.StoreError, KeyError, ValueError):
+        return None
 
 
 def _finished_result(path: Path, wanted: str):
@@ -316,8 +392,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         print(f"  skip {comparison.name}: done, {job.result_path(comparison)}", file=stream, flush=True)
     for comparison in todo:
         if job.result_path(comparison).exists():
-            print(f"  recompute {comparison.name}: its inputs or parameters changed since "
-                  f"{job.result_path(comparison)} was written", file=stream, flush=True)
+            previous = _recorded_inputs(job.result_path(comparison))
+            reason = _what_changed(job, comparison, previous, inputs_of(job, comparison, prints))
+            print(f"  recompute {comparison.name}: {reason} since {job.result_path(comparison)} was written",
+                  file=stream, flush=True)
 
     board = dashboard.install(client)
     job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
@@ -369,7 +447,8 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
                     print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
                 else:
                     result = future.result().copy()  # its own attrs when a future serves two
-                    _write(job, comparison, result, networks, wanted[comparison])
+                    _write(job, comparison, result, networks, wanted[comparison],
+                           inputs_of(job, comparison, prints))
                     computed.append(comparison.name)
                     post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
                     print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
@@ -391,6 +470,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     finally:
         bar.close()
     post({}, status="failed" if failed else "finished")
+    combined = _write_combined(job, wanted)
+    if combined is not None:
+        print(f"  all results in one file: {combined} (rv2dist.open_results({str(job.out)!r}))",
+              file=stream, flush=True)
     if failed:
         names = ", ".join(failed)
         raise JobError(f"job {job.name}: {len(failed)} comparison(s) failed ({names}); "
@@ -398,12 +481,13 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     return {"computed": computed, "skipped": [c.name for c in skipped]}
 
 
-def _write(job, comparison, result, networks, digest):
+def _write(job, comparison, result, networks, digest, inputs):
     from .plot import heatmap
 
-    label_result(result, store_a=job.networks[comparison.a], store_b=job.networks[comparison.b],
-                 network_a=networks[comparison.a], network_b=networks[comparison.b], metrics=job.metrics,
-                 extra={"job": job.name, "rv2dist_fingerprint": digest})
+    result = label_result(result, store_a=job.networks[comparison.a], store_b=job.networks[comparison.b],
+                          network_a=networks[comparison.a], network_b=networks[comparison.b], metrics=job.metrics,
+                          extra={"job": job.name, "rv2dist_fingerprint": digest,
+                                 "rv2dist_inputs": json.dumps(inputs)})
     store.write_result(result, job.result_path(comparison))
     if job.plots:
         heatmap(result, job.plot_path(comparison))

@@ -12,6 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("rv2", "rv", "cka", "cka_debiased", "rv2_null")
+# long_name and description attrs of each metric's variable in a result
+DESCRIPTIONS = {
+    "rv2": ("modified RV coefficient (RV2)", "<A~, B~> / sqrt(<A~, A~> <B~, B~>), the Grams without their "
+            "diagonals (Smilde et al. 2009); near 0 for unrelated layers, 1 for equal ones up to rotation and scale"),
+    "rv": ("RV coefficient", "<A, B> / sqrt(<A, A> <B, B>) of the Gram matrices (Escoufier 1973)"),
+    "cka": ("linear CKA", "centred kernel alignment with linear kernels: RV of the centred data "
+            "(Kornblith et al. 2019)"),
+    "cka_debiased": ("debiased linear CKA", "linear CKA with the unbiased HSIC estimator (Song et al. 2012); "
+                     "may be slightly negative"),
+    "rv2_null": ("expected RV2 under permutation", "the mean of RV2 when the observations of one side are "
+                 "shuffled: the level an RV2 is compared against"),
+}
 CENTRED_ONLY = frozenset({"cka", "cka_debiased"})
 
 

@@ -792,7 +792,7 @@ def read_result(path):
             result = xr.load_dataset(path, engine="h5netcdf")
     except Exception as error:
         raise StoreError(f"{path}: not a result file ({type(error).__name__}: {error})") from None
-    matrices = [name for name, v in result.data_vars.items() if v.dims == ("layer_a", "layer_b")]
+    matrices = [name for name, v in result.data_vars.items() if v.dims[-2:] == ("layer_a", "layer_b")]
     if not matrices:
         raise StoreError(f"{path}: not an rv2dist result (no layer_a x layer_b matrix in it)")
     return result

@@ -397,9 +397,10 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
     done = _cli("run", jobs_folder / "job.toml", "--no-progress")
     assert done.returncode == 0, done.stderr
     results = jobs_folder / "results"
-    written = sorted(p.name for p in results.iterdir())
+    written = sorted(p.name for p in results.iterdir() if p.name != "combined.nc")
     # one store under two names: the same task keys, and still both results
     assert len(written) == 4 and all(name.endswith((".nc", ".png")) for name in written)
+    assert rv2dist.open_results(results).sizes["comparison"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
     assert sorted(p.name for p in jobs_folder.iterdir()) == ["a.zarr", "job.toml", "results"]
     job = jobs.load_job(jobs_folder / "job.toml")
@@ -407,7 +408,7 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
     assert len(set(names)) == 2 and all("/" not in n and not n.startswith(".") for n in names)
     elsewhere = tmp_path / "chosen"
     assert _cli("run", jobs_folder / "job.toml", "--out", elsewhere, "--no-progress").returncode == 0
-    assert len(list(elsewhere.glob("*.nc"))) == 2
+    assert len(list(elsewhere.glob("*__*.nc"))) == 2
 
 
 def test_smaller_faults_are_messages(rng, tmp_path):

@@ -1,6 +1,7 @@
 """The service: job files, resuming, real scheduler and worker processes, faults, the
 dashboard page in headless Chromium, and bad input on every verb."""
 
+import io
 import json
 import os
 import shutil
@@ -40,7 +41,8 @@ def _stores(folder, rng, sizes, widths=(6, 12, 24), chunk_bytes=30_000):
 
 
 def _mtimes(folder):
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.nc")}
+    """Modification times of the per-comparison results (not the combined one)."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*__*.nc")}
 
 
 @pytest.mark.slow
@@ -57,7 +59,7 @@ def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
     process = subprocess.Popen([*RV2DIST, "run", str(job), "--no-progress"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 120
-    while not list(results.glob("*.nc")) and time.time() < deadline and process.poll() is None:
+    while not list(results.glob("*__*.nc")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -250,3 +252,34 @@ def test_bad_input_on_every_verb(rng, tmp_path):
         done = subprocess.run([*RV2DIST, *map(str, args)], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not list(tmp_path.glob("*.nc"))
+
+
+def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_path):
+    import xarray as xr
+    from distributed import Client, LocalCluster
+
+    _stores(tmp_path, rng, {"ref": 300, "x": 300, "y": 300})
+    job_file = _write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}, {"self": ["y"]}],
+                          metrics=["rv2", "cka"], plots=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+        combined = rv2dist.open_results(tmp_path / "results")
+        assert combined.rv2.dims == ("comparison", "layer_a", "layer_b")
+        assert list(combined.comparison.values) == ["ref__x", "ref__y", "y__y"]
+        assert list(combined.network_a.values) == ["ref", "ref", "y"]
+        assert list(combined.network_b.values) == ["x", "y", "y"]
+        assert combined.rv2.attrs["long_name"] == "modified RV coefficient (RV2)" and combined.attrs["job"] == "job"
+        for name in combined.comparison.values:
+            single = store.read_result(tmp_path / "results" / f"{name}.nc")
+            assert np.array_equal(combined.cka.sel(comparison=name).values, single.cka.values)
+        # the per-comparison files keep their own names when opened together
+        files = sorted((tmp_path / "results").glob("*__*.nc"))
+        together = xr.open_mfdataset(files, combine="nested", concat_dim="comparison", engine="h5netcdf")
+        assert list(together.network_b.values) == ["x", "y", "y"]
+        together.close()
+        _stores(tmp_path, np.random.default_rng(9), {"x": 300})
+        lines = io.StringIO()
+        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
+    assert f"recompute ref__x: store {tmp_path / 'x.zarr'} changed since" in lines.getvalue()
+    assert "skip ref__y" in lines.getvalue() and "skip y__y" in lines.getvalue()
