@@ -37,6 +37,12 @@ def _parser():
         description="RV2 / RV / CKA similarity matrices between network layers, on Dask.",
     )
     parser.add_argument("--version", action="version", version=f"rv2dist {__version__}")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="show rv2dist's and the embedded cluster's log lines (INFO and up)")
+    talk.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                      help="log lines of rv2dist and the embedded cluster from this level (default: none)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     demo = verbs.add_parser("demo", help="synthesise two networks, compare them, draw the heatmap")
@@ -308,11 +314,27 @@ _VERBS = {"demo": _run_demo, "run": _run_job, "compare": _run_compare, "info": _
           "cluster": _run_cluster}
 
 
+def _set_verbosity(args):
+    """-q: no progress bars; -v / --log-level: log lines of rv2dist and of the embedded
+    cluster (kept out of the terminal by default) from that level."""
+    import logging
+
+    from . import cluster, progress
+
+    progress.ENABLED = not args.quiet
+    level = args.log_level or ("INFO" if args.verbose else None)
+    if level:
+        cluster.EMBEDDED_LOG_LEVEL = getattr(logging, level)
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("rv2dist").setLevel(level)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``rv2dist`` command."""
     from .cluster import ClusterLostError
 
     args = _parser().parse_args(argv)
+    _set_verbosity(args)
     try:
         _VERBS[args.verb](args)
     except BrokenPipeError:

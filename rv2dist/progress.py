@@ -1,10 +1,13 @@
-"""A small text progress bar on stderr (no dependency): redrawn in place on a terminal,
-a line every tenth of the way otherwise (logs, CI)."""
+"""The one progress bar of rv2dist, drawn by tqdm: redrawn in place with an ETA on a
+terminal, and a line every tenth of the way otherwise (logs, CI), in the same format."""
 
 from __future__ import annotations
 
 import sys
 import time
+
+# switched off for the whole process by ``rv2dist -q``
+ENABLED = True
 
 
 class ProgressBar:
@@ -22,20 +25,26 @@ class ProgressBar:
         ``False`` prints nothing.
     stream : file, optional
         Default ``sys.stderr``.
+
+    Attributes
+    ----------
+    detail : str
+        Shown after the bar (what is running); set it, then ``update(0)``.
     """
 
     def __init__(self, total, label="", *, unit="it", enabled=True, stream=None):
-        self.total = total
-        self.label = label
-        self.unit = unit
-        self.enabled = enabled
+        from tqdm import tqdm
+
+        self.total, self.label, self.unit = total, label, unit
+        self.enabled = enabled and ENABLED
         self.stream = stream or sys.stderr
         self.done = 0
         self.detail = ""
         self._start = time.perf_counter()
-        self._drawn_at = 0.0
         self._tenths = -1
-        self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._bar = tqdm(total=total, desc=label, unit=unit, file=self.stream, dynamic_ncols=True,
+                         leave=True) if self.enabled and interactive else None
 
     def __enter__(self):
         return self
@@ -43,31 +52,28 @@ class ProgressBar:
     def __exit__(self, *exc):
         self.close()
 
-    def update(self, steps=1, *, force=False):
+    def update(self, steps=1):
         self.done += steps
         if not self.enabled:
             return
-        now = time.perf_counter()
-        if self._interactive:
-            if force or now - self._drawn_at > 0.2:
-                self._drawn_at = now
-                print("\r" + self.line() + "\x1b[K", end="", file=self.stream, flush=True)
+        if self._bar is not None:
+            self._bar.set_postfix_str(self.detail, refresh=False)
+            self._bar.update(steps)
+            if not steps:
+                self._bar.refresh()
         elif self.total:
             tenths = int(10 * self.done / self.total)
-            if tenths > self._tenths or force:
+            if tenths > self._tenths:
                 self._tenths = tenths
                 print(self.line(), file=self.stream, flush=True)
 
     def line(self) -> str:
-        elapsed = time.perf_counter() - self._start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        detail = f" | {self.detail}" if self.detail else ""
-        if self.total:
-            filled = int(30 * min(1.0, self.done / self.total))
-            bar = "#" * filled + "-" * (30 - filled)
-            return f"{self.label} [{bar}] {self.done}/{self.total} {rate:,.1f} {self.unit}/s {elapsed:.1f}s{detail}"
-        return f"{self.label} {self.done} {self.unit} {rate:,.1f} {self.unit}/s {elapsed:.1f}s{detail}"
+        """The bar as one line of text, as tqdm formats it (count, rate, elapsed, ETA)."""
+        from tqdm import tqdm
+
+        return tqdm.format_meter(self.done, self.total, time.perf_counter() - self._start, ncols=100,
+                                 prefix=self.label, unit=self.unit, postfix=self.detail or None, ascii=True)
 
     def close(self):
-        if self.enabled and self._interactive:
-            print("\r" + self.line() + "\x1b[K", file=self.stream, flush=True)
+        if self._bar is not None:
+            self._bar.close()

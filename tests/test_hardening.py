@@ -472,3 +472,9 @@ def test_command_line_conventions(rng, tmp_path):
                           "not a positive number of bytes")
     helps = subprocess.run([*RV2DIST, "compare", "--help"], capture_output=True, text=True).stdout
     assert "--precision" in helps and "--memory-budget" in helps
+    # progress with an ETA by default (a line per tenth off a terminal), none with -q;
+    # the embedded cluster's log lines only with -v
+    default = _cli("compare", path, "--out", tmp_path / "d.nc")
+    assert "compare: 100%" in default.stderr and "<00:00" in default.stderr and "distributed." not in default.stderr
+    assert _cli("-q", "compare", path, "--out", tmp_path / "q.nc").stderr == ""
+    assert "distributed.scheduler" in _cli("-v", "compare", path, "--out", tmp_path / "v.nc").stderr
