@@ -5,8 +5,13 @@ next to the scheduler) that
 
 - counts finished rv2dist tasks per comparison from the scheduler's transitions,
 - keeps what the job runner posts (comparisons, their status, finished matrices), and
-- serves ``/rv2dist`` (a page: progress and heatmaps filling in as comparisons finish)
-  and ``/rv2dist/api/progress`` (the same as JSON) from the dashboard's HTTP server.
+- serves ``/rv2dist`` (a page: progress with an ETA, and heatmaps with a metric selector
+  filling in as comparisons finish) and ``/rv2dist/api/progress`` (the same as JSON)
+  from the dashboard's HTTP server.
+
+The page is rv2dist's own small HTML file rather than a Bokeh app: it needs no
+JavaScript library, so the same file, with the data embedded, is the job's offline
+``report.html`` that outlives the cluster.
 """
 
 from __future__ import annotations
@@ -148,7 +153,7 @@ def _add_routes(scheduler):
     class Page(web.RequestHandler):
         def get(self):
             self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.write(PAGE_HTML)
+            self.write(page_html())
 
     application.add_handlers(r".*", [(API_PATH, Progress), (PAGE_PATH + "/?", Page)])
     scheduler._rv2dist_routes = True
@@ -165,90 +170,15 @@ def _finite(value):
     return value
 
 
-PAGE_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>rv2dist</title>
-<style>
-body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
-.card { display: inline-block; vertical-align: top; margin: 0 1em 1em 0; padding: .6em;
-        border: 1px solid #ccc; border-radius: 6px; }
-.bar { width: 260px; height: 8px; background: #eee; border-radius: 4px; margin: .3em 0; }
-.bar div { height: 8px; background: #3b7dd8; border-radius: 4px; }
-.status { color: #666; font-size: 12px; }
-svg text { font-size: 9px; fill: #333; }
-</style></head>
-<body>
-<h1>rv2dist</h1>
-<div id="jobs">waiting for a job...</div>
-<script>
-// Every name and message is set with textContent, never parsed as HTML: job, network
-// and layer names and error strings come from users' files.
-const api = location.pathname.replace(/\\/?$/, "") + "/api/progress";
-const SVG = "http://www.w3.org/2000/svg";
-// viridis, five stops
-const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-function colour(v, lo, hi) {
-  if (v === null) return "#ddd";
-  let t = hi > lo ? (v - lo) / (hi - lo) : 0.5;
-  t = Math.min(1, Math.max(0, t)) * (stops.length - 1);
-  const i = Math.min(stops.length - 2, Math.floor(t)), f = t - i;
-  const c = stops[i].map((s, k) => Math.round(s + f * (stops[i + 1][k] - s)));
-  return `rgb(${c[0]},${c[1]},${c[2]})`;
-}
-function node(tag, attributes = {}, text = null, namespace = null) {
-  const e = namespace ? document.createElementNS(namespace, tag) : document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) e.setAttribute(key, value);
-  if (text !== null) e.textContent = text;
-  return e;
-}
-function heatmap(c) {
-  const cell = 18, left = 44, top = 40;
-  const rows = c.layers_a.length, cols = c.layers_b.length;
-  const flat = c.values.flat().filter(v => v !== null);
-  const lo = Math.min(0, ...flat), hi = Math.max(1, ...flat);
-  const svg = node("svg", {class: "heatmap", width: left + cols * cell + 4, height: top + rows * cell + 4}, null, SVG);
-  c.layers_b.forEach((name, j) => {
-    const x = left + j * cell + 3, y = top - 4;
-    svg.append(node("text", {x, y, transform: `rotate(-60 ${x} ${y})`}, String(name), SVG));
-  });
-  c.layers_a.forEach((name, i) => {
-    svg.append(node("text", {x: 2, y: top + i * cell + 12}, String(name), SVG));
-    c.values[i].forEach((v, j) => {
-      const rect = node("rect", {x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1,
-                                 fill: colour(v, lo, hi)}, null, SVG);
-      rect.append(node("title", {}, `${name} / ${c.layers_b[j]}: ${v === null ? "undefined" : v.toFixed(3)}`, SVG));
-      svg.append(rect);
-    });
-  });
-  return svg;
-}
-function card(c) {
-  const total = c.tasks_total || 0;
-  const done = c.status === "done" || c.status === "skipped" ? total : (c.tasks_done || 0);
-  const percent = total ? Math.round(100 * done / total) : 0;
-  const box = node("div", {class: "card"});
-  box.append(node("b", {}, `${c.network_a} vs ${c.network_b}`));
-  box.append(node("div", {class: "status"}, c.status + (c.metric ? " - " + c.metric : "")));
-  const bar = node("div", {class: "bar"});
-  bar.append(node("div", {style: `width:${c.status === "pending" ? 0 : percent}%`}));
-  box.append(bar);
-  if (c.values) box.append(heatmap(c));
-  if (c.error) box.append(node("div", {class: "status"}, String(c.error)));
-  return box;
-}
-async function refresh() {
-  const target = document.getElementById("jobs");
-  try {
-    const data = await (await fetch(api, {cache: "no-store"})).json();
-    if (!data.jobs.length) return;
-    target.replaceChildren(...data.jobs.flatMap(job => {
-      const title = node("h2", {}, String(job.name) + " ");
-      title.append(node("span", {class: "status"},
-        `${job.status} - ${job.comparisons_done} of ${job.comparisons_total} comparisons`));
-      return [title, ...job.comparisons.map(card)];
-    }));
-  } catch (error) { target.textContent = "no answer: " + error; }
-}
-refresh();
-setInterval(refresh, 1000);
-</script></body></html>
-"""
+def page_html(data=None) -> str:
+    """The rv2dist page: live (``data=None``: it polls the JSON route) or, with a
+    snapshot embedded, a self-contained report.  The markup and script are the package
+    file ``rv2dist/web/page.html``."""
+    from importlib.resources import files
+
+    template = files("rv2dist").joinpath("web/page.html").read_text(encoding="utf-8")
+    if data is None:
+        return template
+    # JSON inside <script>: "<" escaped so no string can close the element
+    embedded = json.dumps(_finite(data)).replace("<", "\\u003c")
+    return template.replace("/*RV2DIST_DATA*/null", embedded, 1)

@@ -45,6 +45,7 @@ import datetime
 import hashlib
 import json
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,7 +374,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         After every other comparison has finished, when some failed (naming them).
     """
     from . import dashboard
-    from .api import similarity
+    from .api import plan, similarity
     from .cluster import ClusterLostError, watch
     from .progress import ProgressBar
 
@@ -408,11 +409,17 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     post({c.name: _board_entry(c, networks, "skipped", finished[c], job.metrics) for c in skipped} | {c.name: _board_entry(c, networks, "pending") for c in todo},
          name=job.name, status="running", started=datetime.datetime.now().timestamp(), client=client.id)
 
+    options = dict(metric=list(job.metrics), center=job.center, route=job.route, client=client,
+                   align_obs=job.align_obs, device=device)
+
+    def sides(comparison):
+        return datasets[comparison.a], None if comparison.a == comparison.b else datasets[comparison.b]
+
+    # for the report: how each comparison runs (shapes only, no data read)
+    plans = {c: repr(plan(*sides(c), **options)) for c in job.comparisons}
     lazies, tokens, task_totals = [], {}, {}
     for comparison in todo:
-        lazy = similarity(datasets[comparison.a], None if comparison.a == comparison.b else datasets[comparison.b],
-                          metric=list(job.metrics), center=job.center, route=job.route, client=client,
-                          align_obs=job.align_obs, device=device, compute=False)
+        lazy = similarity(*sides(comparison), **options, compute=False)
         token = dashboard.task_token(lazy.key)
         tokens[comparison] = token
         task_totals[comparison] = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
@@ -421,8 +428,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     # comparisons of the same data (one store under two names) have the same keys and
     # so one future: each of them is written when it finishes
     futures = {}
+    submitted = time.perf_counter()
     for future, comparison in zip(client.compute(lazies) if todo else [], todo):
         futures.setdefault(future, []).append(comparison)
+    seconds = {}
     computed, failed = [], {}
     bar = ProgressBar(len(todo), f"job {job.name}", unit="comparison", enabled=progress and bool(todo))
     pending = set(futures)
@@ -447,10 +456,13 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
                     print(f"  FAILED {comparison.name}: {failed[comparison.name]}", file=stream, flush=True)
                 else:
                     result = future.result().copy()  # its own attrs when a future serves two
+                    seconds[comparison] = time.perf_counter() - submitted
                     _write(job, comparison, result, networks, wanted[comparison],
                            inputs_of(job, comparison, prints))
                     computed.append(comparison.name)
-                    post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics)})
+                    finished[comparison] = result
+                    post({comparison.name: _board_entry(comparison, networks, "done", result, job.metrics,
+                                                        seconds[comparison])})
                     print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
                           file=stream, flush=True)
                 bar.update()
@@ -474,6 +486,8 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     if combined is not None:
         print(f"  all results in one file: {combined} (rv2dist.open_results({str(job.out)!r}))",
               file=stream, flush=True)
+    report = _write_report(job, networks, finished, plans, seconds, "failed" if failed else "finished")
+    print(f"  report (opens without the cluster): {report}", file=stream, flush=True)
     if failed:
         names = ", ".join(failed)
         raise JobError(f"job {job.name}: {len(failed)} comparison(s) failed ({names}); "
@@ -493,11 +507,37 @@ def _write(job, comparison, result, networks, digest, inputs):
         heatmap(result, job.plot_path(comparison))
 
 
-def _board_entry(comparison, networks, status, result=None, metrics=None):
+def _board_entry(comparison, networks, status, result=None, metrics=None, seconds=None):
     entry = {"network_a": networks[comparison.a], "network_b": networks[comparison.b], "status": status}
     if result is not None:
-        metric = metrics[0]
-        entry.update(metric=metric, values=result[metric].values.tolist(),
+        entry.update(matrices={metric: result[metric].values.tolist() for metric in metrics},
                      layers_a=[str(v) for v in result["layer_a"].values],
                      layers_b=[str(v) for v in result["layer_b"].values])
+    if seconds is not None:
+        entry["seconds"] = seconds
     return entry
+
+
+def _write_report(job, networks, finished, plans, seconds, status):
+    """``report.html`` in the results folder: every matrix of the job (values on hover,
+    a metric selector), each comparison's plan and time, and the provenance — the
+    rv2dist page with its data embedded, readable without the cluster."""
+    from . import __version__, dashboard
+
+    comparisons = []
+    for comparison in job.comparisons:
+        result = finished.get(comparison)
+        entry = _board_entry(comparison, networks, "done" if result is not None else "not computed", result,
+                             job.metrics, seconds.get(comparison))
+        entry.update(name=comparison.name, plan=plans.get(comparison, ""))
+        comparisons.append(entry)
+    provenance = {"stores": ", ".join(f"{name} = {path}" for name, path in job.networks.items()),
+                  "metrics": ", ".join(job.metrics), "center": job.center, "route": job.route,
+                  "results": str(job.out), "rv2dist": __version__,
+                  "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    done = sum(c["status"] == "done" for c in comparisons)
+    data = {"jobs": [{"id": job.name, "name": job.name, "status": status, "comparisons_done": done,
+                      "comparisons_total": len(comparisons), "comparisons": comparisons, "provenance": provenance}]}
+    path = job.out / "report.html"
+    store.write_text(path, dashboard.page_html(data))
+    return path

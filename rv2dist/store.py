@@ -774,6 +774,13 @@ def write_result(result, path) -> None:
             result.to_zarr(partial, mode="w-")
 
 
+def write_text(path, text) -> None:
+    """Write a text file (a report) atomically: the old file or the new one, whole."""
+    path = Path(path)
+    with _written_atomically(path) as partial, _naming(path, "cannot write"):
+        partial.write_text(text, encoding="utf-8")
+
+
 def _is_zarr(path: Path) -> bool:
     return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
 

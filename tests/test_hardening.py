@@ -322,6 +322,12 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
         assert "&lt;img src=x onerror=document.body.setAttribute('data-pwned','" + place + "')&gt;" in drawn, place
     error_text = [line for line in drawn.split("<div") if "contains NaN" in line]
     assert error_text and "&lt;img" in error_text[0]
+    report = subprocess.run(  # the job's offline report embeds the same names: escaped too
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'c2'}",
+         "--virtual-time-budget=3000", "--dump-dom", (tmp_path / "results" / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=60).stdout
+    assert "<body data-pwned" not in report and "<img" not in report.split("<script")[0]
+    assert "&lt;img src=x onerror=document.body.setAttribute('data-pwned','layer')&gt;" in report
 
 
 def test_dashboard_marks_a_vanished_client_stopped_and_counts_a_rerun_afresh():

@@ -4,6 +4,7 @@ dashboard page in headless Chromium, and bad input on every verb."""
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,7 +111,7 @@ def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path):
     for entry in latest["comparisons"]:
         assert entry["tasks_total"] > 0
         assert cluster.scheduler.plugins["rv2dist"].tasks_done(entry["token"]) == entry["tasks_total"]
-        assert entry["metric"] == "cka" and len(entry["values"]) == 3
+        assert list(entry["matrices"]) == ["cka", "rv2"] and len(entry["matrices"]["cka"]) == 3
     assert link
 
 
@@ -147,7 +148,7 @@ def test_dashboard_page_in_headless_chromium(rng, tmp_path):
     assert {c["name"] for c in progress["jobs"][0]["comparisons"]} == {"ref__x", "x__x"}
     dom = dom.split("<script")[0]  # what the script drew, not the script's own text
     assert dom.count('class="heatmap"') == 2, dom[:2000]
-    assert dom.count("<rect") == 2 * 9  # two 3 x 3 matrices
+    assert dom.count('class="cell"') == 2 * 9  # two 3 x 3 matrices
     assert "finished - 2 of 2 comparisons" in dom and "ref vs x" in dom
 
 
@@ -283,3 +284,43 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
         jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
     assert f"recompute ref__x: store {tmp_path / 'x.zarr'} changed since" in lines.getvalue()
     assert "skip ref__y" in lines.getvalue() and "skip y__y" in lines.getvalue()
+
+
+def _dump_dom(url, profile):
+    return subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+         "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout.split("<script")[0]
+
+
+def test_report_and_live_page_in_headless_chromium(rng, tmp_path):
+    """After a job, report.html (offline, the data embedded) holds every matrix with a
+    metric selector, colour bar, plan and provenance; during a job the live page shows
+    progress and an ETA."""
+    if not _chromium():
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    from distributed import Client, LocalCluster
+
+    from rv2dist import dashboard
+
+    _stores(tmp_path, rng, {"ref": 300, "x": 300})
+    job = jobs.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}],
+                                   metrics=["cka", "rv2", "rv2_null"], plots=False))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        client.run_on_scheduler(dashboard.post_to_board, "live", {
+            "name": "live job", "status": "running", "started": time.time() - 30, "client": client.id,
+            "comparisons": {"a__b": {"status": "running", "network_a": "a", "network_b": "b", "token": "t",
+                                     "tasks_total": 10}}})
+        cluster.scheduler.plugins["rv2dist"].finished_tasks["t"] = {(f"k{i}",) for i in range(4)}
+        port = client.dashboard_link.split(":")[-1].split("/")[0]
+        live = _dump_dom(dashboard.page_link(f"http://127.0.0.1:{port}/status"), tmp_path / "c1")
+    # 4 of 10 tasks done in the first 30 s (and the seconds until the page drew): 45 s or a bit more left
+    eta = re.search(r"running - 0 of 1 comparisons - about (\d+) s left", live)
+    assert eta and 45 <= int(eta.group(1)) <= 120, live[-600:]
+    report = _dump_dom((tmp_path / "results" / "report.html").as_uri(), tmp_path / "c2")
+    assert report.count('class="heatmap"') == 2 and report.count('class="metric"') == 2
+    assert report.count("<option") == 6 and "layer of x" in report and report.count('class="colourbar"') == 40
+    assert "rv2dist plan: route=" in report and "finished - 2 of 2 comparisons" in report
+    assert "ref = " in report and "done in" in report
