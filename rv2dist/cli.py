@@ -101,8 +101,8 @@ def _parser():
     info = verbs.add_parser("info", help="describe an activation store")
     info.add_argument("store", help="the activation store (checks that every chunk is there)")
 
-    plot = verbs.add_parser("plot", help="draw a result as a heatmap")
-    plot.add_argument("result", help="result file (.nc or .zarr)")
+    plot = verbs.add_parser("plot", help="draw a result as a heatmap (a job's combined result: one per comparison)")
+    plot.add_argument("result", help="result file (.nc or .zarr), or a job's combined.nc")
     plot.add_argument("--out", required=True, help="image file (.png, .svg or .pdf)")
     plot.add_argument("--metric", help="metric to draw (default: the first)")
     return parser
@@ -288,10 +288,14 @@ def _run_info(args):
 
 def _run_plot(args):
     from . import store
-    from .plot import heatmap
+    from .plot import heatmap, job_grid
 
     _check_output(args.out, (".png", ".svg", ".pdf"), "plot")
-    heatmap(store.read_result(args.result), args.out, metric=args.metric)
+    result = store.read_result(args.result)
+    if "comparison" in result.dims:  # a job's combined result: one panel per comparison
+        job_grid(result, metric=args.metric or next(iter(result.data_vars)), path=args.out)
+    else:
+        heatmap(result, args.out, metric=args.metric)
     print(f"heatmap: {args.out}")
 
 

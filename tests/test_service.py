@@ -283,6 +283,8 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
         lines = io.StringIO()
         jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
     assert f"recompute ref__x: store {tmp_path / 'x.zarr'} changed since" in lines.getvalue()
+    drawn = _run_cli("plot", tmp_path / "results" / "combined.nc", "--out", tmp_path / "grid.png", "--metric", "cka")
+    assert drawn.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, drawn.stderr
     assert "skip ref__y" in lines.getvalue() and "skip y__y" in lines.getvalue()
 
 
