@@ -403,7 +403,9 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
     done = _cli("run", jobs_folder / "job.toml", "--no-progress")
     assert done.returncode == 0, done.stderr
     results = jobs_folder / "results"
-    written = sorted(p.name for p in results.iterdir() if p.name != "combined.nc")
+    job_files = {"combined.nc", "report.html"}
+    written = sorted(p.name for p in results.iterdir() if p.name not in job_files)
+    assert job_files <= {p.name for p in results.iterdir()}
     # one store under two names: the same task keys, and still both results
     assert len(written) == 4 and all(name.endswith((".nc", ".png")) for name in written)
     assert rv2dist.open_results(results).sizes["comparison"] == 2
