@@ -281,21 +281,21 @@ def open_results(folder):
                            "it is written by 'rv2dist run'")
 
 
-def _write_combined(job, wanted):
-    """Combine the job's finished results (those whose fingerprint is current) along a
-    ``comparison`` dimension and write them as one file."""
+def _write_combined(job, finished, networks):
+    """Combine the job's current results (done before, or computed now; in memory)
+    along a ``comparison`` dimension and write them as one file."""
     import xarray as xr
 
     from . import __version__
 
     parts = []
-    for comparison, digest in wanted.items():
-        result = _finished_result(job.result_path(comparison), digest)
+    for comparison in job.comparisons:
+        result = finished.get(comparison)
         if result is not None:
             result = result.drop_vars(["network_a", "network_b"], errors="ignore")
             parts.append(result.expand_dims(comparison=[comparison.name]).assign_coords(
-                network_a=("comparison", [result.attrs["network_a"]]),
-                network_b=("comparison", [result.attrs["network_b"]])))
+                network_a=("comparison", [networks[comparison.a]]),
+                network_b=("comparison", [networks[comparison.b]])))
     if not parts:
         return None
     combined = xr.concat(parts, dim="comparison", join="outer", combine_attrs="drop")
@@ -482,7 +482,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     finally:
         bar.close()
     post({}, status="failed" if failed else "finished")
-    combined = _write_combined(job, wanted)
+    combined = _write_combined(job, finished, networks)
     if combined is not None:
         print(f"  all results in one file: {combined} (rv2dist.open_results({str(job.out)!r}))",
               file=stream, flush=True)
