@@ -4,7 +4,10 @@ One network is one zarr store written through xarray: a dimension ``obs`` with a
 coordinate of observation ids, one data variable per layer with dims ``("obs", ...)``,
 and dataset attrs ``network``, ``layers`` (depth order) and free-form provenance.
 Every layer shares one row chunking.  A store is written into a hidden sibling and
-renamed into place when complete, so an interrupted write never looks finished.
+moved into place when complete (an atomic exchange over an old one), so an interrupted
+write never looks finished.  The writer records a CRC-32C of every chunk in the attr
+``rv2dist_checksums``: opening checks that every chunk is on disk, and jobs fingerprint
+the store by these (content, not file times).
 """
 
 from __future__ import annotations
