@@ -239,11 +239,12 @@ def _run_demo(args):
 
 
 def _run_compare(args):
-    _check_output(args.out, (".nc", ".zarr"), "result")
-    if args.plot:
-        _check_output(args.plot, (".png", ".svg", ".pdf"), "plot")
     from . import store
 
+    _check_output(args.out, (".nc", ".zarr"), "result")
+    store.check_result_path(args.out)  # before any work: a result replaces no folder or store
+    if args.plot:
+        _check_output(args.plot, (".png", ".svg", ".pdf"), "plot")
     for path in filter(None, (args.a, args.b)):
         store.open_activations(path)
     with _connect(args) as client:

@@ -102,12 +102,13 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
     """
     from distributed import Client, LocalCluster
 
+    if scheduler_file:
+        if not os.path.exists(scheduler_file):
+            raise ClusterError(f"scheduler file {scheduler_file} does not exist")
+        _check_scheduler_file(scheduler_file)
     if scheduler or scheduler_file:
         try:
             if scheduler_file:
-                if not os.path.exists(scheduler_file):
-                    raise ClusterError(f"scheduler file {scheduler_file} does not exist")
-                _check_scheduler_file(scheduler_file)
                 return Client(scheduler_file=scheduler_file, timeout="15s")
             return Client(scheduler, timeout="15s")
         except OSError as error:

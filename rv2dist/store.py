@@ -748,8 +748,9 @@ def _check_layer_names(path, layers):
             raise StoreError(f"{path}: layer name {name!r} is taken by the store's own dimensions; rename the layer")
 
 
-def write_result(result, path) -> None:
-    """Write a result Dataset to ``.nc`` (netCDF) or ``.zarr``, atomically."""
+def check_result_path(path) -> None:
+    """Refuse a result path that would replace something not a result (a folder, an
+    activation store), before any work is done."""
     path = Path(path)
     if path.suffix not in (".nc", ".zarr"):
         raise StoreError(f"{path}: a result must end in .nc or .zarr")
@@ -759,6 +760,12 @@ def write_result(result, path) -> None:
         raise StoreError(f"{path}: is a folder, not a result; choose another name")
     if path.is_dir() and (path / "obs").exists():
         raise StoreError(f"{path}: is an activation store; a result never replaces one, choose another name")
+
+
+def write_result(result, path) -> None:
+    """Write a result Dataset to ``.nc`` (netCDF) or ``.zarr``, atomically."""
+    path = Path(path)
+    check_result_path(path)
     with _written_atomically(path) as partial, _naming(path, "cannot write the result"):
         if path.suffix == ".nc":
             # netCDF is built in memory (a result is small) and written with plain file

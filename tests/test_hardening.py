@@ -267,12 +267,14 @@ def test_os_level_faults_on_the_command_line(rng, tmp_path):
     (folder / "keep.txt").write_text("mine")
     _assert_clean_failure(_cli("compare", path, "--out", folder), "taken.nc: is a folder")
     assert (folder / "keep.txt").read_text() == "mine"
-    _assert_clean_failure(_cli("compare", path, "--out", path), "is an activation store")
+    refused = _cli("compare", path, "--out", path)
+    _assert_clean_failure(refused, "is an activation store")
+    assert "task/s" not in refused.stderr and len(refused.stderr.splitlines()) == 1  # refused before any work
     assert store.open_activations(path)["l0"].shape == (600, 5)
     not_json = tmp_path / "scheduler.json"
     not_json.write_text("this is not json")
     _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "r.nc", "--scheduler-file", not_json),
-                          "scheduler.json: not a scheduler file")
+                          "error: " + str(not_json) + ": not a scheduler file")
     piped = subprocess.run(f"{sys.executable} -m rv2dist.cli info {path} | head -1", shell=True,
                            capture_output=True, text=True)
     assert piped.stdout.startswith("store") and piped.stderr == ""
