@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
 
 import numpy as np
 
-from . import metrics
+from . import metrics, significance
 from .inputs import as_layers, backend, check_ids, check_obs, is_dask, select, split_layer_selection
 from .plan import make_plan
 
@@ -114,9 +115,35 @@ def _gpu_memory_budget() -> int:
         return 4 * 2**30
 
 
+def _positive_count(option, value):
+    if value is None:
+        return 0
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{option} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _check_resampling(tests, correction, permutations, bootstrap, seed, confidence):
+    """The resampling options, validated: ``(tests, correction, permutations, bootstrap,
+    seed, confidence)`` with counts as ints (0: none)."""
+    if not isinstance(tests, (bool, np.bool_)):
+        raise TypeError(f"tests must be True or False, not {tests!r}")
+    significance.choose_correction(correction)
+    permutations = _positive_count("permutations", permutations)
+    bootstrap = _positive_count("bootstrap", bootstrap)
+    if seed is None:
+        seed = 0
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number between 0 and 1, not {confidence!r}")
+    return bool(tests), correction, permutations, bootstrap, int(seed), float(confidence)
+
+
 def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-             layer_names=None, obs_dim=None):
+             layer_names=None, obs_dim=None, resampling=(False, "holm", 0, 0, 0, 0.95)):
     names = _check_metrics(metric)
+    tests, _, permutations, bootstrap, _, _ = resampling
     for option, value in (("center", center), ("align_obs", align_obs)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{option} must be True or False, not {value!r}")
@@ -139,18 +166,17 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
     if "cka_debiased" in names and n < 4:
         raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
+    if (tests or permutations) and n < significance.MIN_OBS:
+        raise ValueError(f"tests need at least {significance.MIN_OBS} observations (the permutation variance "
+                         f"divides by n - 3), got n = {n}")
     device = _choose_device(device, everything)
     if device == "gpu" and client is None:
         _require_cupy()
     input_chunks = _row_chunks(everything)
     widths = [(name, _units(array)) for name, array in layers_a]
     widths_b = [(name, _units(array)) for name, array in layers_b] if layers_b else None
-    job_plan = make_plan(
-        n,
-        widths,
-        widths_b,
+    shared = dict(
         dtype=_result_dtype(everything),
-        route=route,
         memory_budget=(memory_budget if memory_budget is not None
                        else _gpu_memory_budget() if device == "gpu" else default_memory_budget(client)),
         parallelism=default_parallelism(client, device),
@@ -159,6 +185,17 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         device=device,
         n_stat_sets=len(needed),
     )
+    job_plan = make_plan(n, widths, widths_b, route=route, **shared)
+    extra = []
+    if permutations:
+        # a permutation changes only the products between a and the permuted b
+        extra.append(("permutation", permutations,
+                      make_plan(n, widths, widths_b or widths, route=job_plan.route, cross_only=True, **shared)))
+    if bootstrap:
+        # weighted rows enter the feature route's products; the gram route has no weights
+        extra.append(("bootstrap", bootstrap, job_plan if job_plan.route == "feature"
+                      else make_plan(n, widths, widths_b, route="feature", **shared)))
+    job_plan = dataclasses.replace(job_plan, resampling=tuple(extra))
     return names, needed, everything, job_plan, self_job, layers_a, layers_b, device
 
 
@@ -219,18 +256,21 @@ def _inputs_token(layers):
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
-         memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None):
+         memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
+         tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95):
     """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
+    resampling = _check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-                    layer_names=names, obs_dim=obs_dim)[3]
+                    layer_names=names, obs_dim=obs_dim, resampling=resampling)[3]
 
 
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
                memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
+               tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
                compute=True):
     """Similarity matrices between the layers of two networks (or one with itself).
 
@@ -283,6 +323,31 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         names a's and b's separately.
     obs_dim : str, optional
         The sample dimension of Datasets whose sample dimension is not ``obs``.
+    tests : bool
+        Add, per metric ``m`` of ``"rv2"``, ``"rv"``, ``"cka"``, ``"cka_debiased"``:
+        ``m_z``, the z-score against the exact mean and variance of ``m`` when the rows
+        of one side are randomly permuted (computed from the same sums, no
+        permutations run); ``m_p``, its upper one-sided p-value (normal
+        approximation); ``m_p_corrected``, adjusted across the matrix (see
+        :mod:`rv2dist.significance` and docs/statistics.md).
+    correction : {"holm", "bh"}
+        The adjustment of ``m_p_corrected``: Holm (family-wise error) or
+        Benjamini-Hochberg (false discovery rate).
+    permutations : int, optional
+        Also run this many seeded random permutations of ``b``'s rows (of a second
+        copy of ``a`` when ``b`` is None) and add ``m_p_permutation``, the Monte Carlo
+        p-value ``(1 + #{permuted >= observed}) / (permutations + 1)``.  Each costs
+        the products between ``a`` and ``b`` once more (the plan says how much).
+    bootstrap : int, optional
+        Also compute this many Poisson bootstrap replicates (every observation
+        weighted by an independent Poisson(1) count drawn from ``seed`` and its
+        index, so chunking and workers do not change them) and add ``m_low`` and
+        ``m_high``, the percentile interval of level ``confidence``.  Each replicate
+        costs the job's products once more; the data are read once.
+    seed : int, optional
+        Seed of the permutations and bootstrap counts (default 0).
+    confidence : float
+        Level of the bootstrap intervals (default 0.95).
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
         computed; nothing is read or computed before that.
@@ -292,6 +357,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     xarray.DataArray or xarray.Dataset
         Dims ``("layer_a", "layer_b")`` with layer names as coordinates, ``name`` the
         metric; attrs ``n_obs``, ``metric``, ``center``, ``route``, ``precision``.
+        A Dataset for several metrics, or with tests, permutations or bootstrap.
 
     Raises
     ------
@@ -302,24 +368,39 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
-    from .graph import TaskGraph, build_statistics, to_device
+    from .graph import TaskGraph, bootstrap_statistics, build_statistics, chunk_edges, permuted_statistics
 
+    resampling = _check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-        layer_names=names, obs_dim=obs_dim,
+        layer_names=names, obs_dim=obs_dim, resampling=resampling,
     )
     graph = TaskGraph(_inputs_token(everything))
-    chunks, collections = [], []
-    for _, array in everything:
-        layer_chunks, collection = _row_chunk_list(array, job_plan.row_chunks)
-        chunks.append(layer_chunks)
-        collections += [collection] if collection is not None else []
-    if device == "gpu" and not all(backend(array) == "cupy" for _, array in everything):
-        # chunks are read on the host and moved to the worker's GPU once
-        chunks = to_device(graph, chunks, _to_gpu)
+    collections = []
+    layouts = {}
+
+    def chunks_for(row_chunks):
+        if row_chunks not in layouts:
+            layouts[row_chunks] = _chunk_lists(graph, everything, row_chunks, device, collections, len(layouts))
+        return layouts[row_chunks]
+
+    chunks = chunks_for(job_plan.row_chunks)
     statistics = [build_statistics(graph, chunks, job_plan, flag) for flag in needed]
+    resampled = {}
+    for kind, count, sub_plan in job_plan.resampling:
+        sub_chunks = chunks_for(sub_plan.row_chunks)
+        seed = resampling[4]
+        if kind == "permutation":
+            n_a = len(layers_a)
+            chunks_b = chunks[n_a:] if layers_b else chunks[:n_a]
+            resampled[kind] = [permuted_statistics(graph, sub_chunks[:n_a], chunks_b, chunk_edges(job_plan.row_chunks)[:-1],
+                                                   sub_plan, flag, seed, count) for flag in needed]
+        else:
+            resampled[kind] = [bootstrap_statistics(graph, sub_chunks, sub_plan, flag, seed, count) for flag in needed]
     final = graph.add("result", (), _assemble, statistics, needed, names, center, device, job_plan,
-                      [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)], isinstance(metric, str))
+                      [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)],
+                      isinstance(metric, str) and not (tests or resampled), list(resampled), list(resampled.values()),
+                      resampling)
     with _gpu_annotation(client, device):
         layer = HighLevelGraph.from_collections(final[0], graph.tasks, dependencies=collections)
     result = Delayed(final, layer, layer=final[0])
@@ -328,6 +409,23 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     if client is not None:
         return client.compute(result, sync=True)
     return compute_locally(result)
+
+
+def _chunk_lists(graph, layers, row_chunks, device, collections, index):
+    """Per layer, its row chunks laid out by ``row_chunks`` (see :func:`_row_chunk_list`),
+    moved to the GPU when the job runs there; dask collections read are appended to
+    ``collections``."""
+    from .graph import to_device
+
+    chunks = []
+    for _, array in layers:
+        layer_chunks, collection = _row_chunk_list(array, row_chunks)
+        chunks.append(layer_chunks)
+        collections += [collection] if collection is not None else []
+    if device == "gpu" and not all(backend(array) == "cupy" for _, array in layers):
+        # chunks are read on the host and moved to the worker's GPU once
+        chunks = to_device(graph, chunks, _to_gpu, f"-{index}" if index else "")
+    return chunks
 
 
 def compute_locally(lazy):
@@ -356,10 +454,14 @@ def _gpu_annotation(client, device):
     return contextlib.nullcontext()
 
 
-def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, single):
+def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, single, kinds, resampled,
+              resampling):
     import xarray as xr
 
+    tests, correction, permutations, bootstrap, seed, confidence = resampling
     statistics = dict(zip(flags, statistics))
+    # (task arguments hold keys in lists only: dask does not look inside dicts)
+    resampled = {kind: dict(zip(flags, sets)) for kind, sets in zip(kinds, resampled)}
     layer_names = job_plan.layer_names
     for stats in statistics.values():
         bad = [layer_names[i] for i, ok in enumerate(stats["finite"]) if not ok]
@@ -379,20 +481,41 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
     la = job_plan.n_layers_a
     rows = slice(0, la)
     cols = slice(0, la) if job_plan.self_job else slice(la, job_plan.n_layers)
+    coords = {"layer_a": list(names_a), "layer_b": list(names_b)}
+
+    def variable(values, name, long_name, description, **attrs):
+        array = xr.DataArray(values, dims=("layer_a", "layer_b"), coords=coords, name=name,
+                             attrs={"long_name": long_name, "description": description, **attrs})
+        array["layer_a"].attrs.update(long_name="layer of network a")
+        array["layer_b"].attrs.update(long_name="layer of network b")
+        return array
+
     variables = {}
     for name in names:
-        stats = statistics[metrics.needs_centring(name, center)]
-        values = metrics.metric_matrix(name, stats)[rows, cols]
-        variables[name] = xr.DataArray(
-            values,
-            dims=("layer_a", "layer_b"),
-            coords={"layer_a": list(names_a), "layer_b": list(names_b)},
-            name=name,
-            attrs={"metric": name, "center": int(metrics.needs_centring(name, center)),
-                   "long_name": metrics.DESCRIPTIONS[name][0], "description": metrics.DESCRIPTIONS[name][1]},
-        )
-        variables[name]["layer_a"].attrs.update(long_name="layer of network a")
-        variables[name]["layer_b"].attrs.update(long_name="layer of network b")
+        centred = metrics.needs_centring(name, center)
+        stats = statistics[centred]
+        values = metrics.metric_matrix(name, stats)
+        variables[name] = variable(values[rows, cols], name, *metrics.DESCRIPTIONS[name], metric=name,
+                                   center=int(centred))
+        tested = name in significance.TESTED
+        extra = {}
+        if tests and tested:
+            mean, variance = significance.null_moments(name, stats)
+            extra["z"] = significance.z_scores(values, mean, variance)[rows, cols]
+            extra["p"] = significance.normal_upper_p(extra["z"])
+            extra["p_corrected"] = significance.corrected_matrix(extra["p"], job_plan.self_job, correction)
+        if permutations and tested:
+            extra["p_permutation"] = significance.permutation_p(
+                name, stats, resampled["permutation"][centred])[rows, cols]
+        if bootstrap:
+            extra["low"], extra["high"] = significance.percentile_interval(
+                [metrics.metric_matrix(name, r)[rows, cols] for r in resampled["bootstrap"][centred]], confidence)
+        for suffix, array in extra.items():
+            long_name, description = significance.DESCRIPTIONS[suffix]
+            variables[f"{name}_{suffix}"] = variable(
+                array, f"{name}_{suffix}", f"{long_name} of {name}", description.format(
+                    correction=correction, permutations=permutations, bootstrap=bootstrap,
+                    confidence=confidence), metric=name)
     attrs = {
         "n_obs": int(job_plan.n_obs),
         "center": int(bool(center)),
@@ -400,6 +523,14 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         "precision": job_plan.compute_dtype,
         "device": device,
     }
+    if tests:
+        attrs.update(tests=1, correction=correction)
+    if permutations or bootstrap:
+        attrs.update(seed=seed)
+    if permutations:
+        attrs.update(permutations=permutations)
+    if bootstrap:
+        attrs.update(bootstrap=bootstrap, confidence=confidence)
     if single:
         result = variables[names[0]]
         result.attrs.update(attrs)

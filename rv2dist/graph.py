@@ -42,30 +42,31 @@ def _shifts(graph, chunks, dtype, center, tag):
     return [graph.add(f"shift{tag}", (i,), kernels.first_rows_mean, layer[0], dtype) for i, layer in enumerate(chunks)]
 
 
-def feature_statistics(graph, chunks, plan, center):
-    """Key of the feature route's statistics (see :func:`kernels.feature_statistics`)."""
-    tag = "-centred" if center else ""
+def feature_statistics(graph, chunks, plan, center, label="", weights=None):
+    """Key of the feature route's statistics (see :func:`kernels.feature_statistics`);
+    ``weights``: per row chunk, the key of its rows' weights (a bootstrap replicate)."""
+    tag = ("-centred" if center else "") + label
     shifts = _shifts(graph, chunks, plan.compute_dtype, center, tag)
+    weights = weights or [None] * len(plan.row_chunks)
     blocks = [tuple(block) for block in plan.blocks]
     totals = []
     for g, group in enumerate(plan.product_groups):
         products = [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[group[0]:group[1]]]
         parts = [
             graph.add(f"chunk{tag}", (c, g), kernels.chunk_sums, [layer[c] for layer in chunks], blocks, shifts,
-                      plan.compute_dtype, products, plan.n_layers, g == 0, plan.sub_rows)
+                      plan.compute_dtype, products, plan.n_layers, g == 0, plan.sub_rows, weights[c])
             for c in range(len(plan.row_chunks))
         ]
         totals.append(graph.tree(f"sum{tag}-{g}", parts))
     return graph.add(
         f"statistics{tag}", (), kernels.feature_statistics, totals,
-        [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products],
-        shifts, center,
+        [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products], center,
     )
 
 
-def gram_statistics(graph, chunks, plan, center):
+def gram_statistics(graph, chunks, plan, center, label=""):
     """Key of the gram route's statistics (see :func:`kernels.gram_statistics`)."""
-    tag = "-centred" if center else ""
+    tag = ("-centred" if center else "") + label
     shifts = _shifts(graph, chunks, "float64", center, tag)
     rows = [[layer[c] for layer in chunks] for c in range(len(plan.row_chunks))]
     summary = graph.tree(
@@ -73,11 +74,11 @@ def gram_statistics(graph, chunks, plan, center):
         [graph.add(f"summary{tag}", (c,), kernels.column_summary, row, shifts) for c, row in enumerate(rows)],
     )
     if center:
-        means = graph.add(f"means{tag}", (), kernels.column_means, summary, shifts)
+        means, sums = graph.add(f"means{tag}", (), kernels.column_means, summary, shifts), None
     else:
-        means = [None] * len(chunks)
+        means, sums = [None] * len(chunks), graph.add(f"sums{tag}", (), kernels.column_sums, summary)
     prepared = [
-        graph.add(f"prepare{tag}", (c,), kernels.gram_prepare, row, means, plan.compute_dtype)
+        graph.add(f"prepare{tag}", (c,), kernels.gram_prepare, row, means, plan.compute_dtype, sums)
         for c, row in enumerate(rows)
     ]
     tiles = [
@@ -93,13 +94,13 @@ def gram_statistics(graph, chunks, plan, center):
 
 
 def _diagonal_part(prepared):
-    return {"norm_outer": prepared["norm_outer"], "norm_sum": prepared["norm_sum"]}
+    return {key: value for key, value in prepared.items() if key != "rows"}
 
 
 ROUTE_BUILDERS = {"feature": feature_statistics, "gram": gram_statistics}
 
 
-def build_statistics(graph, chunks, plan, center):
+def build_statistics(graph, chunks, plan, center, label=""):
     """Add the tasks of all layer pairs' sufficient statistics; return their key.
 
     Parameters
@@ -111,11 +112,57 @@ def build_statistics(graph, chunks, plan, center):
     plan : Plan
     center : bool
         Centre columns before the products.
+    label : str
+        Distinguishes the task keys of several statistics of one job.
     """
-    return ROUTE_BUILDERS[plan.route](graph, chunks, plan, center)
+    return ROUTE_BUILDERS[plan.route](graph, chunks, plan, center, label)
 
 
-def to_device(graph, chunks, move):
+def permuted_statistics(graph, chunks_a, chunks_b, bounds, plan, center, seed, count):
+    """Keys of the statistics of ``a`` against ``b`` with ``b``'s rows permuted, for
+    ``count`` seeded permutations; each permuted chunk gathers its rows from ``b``'s
+    chunks (which start at ``bounds``)."""
+    n = plan.n_obs
+    edges = chunk_edges(plan.row_chunks)
+    keys = []
+    for k in range(count):
+        order = graph.add("permutation", (k,), kernels.permutation, seed, k, n)
+        gathered = [[graph.add("permuted", (k, i, c), _gather, layer, bounds, order, edges[c], edges[c + 1])
+                     for c in range(len(plan.row_chunks))] for i, layer in enumerate(chunks_b)]
+        keys.append(build_statistics(graph, list(chunks_a) + gathered, plan, center, f"-permutation{k}"))
+    return keys
+
+
+def _gather(chunks, bounds, order, start, stop):
+    return kernels.gather_rows(chunks, bounds, order[start:stop])
+
+
+def bootstrap_statistics(graph, chunks, plan, center, seed, count):
+    """Keys of the statistics of ``count`` Poisson bootstrap replicates (feature route):
+    the counts of each row chunk are drawn once and serve every replicate."""
+    edges = chunk_edges(plan.row_chunks)
+    counts = [graph.add("counts", (c,), kernels.poisson_weights, seed, edges[c], edges[c + 1], count)
+              for c in range(len(plan.row_chunks))]
+    keys = []
+    for r in range(count):
+        weights = [graph.add("weights", (c, r), _column, counts[c], r) for c in range(len(counts))]
+        keys.append(feature_statistics(graph, chunks, plan, center, f"-replicate{r}", weights))
+    return keys
+
+
+def chunk_edges(row_chunks):
+    """Where each row chunk starts, and the end of the last."""
+    edges = [0]
+    for rows in row_chunks:
+        edges.append(edges[-1] + rows)
+    return edges
+
+
+def _column(matrix, index):
+    return matrix[:, index]
+
+
+def to_device(graph, chunks, move, label=""):
     """Chunks moved by ``move`` (e.g. to the worker's GPU) once each, as task keys."""
-    return [[graph.add("to-device", (i, c), move, chunk) for c, chunk in enumerate(layer)]
+    return [[graph.add(f"to-device{label}", (i, c), move, chunk) for c, chunk in enumerate(layer)]
             for i, layer in enumerate(chunks)]

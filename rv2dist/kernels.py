@@ -126,7 +126,7 @@ def _matmul_into(x, y, out):
     return x @ y
 
 
-def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS):
+def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS, weights=None):
     """Every sum over the rows of one chunk that the feature route needs.
 
     The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
@@ -150,6 +150,10 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         Also compute :func:`chunk_moments`.
     sub_rows : int
         Most rows per sub-block; the chunk is cut into equal sub-blocks.
+    weights : numpy.ndarray, optional
+        ``(k,)`` non-negative weights of the rows (a bootstrap replicate's counts):
+        every sum over rows becomes a weighted sum.  The slab rows are scaled by
+        ``sqrt(w)``, so the products ``X' W Y`` cost no more than plain ones.
 
     Returns
     -------
@@ -174,8 +178,11 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
             sub = [c[begin:end, :] for c in chunks]
             views = {b: shift_slab(sub, [(l, s, e) for l, s, e, _ in blocks[b]], shifts, dtype, out=slabs[b][: end - begin, :])
                      for b in used}
+            sub_weights = None if weights is None else xp.asarray(weights[begin:end], dtype=xp.float64)
+            if sub_weights is not None:
+                views = {b: _scale_rows(view, xp.sqrt(sub_weights), xp) for b, view in views.items()}
             if moments:
-                part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers)
+                part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers, sub_weights)
                 summed = part if summed is None else combine([summed, part])
             for p, (rb, rr, cb, cr) in enumerate(products):
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
@@ -189,8 +196,17 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     if dtype != "float64" and not _all_finite(totals + _moment_leaves(summed), xp):
         # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
         # again in float64; non-finite input stays non-finite and is reported as such
-        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows)
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights)
     return {"products": totals, "moments": summed}
+
+
+def _scale_rows(block, factors, xp):
+    """``block`` with row i multiplied by ``factors[i]`` (in place where allowed)."""
+    factors = _astype(factors, block.dtype)[:, None]
+    if _numpy_like(xp):
+        xp.multiply(block, factors, out=block)
+        return block
+    return block * factors
 
 
 def _moment_leaves(moments):
@@ -207,7 +223,7 @@ def _all_finite(arrays, xp):
     return bool(xp.all(xp.isfinite(sums)))
 
 
-def chunk_moments(slabs, pieces, n_layers):
+def chunk_moments(slabs, pieces, n_layers, weights=None):
     """Sums over the rows of one chunk that the feature route needs besides X'Y.
 
     Parameters
@@ -218,6 +234,9 @@ def chunk_moments(slabs, pieces, n_layers):
         Per slab, ``(layer, layer column start, layer column stop, slab column start)``.
     n_layers : int
         Number of layers the pieces refer to.
+    weights : array, optional
+        ``(k,)`` float64 row weights ``w``, the slabs' rows already scaled by
+        ``sqrt(w)``: then every sum is weighted and ``n`` is ``sum w``.
 
     Returns
     -------
@@ -239,21 +258,29 @@ def chunk_moments(slabs, pieces, n_layers):
         for layer, start, stop, offset in slab_pieces:
             norms[layer] = norms[layer] + _f64(_sums_of_squares(slab[:, offset : offset + stop - start], 1, xp))
     norms = xp.stack(norms, axis=1)
+    if weights is None:
+        count, unit, root = k, norms, xp.ones((k, 1), dtype=xp.float64)
+        scaled_norms = norms
+    else:
+        # the scaled slabs' squared row norms are w_i a_i: recover a_i where w_i > 0
+        count, root = float(xp.sum(weights)), xp.sqrt(weights)[:, None]
+        unit = norms / xp.where(weights > 0, weights, 1.0)[:, None]
+        scaled_norms = unit * root
     # one GEMM per slab yields the a_i-weighted column sums and, from a column of
-    # ones, the plain column sums (per-piece reductions cost more than the GEMM)
-    weights = _astype(_concat(xp, [norms, xp.ones((k, 1), dtype=xp.float64)], axis=1), dtype)
+    # ones (of sqrt(w)), the plain column sums (per-piece reductions cost more)
+    multipliers = _astype(_concat(xp, [scaled_norms, root], axis=1), dtype)
     colsum = [[] for _ in range(n_layers)]
     norm_cross = [[] for _ in range(n_layers)]
     for slab, slab_pieces in zip(slabs, pieces):
-        sums = _f64(weights.T @ slab)
+        sums = _f64(multipliers.T @ slab)
         for layer, start, stop, offset in slab_pieces:
             colsum[layer].append(sums[n_layers, offset : offset + stop - start])
             norm_cross[layer].append(sums[:n_layers, offset : offset + stop - start])
     return {
-        "n": k,
+        "n": count,
         "colsum": colsum,
         "norm_sum": xp.sum(norms, axis=0),
-        "norm_outer": norms.T @ norms,
+        "norm_outer": norms.T @ unit,
         "norm_cross": norm_cross,
     }
 
@@ -317,7 +344,7 @@ def layer_flags(moments, trace, center):
     return flags
 
 
-def feature_statistics(sums, product_pieces, mirrored, shifts, center):
+def feature_statistics(sums, product_pieces, mirrored, center):
     """Sufficient statistics of every layer pair from the feature route's totals.
 
     Parameters
@@ -331,17 +358,17 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
     mirrored : sequence of bool
         Whether the product also stands for its transpose (an off-diagonal block pair
         of a symmetric job).
-    shifts : sequence of arrays or None
-        The shifts that were subtracted (their float64 values restore uncentred sums).
     center : bool
-        Whether the statistics are of column-centred data.
+        Whether the statistics are of column-centred data (uncentred ones are of
+        unshifted rows).
 
     Returns
     -------
     dict
         ``n``, ``cross`` ``<A_l, A_m>`` (L, L), ``rowdot`` ``sum_i a_i b_i`` (L, L),
-        ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``finite`` and
-        ``undefined`` flags (L,); entries of pairs not computed are NaN.
+        ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``rowsum_sq`` and
+        ``rowsum_norm`` (L,) (see :func:`_row_sums`), ``finite`` and ``undefined``
+        flags (L,); entries of pairs not computed are NaN.
     """
     products = [p for group in sums for p in group["products"]]
     xp = namespace(*products)
@@ -361,14 +388,21 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         [_piece_indicator(pieces, residual) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
     # per piece pair: m_r' P m_c
     quads = [next(weights).T @ product @ next(weights) for product in products]
+    if not center:
+        # s_r' P s_c with s the column sums: the |Xs|^2 of the permutation moments
+        sum_weights = iter(_to_device_together(
+            [_piece_indicator(pieces, colsum) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
+        quads += [next(sum_weights).T @ product @ next(sum_weights) for product in products]
     reduced = iter(_to_host_together(plain + quads))
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in products]
+    sum_quads = None if center else [next(reduced) for _ in products]
     cross = np.zeros((n_layers, n_layers))
     quad = np.zeros((n_layers, n_layers))
+    sum_quad = np.zeros((n_layers, n_layers))
     computed = np.zeros((n_layers, n_layers), dtype=bool)
     squared = [c * c for c in residual]
-    for (rows, cols), mirror, plain_sums, quad_sums in zip(product_pieces, mirrored, plain, quads):
+    for p, ((rows, cols), mirror, plain_sums, quad_sums) in enumerate(zip(product_pieces, mirrored, plain, quads)):
         # |P - n m_r m_c'|^2 = |P|^2 - 2n m_r' P m_c + n^2 |m_r|^2 |m_c|^2, expanded so
         # that no p x q temporary is made (the residual means m are small)
         squares = (plain_sums - 2 * n * quad_sums
@@ -379,6 +413,8 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         for index in cells:
             np.add.at(cross, index, squares)
             np.add.at(quad, index, quad_sums)
+            if sum_quads is not None:
+                np.add.at(sum_quad, index, sum_quads[p])
             computed[index] = True
     cross[~computed] = np.nan
     quad[~computed] = np.nan
@@ -404,12 +440,14 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
     trace = norm_sum - n * sq
     if center:
         ones = -trace
+        row_sums = _centred_row_sums(rowdot)
     else:
-        totals = []
-        for c, shift in zip(colsum, shifts):
-            s = c if shift is None else c + n * _concat_host([_f64(shift)])
-            totals.append(s @ s)
-        ones = np.array(totals) - trace
+        # no shift without centring: the column sums are colsum, the rows unshifted
+        ones = np.array([c @ c for c in colsum]) - trace
+        # sum_i a_i x_i.s over layer l's own columns
+        weighted = np.array([np.concatenate([p[l] for p in norm_cross[l]]) @ colsum[l] if norm_cross[l] else 0.0
+                             for l in range(n_layers)])
+        row_sums = _row_sums(np.diag(sum_quad), weighted, np.diag(rowdot))
     flags = layer_flags(moments, trace, center)
     return {
         "n": n,
@@ -417,9 +455,22 @@ def feature_statistics(sums, product_pieces, mirrored, shifts, center):
         "rowdot": rowdot,
         "trace": trace,
         "ones": ones,
+        **row_sums,
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
     }
+
+
+def _row_sums(xs_squared, weighted, squared_norms):
+    """Sums over rows of ``r_i = (Ã1)_i = x_i.s - a_i`` (``s`` the column sums):
+    ``rowsum_sq`` = sum r_i^2 = |Xs|^2 - 2 sum a_i x_i.s + sum a_i^2 and ``rowsum_norm``
+    = sum r_i a_i, from ``|Xs|^2``, ``sum a_i x_i.s`` and ``sum a_i^2`` per layer."""
+    return {"rowsum_sq": xs_squared - 2 * weighted + squared_norms, "rowsum_norm": weighted - squared_norms}
+
+
+def _centred_row_sums(rowdot):
+    """Centred columns sum to zero, so ``r_i = -a_i``."""
+    return _row_sums(0.0, 0.0, np.diag(rowdot).copy())
 
 
 def _moments_on_host(moments):
@@ -488,6 +539,45 @@ def _piece_sums(pieces, values):
     return np.array([values[layer][start:stop].sum() for layer, start, stop, _ in pieces])
 
 
+# observations per stream of bootstrap counts: the counts of an observation depend on
+# the seed and its index only, never on the chunking
+WEIGHT_BLOCK = 4096
+
+
+def poisson_weights(seed, start, stop, replicates):
+    """Poisson(1) counts of observations ``start:stop`` for every bootstrap replicate.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(stop - start, replicates)`` float64; block ``j`` of WEIGHT_BLOCK observations
+        draws from its own stream keyed ``(seed, 1, j)``.
+    """
+    first, last = start // WEIGHT_BLOCK, (stop - 1) // WEIGHT_BLOCK
+    counts = np.concatenate([np.random.default_rng([seed, 1, block]).poisson(1.0, size=(WEIGHT_BLOCK, replicates))
+                             for block in range(first, last + 1)])
+    offset = first * WEIGHT_BLOCK
+    return counts[start - offset : stop - offset].astype(np.float64)
+
+
+def permutation(seed, index, n):
+    """The ``index``-th random permutation of ``n`` observations for ``seed``."""
+    return np.random.default_rng([seed, 0, index]).permutation(n)
+
+
+def gather_rows(chunks, bounds, indices):
+    """Rows ``indices`` (global positions) of a layer laid out as row ``chunks`` that
+    start at ``bounds``; only the rows are copied, never the whole layer."""
+    xp = namespace(*chunks)
+    source = np.searchsorted(bounds, indices, side="right") - 1
+    out = xp.empty((len(indices), chunks[0].shape[1]), dtype=chunks[0].dtype)
+    for c, chunk in enumerate(chunks):
+        where = np.nonzero(source == c)[0]
+        if where.size:
+            out[xp.asarray(where), :] = chunk[xp.asarray(indices[where] - bounds[c]), :]
+    return out
+
+
 def _float64_row_blocks(chunk, offset, block_bytes=2**25):
     """``chunk - offset`` in float64, a few rows at a time through one reused buffer
     (a float64 copy of a wide chunk would double its memory, and fresh pages cost time)."""
@@ -533,22 +623,40 @@ def column_means(summary, shifts):
     return means
 
 
-def gram_prepare(chunks, means, dtype):
+def column_sums(summary):
+    """Per layer, the column sums of unshifted data from :func:`column_summary` totals."""
+    return [parts[0] for parts in summary["colsum"]]
+
+
+def gram_prepare(chunks, means, dtype, sums=None):
     """Centre one row block of every layer (float64), round to ``dtype``, and sum the
-    products of the squared row norms that the diagonal of the Grams holds."""
+    products of the squared row norms that the diagonal of the Grams holds.
+
+    With ``sums`` (per layer the column sums ``s``; uncentred data), also the sums over
+    the block's rows of ``r_i^2`` and ``r_i a_i``, ``r_i = x_i.s - a_i`` the row sums of
+    the Gram without its diagonal (the permutation moments need them)."""
     xp = namespace(*chunks)
-    rows, norms = [], []
-    for chunk, mean in zip(chunks, means):
+    rows, norms, row_sums = [], [], []
+    for index, (chunk, mean) in enumerate(zip(chunks, means)):
         out = xp.empty(chunk.shape, dtype=getattr(xp, dtype))
-        layer_norms, start = [], 0
+        layer_norms, start, squares, weighted = [], 0, 0.0, 0.0
         for block in _float64_row_blocks(chunk, mean):
-            layer_norms.append(_sums_of_squares(block, 1, xp))
+            block_norms = _sums_of_squares(block, 1, xp)
+            layer_norms.append(block_norms)
+            if sums is not None:
+                r = block @ _f64(sums[index]) - block_norms
+                squares, weighted = squares + xp.sum(r * r), weighted + xp.sum(r * block_norms)
             out[start : start + block.shape[0], :] = _astype(block, out.dtype)
             start += block.shape[0]
         rows.append(out)
         norms.append(_concat(xp, layer_norms))
+        row_sums.append((squares, weighted))
     norms = xp.stack(norms, axis=1)
-    return {"rows": rows, "norm_outer": norms.T @ norms, "norm_sum": xp.sum(norms, axis=0)}
+    prepared = {"rows": rows, "norm_outer": norms.T @ norms, "norm_sum": xp.sum(norms, axis=0)}
+    if sums is not None:
+        prepared["rowsum_sq"] = xp.stack([xp.asarray(q, dtype=xp.float64) for q, _ in row_sums])
+        prepared["rowsum_norm"] = xp.stack([xp.asarray(w, dtype=xp.float64) for _, w in row_sums])
+    return prepared
 
 
 def gram_tile(block_i, block_j, diagonal):
@@ -597,9 +705,11 @@ def gram_statistics(summary, shifts, inner, prepared, center):
     trace = to_numpy(prepared["norm_sum"])
     if center:
         ones = -trace
+        row_sums = _centred_row_sums(rowdot)
     else:
         sums = [_concat_host(parts) for parts in summary["colsum"]]
         ones = np.array([s @ s for s in sums]) - trace
+        row_sums = {key: to_numpy(prepared[key]) for key in ("rowsum_sq", "rowsum_norm")}
     flags = layer_flags(summary, trace, center)
     return {
         "n": n,
@@ -607,6 +717,7 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         "rowdot": rowdot,
         "trace": trace,
         "ones": ones,
+        **row_sums,
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
     }

@@ -38,14 +38,28 @@ def _off_diagonal_inner(stats):
     return stats["cross"] - stats["rowdot"]
 
 
+def _gram_inner(stats):
+    return stats["cross"]
+
+
 def rv(stats):
     """RV = <A, B> / sqrt(<A, A> <B, B>)."""
-    return _normalise(stats["cross"])
+    return _normalise(_gram_inner(stats))
 
 
 def rv2(stats):
     """RV2 = <Ã, B̃> / sqrt(<Ã, Ã> <B̃, B̃>), Ã the Gram without its diagonal."""
     return _normalise(_off_diagonal_inner(stats))
+
+
+def _unbiased_hsic(stats):
+    n = stats["n"]
+    trace = stats["trace"]
+    return (
+        stats["cross"]
+        - n / (n - 2.0) * stats["rowdot"]
+        + np.outer(trace, trace) / ((n - 1.0) * (n - 2.0))
+    )
 
 
 def cka_debiased(stats):
@@ -54,14 +68,7 @@ def cka_debiased(stats):
     Kornblith's ``feature_space_linear_cka(debiased=True)``; the constant factor
     ``1 / (n (n - 3))`` cancels in the ratio.
     """
-    n = stats["n"]
-    trace = stats["trace"]
-    hsic = (
-        stats["cross"]
-        - n / (n - 2.0) * stats["rowdot"]
-        + np.outer(trace, trace) / ((n - 1.0) * (n - 2.0))
-    )
-    return _normalise(hsic)
+    return _normalise(_unbiased_hsic(stats))
 
 
 def rv2_null(stats):
@@ -76,6 +83,8 @@ def rv2_null(stats):
 
 
 _FORMULAS = {"rv2": rv2, "rv": rv, "cka": rv, "cka_debiased": cka_debiased, "rv2_null": rv2_null}
+# the inner product each ratio metric divides by its diagonal's geometric mean
+NUMERATORS = {"rv2": _off_diagonal_inner, "rv": _gram_inner, "cka": _gram_inner, "cka_debiased": _unbiased_hsic}
 
 
 def metric_matrix(name, stats):

@@ -72,6 +72,8 @@ class Plan:
     product_groups: tuple = ()
     sub_rows: int = SUB_ROWS
     n_stat_sets: int = 1
+    cross_only: bool = False
+    resampling: tuple = ()
 
     @property
     def n_layers(self) -> int:
@@ -103,6 +105,11 @@ class Plan:
             + (f" (alternatives: {others})" if others else ""),
             f"  peak per task  {_bytes(self.peak_task_bytes)} of a {_bytes(self.memory_budget)} budget",
         ]
+        for kind, count, plan in self.resampling:
+            what = ("the cross products of the rows of b permuted" if kind == "permutation"
+                    else "every product with Poisson(1) weights on the rows")
+            lines.append(f"  {'permutations' if kind == 'permutation' else kind:<14} {count:,} x {what} ({plan.route} route):"
+                         f" {_flops(count * plan.flops)} more, {count:,} x {plan.n_tasks:,} tasks")
         return "\n".join(lines)
 
 
@@ -159,7 +166,7 @@ def _block_width(block) -> int:
     return sum(stop - start for _, start, stop, _ in block)
 
 
-def _feature_products(blocks_a, blocks_b, self_job):
+def _feature_products(blocks_a, blocks_b, self_job, cross_only=False):
     products = []
 
     def whole(index, block):
@@ -175,6 +182,8 @@ def _feature_products(blocks_a, blocks_b, self_job):
     for i, bi in enumerate(blocks_a):
         for j, bj in enumerate(blocks_b, start=offset):
             products.append(_product(whole(i, bi), whole(j, bj), mirrored=False))
+    if cross_only:
+        return products
     # each layer's own X'X, for the normalisation
     pieces_of = {}
     for index, block in enumerate(list(blocks_a) + list(blocks_b)):
@@ -199,7 +208,8 @@ def _product_flops(product: Product, n: int) -> float:
     return n * p * (p + 1) if product.symmetric else 2.0 * n * p * q
 
 
-def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, parallelism, row_chunks, device):
+def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, parallelism, row_chunks, device,
+                  cross_only=False):
     total_width = sum(widths_a) + sum(widths_b or ())
     # float64 sums of one product: SPLIT_EVERY + 1 of them alive in a tree reduction
     max_width = int(math.sqrt(_accumulator_limit(budget)))
@@ -213,7 +223,7 @@ def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, par
         )
     blocks_a = _choose_pieces(widths_a, 0, max_width)
     blocks_b = _choose_pieces(widths_b, len(widths_a), max_width) if widths_b else []
-    products = _feature_products(blocks_a, blocks_b, widths_b is None)
+    products = _feature_products(blocks_a, blocks_b, widths_b is None, cross_only)
     groups = _group_products(products, budget)
     group_bytes = max(sum(_product_size(p) for p in products[a:b]) for a, b in groups)
     # a chunk task holds its rows of every layer, shifted slabs of at most as many
@@ -312,7 +322,8 @@ def _choose_route(route, costs):
 
 
 def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", memory_budget,
-              parallelism=1, row_chunks=None, precision="auto", device="cpu", n_stat_sets=1) -> Plan:
+              parallelism=1, row_chunks=None, precision="auto", device="cpu", n_stat_sets=1,
+              cross_only=False) -> Plan:
     """Plan a similarity job from shapes alone.
 
     Parameters
@@ -344,6 +355,9 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         Where the chunks live.
     n_stat_sets : int
         Number of statistic sets (2 when centred and uncentred metrics are both asked).
+    cross_only : bool
+        Only the products between ``a`` and ``b`` (the feature route skips each
+        layer's own ``X'X``): what a permutation of ``b``'s rows changes.
 
     Raises
     ------
@@ -361,7 +375,7 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     compute = _choose_compute_dtype(dtype, precision, device)
     costs = {
         "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, 8 if compute == "float64" else 4,
-                                 memory_budget, parallelism, row_chunks, device),
+                                 memory_budget, parallelism, row_chunks, device, cross_only),
         "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism),
     }
     chosen, reason = _choose_route(route, costs)
@@ -388,4 +402,5 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         product_groups=cost["groups"],
         sub_rows=cost.get("sub_rows", SUB_ROWS),
         n_stat_sets=n_stat_sets,
+        cross_only=cross_only and chosen == "feature",
     )

@@ -1,0 +1,233 @@
+"""Significance from the sufficient statistics: exact permutation moments, z-scores,
+p-values and multiple-testing corrections (small arrays only).
+
+Under a uniformly random permutation ``pi`` of the observations of one side, every
+ratio metric is ``(alpha T1 + beta T2 + const) / scale`` with a constant ``scale`` and
+
+``T1 = <Ã, B̃_pi>``
+    a Mantel (quadratic assignment) statistic of two symmetric zero-diagonal matrices;
+``T2 = sum_i a_i b_pi(i)``
+    a linear permutation statistic of the squared row norms (the Grams' diagonals).
+
+``<A, B> = T1 + T2``; RV2 is ``T1``; debiased CKA's unbiased HSIC is
+``T1 - 2 T2 / (n - 2) + tr A tr B / ((n - 1)(n - 2))``.  The exact mean and variance of
+``T1`` (Mantel 1967; Hubert 1987), of ``T2`` and their covariance depend on each side
+only through ``n`` and six sums: ``S1 = 1'Ã1``, ``S2 = |Ã|^2``, ``S3 = sum_i r_i^2``
+(``r = Ã1``), ``Q = sum_i r_i a_i``, ``sum a_i`` and ``sum a_i^2``.  They are written
+with the off-diagonal mean of ``Ã`` and the mean of ``a`` removed first (neither
+changes a variance), so that no two large terms cancel.  The derivation is in
+docs/statistics.md.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .metrics import NUMERATORS
+
+TESTED = tuple(NUMERATORS)
+CORRECTIONS = ("holm", "bh")
+# the Mantel variance divides by n - 3
+MIN_OBS = 4
+
+
+def _side(stats):
+    """Per layer: the sums the moments need, each with its mean part removed."""
+    n = stats["n"]
+    s1, a1 = stats["ones"], stats["trace"]
+    a2 = np.diag(stats["rowdot"])
+    s2 = np.diag(stats["cross"]) - a2
+    return {
+        "s1": s1,
+        "a1": a1,
+        "s2": s2 - s1 * s1 / (n * (n - 1.0)),
+        "s3": stats["rowsum_sq"] - s1 * s1 / n,
+        "q": stats["rowsum_norm"] - s1 * a1 / n,
+        "a2": a2 - a1 * a1 / n,
+    }
+
+
+def permutation_moments(stats):
+    """Exact means, variances and covariance of ``T1`` and ``T2`` for every layer pair.
+
+    Parameters
+    ----------
+    stats : dict
+        Sufficient statistics (see :func:`rv2dist.kernels.feature_statistics`).
+
+    Returns
+    -------
+    dict of (L, L) arrays
+        ``mean1``, ``var1``, ``mean2``, ``var2``, ``cov``.
+    """
+    n = float(stats["n"])
+    side = _side(stats)
+    outer = np.outer
+    s2, s3 = side["s2"], side["s3"]
+    mixed = s3 - s2
+    disjoint = 2 * s2 - 4 * s3
+    with np.errstate(invalid="ignore"):
+        return {
+            "mean1": outer(side["s1"], side["s1"]) / (n * (n - 1)),
+            "var1": (2 * outer(s2, s2) / (n * (n - 1))
+                     + 4 * outer(mixed, mixed) / (n * (n - 1) * (n - 2))
+                     + outer(disjoint, disjoint) / (n * (n - 1) * (n - 2) * (n - 3))),
+            "mean2": outer(side["a1"], side["a1"]) / n,
+            "var2": outer(side["a2"], side["a2"]) / (n - 1),
+            "cov": 2 * outer(side["q"], side["q"]) / ((n - 1) * (n - 2)),
+        }
+
+
+def _combination(name, n):
+    """``(alpha, beta)`` of the metric's numerator ``alpha T1 + beta T2 + const``."""
+    if name == "rv2":
+        return 1.0, 0.0
+    if name == "cka_debiased":
+        return 1.0, -2.0 / (n - 2.0)
+    return 1.0, 1.0
+
+
+def null_moments(name, stats):
+    """Mean and variance of metric ``name`` under permutation, for every layer pair.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(L, L)`` means and variances; NaN where a layer's metric is undefined.
+    """
+    n = float(stats["n"])
+    moments = permutation_moments(stats)
+    alpha, beta = _combination(name, n)
+    numerator = NUMERATORS[name](stats)
+    diagonal = np.diag(numerator)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sqrt(np.outer(diagonal, diagonal))
+        # the constant part: the numerator minus its permutation-varying terms, which for
+        # the observed pair are T1 = <Ã, B̃> and T2 = sum a_i b_i
+        t1 = stats["cross"] - stats["rowdot"]
+        constant = numerator - alpha * t1 - beta * stats["rowdot"]
+        mean = (alpha * moments["mean1"] + beta * moments["mean2"] + constant) / scale
+        variance = (alpha * alpha * moments["var1"] + beta * beta * moments["var2"]
+                    + 2 * alpha * beta * moments["cov"]) / (scale * scale)
+    return mean, variance
+
+
+def z_scores(value, mean, variance):
+    """``(value - mean) / sd``; NaN where the variance is not positive."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(variance > 0, (value - mean) / np.sqrt(np.where(variance > 0, variance, 1.0)), np.nan)
+
+
+def normal_upper_p(z):
+    """Upper one-sided p-value of a standard normal z (NaN stays NaN)."""
+    z = np.asarray(z, dtype=float)
+    out = np.full(z.shape, np.nan)
+    finite = ~np.isnan(z)
+    out[finite] = [0.5 * math.erfc(v / math.sqrt(2.0)) for v in z[finite]]
+    return out
+
+
+def choose_correction(correction):
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; choose one of {', '.join(CORRECTIONS)}")
+    return correction
+
+
+def correct(p_values, correction="holm"):
+    """Adjusted p-values of one family of tests (NaN entries are not in the family).
+
+    Parameters
+    ----------
+    p_values : array_like
+        Any shape.
+    correction : {"holm", "bh"}
+        Holm's step-down (controls the family-wise error) or Benjamini-Hochberg's
+        step-up (controls the false discovery rate).
+    """
+    correction = choose_correction(correction)
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    values = p[tested]
+    m = values.size
+    if m == 0:
+        return adjusted
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    if correction == "holm":
+        steps = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    else:
+        steps = np.minimum.accumulate((m * ranked / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(1.0, steps)
+    adjusted[tested] = out
+    return adjusted
+
+
+def family(shape, self_job):
+    """Cells of a result matrix that are separate hypotheses: all of them for two
+    networks; for one network against itself the pairs of distinct layers, once each
+    (the lower triangle mirrors the upper, the diagonal compares a layer with itself)."""
+    if not self_job:
+        return np.ones(shape, dtype=bool)
+    return np.triu(np.ones(shape, dtype=bool), k=1)
+
+
+def corrected_matrix(p, self_job, correction):
+    """:func:`correct` applied to the :func:`family` of a result matrix ``p``; cells
+    outside the family are NaN, the lower triangle of a self job mirrors the upper."""
+    members = family(p.shape, self_job)
+    adjusted = np.full(p.shape, np.nan)
+    adjusted[members] = correct(p[members], correction)
+    if self_job:
+        lower = np.tril_indices(p.shape[0], k=-1)
+        adjusted[lower] = adjusted.T[lower]
+    return adjusted
+
+
+def permutation_p(name, stats, permuted):
+    """Monte Carlo p-values ``(1 + #{permuted >= observed}) / (K + 1)`` of metric
+    ``name`` from the statistics of ``K`` permutations (their own-layer terms do not
+    change under permutation and come from ``stats``)."""
+    numerator = NUMERATORS[name]
+    diagonal = np.diag(numerator(stats))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sqrt(np.outer(diagonal, diagonal))
+        observed = numerator(stats) / scale
+        exceed = np.zeros(observed.shape)
+        for permuted_stats in permuted:
+            values = numerator({**stats, "cross": permuted_stats["cross"], "rowdot": permuted_stats["rowdot"]}) / scale
+            # a permutation that reproduces the observed value counts, despite rounding
+            exceed += values >= observed - 1e-12 * np.abs(observed)
+    p = (1.0 + exceed) / (len(permuted) + 1.0)
+    p[np.isnan(observed)] = np.nan
+    return p
+
+
+def percentile_interval(replicates, confidence):
+    """The ``confidence`` percentile interval of bootstrap replicates, cell by cell."""
+    values = np.stack(replicates)
+    tail = (1.0 - confidence) / 2.0
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        low, high = np.nanquantile(values, [tail, 1.0 - tail], axis=0)
+    return low, high
+
+
+# long_name (completed with "of <metric>") and description of each added variable
+DESCRIPTIONS = {
+    "z": ("z-score", "(value - mean) / sd, the mean and variance exact under random permutation of the "
+                     "observations of one side (no permutations run)"),
+    "p": ("p-value", "upper one-sided p-value of the z-score, normal approximation"),
+    "p_corrected": ("corrected p-value", "p-value adjusted across the matrix ({correction}); for one network "
+                                         "against itself over its pairs of distinct layers, the diagonal NaN"),
+    "p_permutation": ("permutation p-value", "(1 + #{{permuted >= observed}}) / ({permutations} + 1) from "
+                                             "{permutations} seeded random permutations of the rows of b"),
+    "low": ("lower bootstrap bound", "{confidence:g} percentile interval from {bootstrap} Poisson bootstrap "
+                                     "replicates, lower end"),
+    "high": ("upper bootstrap bound", "{confidence:g} percentile interval from {bootstrap} Poisson bootstrap "
+                                      "replicates, upper end"),
+}
