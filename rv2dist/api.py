@@ -502,7 +502,7 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         if tests and tested:
             mean, variance = significance.null_moments(name, stats)
             extra["z"] = significance.z_scores(values, mean, variance)[rows, cols]
-            extra["p"] = significance.normal_upper_p(extra["z"])
+            extra["p"] = significance.upper_p(extra["z"], significance.skewness(stats)[rows, cols])
             extra["p_corrected"] = significance.corrected_matrix(extra["p"], job_plan.self_job, correction)
         if permutations and tested:
             extra["p_permutation"] = significance.permutation_p(

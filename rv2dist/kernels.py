@@ -384,6 +384,7 @@ def feature_statistics(sums, product_pieces, mirrored, center):
     n_layers = len(moments["colsum"])
     colsum = [_concat_host(c) for c in moments["colsum"]]
     residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
+    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center else None
     weights = iter(_to_device_together(
         [_piece_indicator(pieces, residual) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
     # per piece pair: m_r' P m_c
@@ -393,10 +394,11 @@ def feature_statistics(sums, product_pieces, mirrored, center):
         sum_weights = iter(_to_device_together(
             [_piece_indicator(pieces, colsum) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
         quads += [next(sum_weights).T @ product @ next(sum_weights) for product in products]
-    reduced = iter(_to_host_together(plain + quads))
+    reduced = iter(_to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in products]
     sum_quads = None if center else [next(reduced) for _ in products]
+    trace_cubed = next(reduced) if center else np.full(n_layers, np.nan)
     cross = np.zeros((n_layers, n_layers))
     quad = np.zeros((n_layers, n_layers))
     sum_quad = np.zeros((n_layers, n_layers))
@@ -441,6 +443,7 @@ def feature_statistics(sums, product_pieces, mirrored, center):
     if center:
         ones = -trace
         row_sums = _centred_row_sums(rowdot)
+        trace_cubed[[len(c) > MAX_CUBED_WIDTH for c in colsum]] = np.nan
     else:
         # no shift without centring: the column sums are colsum, the rows unshifted
         ones = np.array([c @ c for c in colsum]) - trace
@@ -456,9 +459,42 @@ def feature_statistics(sums, product_pieces, mirrored, center):
         "trace": trace,
         "ones": ones,
         **row_sums,
+        "trace_cubed": trace_cubed,
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
     }
+
+
+# widest layer whose tr(A^3) is computed (p^3 operations on its p x p cross-product)
+MAX_CUBED_WIDTH = 4096
+
+
+def _cubed_traces(products, product_pieces, mirrored, residual, n, xp):
+    """Per layer ``tr(A^3) = tr((X_c'X_c)^3)`` of the centred data, from the blocks of
+    its own cross-product among ``products`` (0 for layers wider than MAX_CUBED_WIDTH,
+    which are not assembled).  Feeds the skewness of the permutation distribution."""
+    widths = [len(r) for r in residual]
+    own = {layer: xp.zeros((width, width), dtype=xp.float64)
+           for layer, width in enumerate(widths) if width <= MAX_CUBED_WIDTH}
+    for product, (rows, cols), mirror in zip(products, product_pieces, mirrored):
+        for layer, r_start, r_stop, r_offset in rows:
+            for col_layer, c_start, c_stop, c_offset in cols:
+                if layer != col_layer or layer not in own:
+                    continue
+                block = product[r_offset : r_offset + r_stop - r_start, c_offset : c_offset + c_stop - c_start]
+                own[layer][r_start:r_stop, c_start:c_stop] = block
+                if mirror:
+                    own[layer][c_start:c_stop, r_start:r_stop] = block.T
+    means = iter(_to_device_together([residual[layer][:, None] for layer in own], xp) if own else ())
+    traces = []
+    for layer in range(len(widths)):
+        if layer not in own:
+            traces.append(xp.zeros((), dtype=xp.float64))
+            continue
+        mean = next(means)
+        centred = own[layer] - n * (mean @ mean.T)
+        traces.append(xp.sum((centred @ centred) * centred))
+    return xp.stack(traces)
 
 
 def _row_sums(xs_squared, weighted, squared_norms):
@@ -711,6 +747,7 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         ones = np.array([s @ s for s in sums]) - trace
         row_sums = {key: to_numpy(prepared[key]) for key in ("rowsum_sq", "rowsum_norm")}
     flags = layer_flags(summary, trace, center)
+    # tr(A^3) would need the n x n Gram's cube: the tests fall back to a normal approximation
     return {
         "n": n,
         "cross": to_numpy(inner) + rowdot,
@@ -718,6 +755,7 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         "trace": trace,
         "ones": ones,
         **row_sums,
+        "trace_cubed": np.full(len(trace), np.nan),
         "finite": np.array([f for f, _ in flags]),
         "undefined": np.array([u for _, u in flags]),
     }

@@ -121,13 +121,31 @@ def z_scores(value, mean, variance):
         return np.where(variance > 0, (value - mean) / np.sqrt(np.where(variance > 0, variance, 1.0)), np.nan)
 
 
-def normal_upper_p(z):
-    """Upper one-sided p-value of a standard normal z (NaN stays NaN)."""
+def skewness(stats):
+    """Large-n skewness of the permutation distribution of every centred metric.
+
+    With centred columns the permuted cross-product ``X'Y_pi`` has asymptotically
+    independent Gaussian entries in the singular bases, so ``|X'Y_pi|^2`` (the leading
+    term of every numerator) tends to ``sum_kl lambda_k mu_l g_kl^2 / (n - 1)``: its
+    skewness is ``2 sqrt(2) c_A c_B`` with ``c = tr(A^3) / tr(A^2)^(3/2)``.  NaN where
+    ``tr(A^3)`` is not known (uncentred data, the gram route, very wide layers).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shape = stats["trace_cubed"] / np.diag(stats["cross"]) ** 1.5
+    return 2.0 * math.sqrt(2.0) * np.outer(shape, shape)
+
+
+def upper_p(z, skew):
+    """Upper one-sided p-values of standardised statistics ``z``: a Pearson type III
+    (shifted gamma) law of skewness ``skew`` where it is known, as FactoMineR's
+    ``coeffRV`` does, else the standard normal (NaN z stays NaN)."""
+    from scipy.stats import norm, pearson3
+
     z = np.asarray(z, dtype=float)
-    out = np.full(z.shape, np.nan)
-    finite = ~np.isnan(z)
-    out[finite] = [0.5 * math.erfc(v / math.sqrt(2.0)) for v in z[finite]]
-    return out
+    skew = np.broadcast_to(skew, z.shape)
+    known = np.isfinite(skew)
+    with np.errstate(invalid="ignore"):
+        return np.where(known, pearson3.sf(z, np.where(known, skew, 0.0)), norm.sf(z))
 
 
 def choose_correction(correction):
@@ -221,7 +239,9 @@ def percentile_interval(replicates, confidence):
 DESCRIPTIONS = {
     "z": ("z-score", "(value - mean) / sd, the mean and variance exact under random permutation of the "
                      "observations of one side (no permutations run)"),
-    "p": ("p-value", "upper one-sided p-value of the z-score, normal approximation"),
+    "p": ("p-value", "upper one-sided p-value: a Pearson type III law with the exact permutation mean and "
+                     "variance and the large-n skewness; a normal approximation where that skewness is unknown "
+                     "(uncentred data, the gram route, layers wider than 4096 units)"),
     "p_corrected": ("corrected p-value", "p-value adjusted across the matrix ({correction}); for one network "
                                          "against itself over its pairs of distinct layers, the diagonal NaN"),
     "p_permutation": ("permutation p-value", "(1 + #{{permuted >= observed}}) / ({permutations} + 1) from "

@@ -1,0 +1,259 @@
+"""Significance: exact permutation moments, p-values, corrections, permutations and
+bootstrap intervals, held against exhaustive enumeration, Monte Carlo permutations of
+the dense formulas and the dense formulas on resampled data."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import rv2dist
+from rv2dist import kernels, significance
+
+from reference import dense_metric, permuted_values, resampled_metric
+
+TESTED = ("rv2", "rv", "cka", "cka_debiased")
+
+
+def _pair(rng, n, p, q, offset=1.0):
+    """Two related layers with positive means (the uncentred case is then far from 0)."""
+    x = np.abs(rng.standard_normal((n, p))) + offset
+    y = x[:, : min(p, q)] @ rng.standard_normal((min(p, q), q)) + rng.standard_normal((n, q)) + offset
+    return x, y
+
+
+def _moments(x, y, metric, center, route):
+    result = rv2dist.similarity({"x": x}, {"y": y}, metric=[metric], center=center, route=route, tests=True)
+    value, z = float(result[metric][0, 0]), float(result[f"{metric}_z"][0, 0])
+    return value, z
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("route", ["feature", "gram"])
+def test_exact_moments_match_every_permutation(rng, center, route):
+    """n = 7: all 5,040 permutations enumerated; the z-score must be exact."""
+    n = 7
+    x, y = _pair(rng, n, 3, 2)
+    orders = [list(o) for o in itertools.permutations(range(n))]
+    for metric in TESTED:
+        values = permuted_values(x, y, metric, center, orders)
+        value, z = _moments(x, y, metric, center, route)
+        assert value == pytest.approx(dense_metric(x, y, metric, center), abs=1e-12)
+        expected = (value - values.mean()) / values.std()
+        assert z == pytest.approx(expected, rel=1e-9), (metric, center, route)
+
+
+def test_exact_moments_of_a_network_against_itself(rng):
+    """One network against itself: cell (l, m) permutes a second copy of layer m."""
+    n = 6
+    layers = {"a": np.abs(rng.standard_normal((n, 2))) + 1, "b": rng.standard_normal((n, 4)), "c": rng.standard_normal((n, 1))}
+    orders = [list(o) for o in itertools.permutations(range(n))]
+    result = rv2dist.similarity(layers, metric=list(TESTED), tests=True)
+    for metric in TESTED:
+        for i, first in enumerate(layers):
+            for j, second in enumerate(layers):
+                values = permuted_values(layers[first], layers[second], metric, True, orders)
+                expected = (float(result[metric][i, j]) - values.mean()) / values.std()
+                assert float(result[f"{metric}_z"][i, j]) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("n, p, q", [(20, 3, 2), (20, 300, 200), (100, 5, 3), (100, 800, 400), (1000, 6, 4)])
+@pytest.mark.parametrize("center", [True, False])
+def test_exact_moments_agree_with_monte_carlo_permutations(n, p, q, center):
+    """5,000 random permutations of the dense formulas: the exact mean and variance lie
+    within 3 Monte Carlo standard errors of their estimates."""
+    rng = np.random.default_rng(n * 7 + p)
+    x, y = _pair(rng, n, p, q)
+    orders = [rng.permutation(n) for _ in range(5000)]
+    result = rv2dist.similarity({"x": x}, {"y": y}, metric=list(TESTED), center=center, tests=True)
+    for metric in TESTED:
+        if metric.startswith("cka") and not center:
+            continue
+        values = permuted_values(x, y, metric, center, orders)
+        mean, variance = significance.null_moments(metric, _statistics(x, y, metric, center))
+        mean, variance = mean[0, 1], variance[0, 1]
+        k = len(values)
+        assert abs(values.mean() - mean) <= 3 * values.std() / np.sqrt(k), (metric, n, p)
+        spread = np.sqrt(np.var((values - values.mean()) ** 2) / k)
+        assert abs(values.var() - variance) <= 3 * spread, (metric, n, p)
+        assert np.isfinite(float(result[f"{metric}_z"][0, 0]))
+
+
+def _statistics(x, y, metric, center):
+    """The engine's sufficient statistics of the pair (x, y)."""
+    import dask
+
+    from rv2dist import metrics
+    from rv2dist.graph import TaskGraph, build_statistics
+    from rv2dist.plan import make_plan
+
+    plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], memory_budget=2**30)
+    graph = TaskGraph("reference")
+    key = build_statistics(graph, [[x], [y]], plan, metrics.needs_centring(metric, center))
+    return dask.get(graph.tasks, key)
+
+
+def test_engine_permutations_are_the_seeded_permutations(rng):
+    """m_p_permutation counts exactly the dense values of the same seeded permutations."""
+    n, count, seed = 40, 60, 11
+    x, y = _pair(rng, n, 4, 3)
+    for route in ("feature", "gram"):
+        result = rv2dist.similarity({"x": x}, {"y": y}, metric=list(TESTED), permutations=count, seed=seed,
+                                    route=route)
+        orders = [kernels.permutation(seed, k, n) for k in range(count)]
+        for metric in TESTED:
+            values = permuted_values(x, y, metric, True, orders)
+            observed = dense_metric(x, y, metric)
+            expected = (1 + np.sum(values >= observed - 1e-12)) / (count + 1)
+            assert float(result[f"{metric}_p_permutation"][0, 0]) == expected, (metric, route)
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_bootstrap_replicates_are_the_metrics_of_resampled_data(rng, center):
+    """With B = 1 and confidence near 1 the interval is the replicate itself: the
+    metric of the data set that repeats observation i counts[i] times."""
+    n, seed = 30, 5
+    x, y = _pair(rng, n, 3, 4)
+    counts = kernels.poisson_weights(seed, 0, n, 1)[:, 0]
+    metrics = [m for m in TESTED + ("rv2_null",) if center or not m.startswith("cka")]
+    result = rv2dist.similarity({"x": x}, {"y": y}, metric=metrics, center=center, bootstrap=1, seed=seed)
+    for metric in metrics:
+        expected = resampled_metric(x, y, metric, center, counts)
+        assert float(result[f"{metric}_low"][0, 0]) == pytest.approx(expected, rel=1e-10), metric
+        assert float(result[f"{metric}_high"][0, 0]) == pytest.approx(expected, rel=1e-10), metric
+
+
+def test_bootstrap_counts_do_not_depend_on_the_chunking():
+    whole = kernels.poisson_weights(9, 0, 10_000, 3)
+    parts = np.concatenate([kernels.poisson_weights(9, start, min(10_000, start + 3001), 3)
+                            for start in range(0, 10_000, 3001)])
+    np.testing.assert_array_equal(whole, parts)
+    assert 0.95 < whole.mean() < 1.05 and whole.min() == 0
+
+
+def test_bootstrap_intervals_are_the_same_for_any_chunking(rng):
+    import dask.array as da
+
+    n = 9000
+    x, y = _pair(rng, n, 6, 5)
+    results = []
+    for rows in (n, 2500, 1024):
+        result = rv2dist.similarity({"x": da.from_array(x, chunks=(rows, -1))}, {"y": da.from_array(y, chunks=(rows, -1))},
+                                    metric=["rv2", "cka"], bootstrap=4, seed=2)
+        results.append(result)
+    for other in results[1:]:
+        for name in ("rv2_low", "rv2_high", "cka_low", "cka_high"):
+            np.testing.assert_allclose(other[name].values, results[0][name].values, rtol=1e-12, atol=1e-14)
+    assert (results[0]["rv2_low"] <= results[0]["rv2"]).all() and (results[0]["rv2"] <= results[0]["rv2_high"]).all()
+
+
+def test_corrections_against_their_definitions():
+    p = np.array([0.01, 0.04, 0.03, np.nan, 0.2])
+    holm = significance.correct(p, "holm")
+    # sorted 0.01, 0.03, 0.04, 0.2 with m = 4: 0.04, 0.09, 0.09 (monotone), 0.2
+    np.testing.assert_allclose(holm, [0.04, 0.09, 0.09, np.nan, 0.2])
+    bh = significance.correct(p, "bh")
+    # m p / rank: 0.04, 0.06, 0.0533, 0.2, then the running minimum from the top
+    np.testing.assert_allclose(bh, [0.04, 0.0533333333, 0.0533333333, np.nan, 0.2])
+    with pytest.raises(ValueError, match="'bonferoni'"):
+        significance.correct(p, "bonferoni")
+
+
+def test_self_job_corrects_over_distinct_pairs_once(rng):
+    layers = {name: rng.standard_normal((50, 3)) for name in "abcd"}
+    result = rv2dist.similarity(layers, metric="rv2", tests=True, correction="bh")
+    corrected = result["rv2_p_corrected"].values
+    assert np.isnan(np.diag(corrected)).all()
+    np.testing.assert_array_equal(corrected, corrected.T)
+    upper = np.triu_indices(4, 1)
+    np.testing.assert_allclose(corrected[upper], significance.correct(result["rv2_p"].values[upper], "bh"))
+    assert result.attrs["correction"] == "bh"
+
+
+def test_single_metric_with_tests_is_a_labelled_dataset(rng):
+    x, y = _pair(rng, 60, 3, 3)
+    result = rv2dist.similarity({"x": x}, {"y": y}, tests=True)
+    assert set(result.data_vars) == {"rv2", "rv2_z", "rv2_p", "rv2_p_corrected"}
+    assert "normal approximation" in result["rv2_p"].attrs["description"]
+    assert result["rv2_p"].attrs["long_name"] == "p-value of rv2"
+    assert 0 <= float(result["rv2_p"][0, 0]) <= 1
+
+
+def test_unrelated_layers_are_not_significant_related_ones_are(rng):
+    n = 400
+    x = rng.standard_normal((n, 5))
+    related = x @ rng.standard_normal((5, 4)) + 2 * rng.standard_normal((n, 4))
+    unrelated = rng.standard_normal((n, 4))
+    result = rv2dist.similarity({"x": x}, {"related": related, "unrelated": unrelated}, metric=list(TESTED),
+                                tests=True, permutations=99)
+    for metric in TESTED:
+        assert float(result[f"{metric}_p"][0, 0]) < 1e-6
+        assert float(result[f"{metric}_p"][0, 1]) > 0.001
+        assert float(result[f"{metric}_p_permutation"][0, 0]) == 0.01
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("permutations", 0, "permutations must be a positive integer, not 0"),
+    ("permutations", 2.5, "permutations must be a positive integer, not 2.5"),
+    ("bootstrap", -3, "bootstrap must be a positive integer, not -3"),
+    ("bootstrap", True, "bootstrap must be a positive integer, not True"),
+    ("seed", "7", "seed must be a non-negative integer, not '7'"),
+    ("seed", -1, "seed must be a non-negative integer, not -1"),
+    ("confidence", 95, "confidence must be a number between 0 and 1, not 95"),
+    ("correction", "fdr", "unknown correction 'fdr'"),
+])
+def test_bad_resampling_options_name_the_value(rng, option, value, message):
+    x = rng.standard_normal((20, 2))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        rv2dist.similarity({"x": x}, {"y": x}, tests=True, **{option: value})
+
+
+def test_too_few_observations_for_the_moments(rng):
+    x = rng.standard_normal((3, 2))
+    with pytest.raises(ValueError, match="at least 4 observations.*n = 3"):
+        rv2dist.similarity({"x": x}, {"y": x}, tests=True)
+    assert rv2dist.similarity({"x": x}, {"y": x}).shape == (1, 1)  # without tests, fine
+
+
+@pytest.mark.parametrize("self_job", [True, False])
+def test_cubed_traces_from_split_products_match_dense(rng, self_job):
+    """tr((X_c'X_c)^3) assembled from layers split across column blocks and products."""
+    import dask
+
+    from rv2dist.graph import TaskGraph, build_statistics
+    from rv2dist.plan import make_plan
+
+    n = 60
+    layers = [rng.standard_normal((n, w)) + 2 for w in (7, 3, 5)]
+    widths = [(str(i), x.shape[1]) for i, x in enumerate(layers)]
+    plan = (make_plan(n, widths, memory_budget=8 * 5 * 5 * 6) if self_job
+            else make_plan(n, widths[:1], widths[1:], memory_budget=8 * 5 * 5 * 6))
+    assert len(plan.blocks) > 2
+    edges = np.cumsum((0,) + plan.row_chunks)
+    chunks = [[x[start:stop] for start, stop in zip(edges[:-1], edges[1:])] for x in layers]
+    graph = TaskGraph("cubed")
+    stats = dask.get(graph.tasks, build_statistics(graph, chunks, plan, True))
+    for x, value in zip(layers, stats["trace_cubed"]):
+        c = (x - x.mean(axis=0)).T @ (x - x.mean(axis=0))
+        assert value == pytest.approx(np.trace(c @ c @ c), rel=1e-10)
+
+
+@pytest.mark.parametrize("n, p, q, strength", [
+    (20, 3, 2, 0.15), (100, 5, 3, 0.0), (100, 5, 3, 0.15), (200, 1, 1, 0.15), (500, 2, 30, 0.0), (1000, 6, 4, 0.0),
+    (20, 300, 200, 0.15),
+])
+def test_p_values_agree_with_permutation_p_values(n, p, q, strength):
+    """The Pearson III p-value against 5,000 permutations of the dense formulas: within
+    3 Monte Carlo standard errors plus 0.01 (n >= 100), or 0.05 at n = 20, where the
+    large-n skewness overstates the skewness of the exact distribution."""
+    rng = np.random.default_rng(1000 * n + p)
+    x = rng.standard_normal((n, p))
+    x[:, 0] *= 3
+    y = strength * x[:, :1] @ np.ones((1, q)) + rng.standard_normal((n, q))
+    orders = [rng.permutation(n) for _ in range(5000)]
+    result = rv2dist.similarity({"x": x}, {"y": y}, metric=list(TESTED), tests=True)
+    for metric in TESTED:
+        values = permuted_values(x, y, metric, True, orders)
+        permutation_p = (1 + np.sum(values >= dense_metric(x, y, metric) - 1e-12)) / (len(values) + 1)
+        tolerance = 3 * np.sqrt(permutation_p * (1 - permutation_p) / len(values)) + (0.01 if n >= 100 else 0.05)
+        assert abs(float(result[f"{metric}_p"][0, 0]) - permutation_p) <= tolerance, (metric, permutation_p)
