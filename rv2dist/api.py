@@ -123,7 +123,7 @@ def _positive_count(option, value):
     return int(value)
 
 
-def _check_resampling(tests, correction, permutations, bootstrap, seed, confidence):
+def check_resampling(tests, correction, permutations, bootstrap, seed, confidence):
     """The resampling options, validated: ``(tests, correction, permutations, bootstrap,
     seed, confidence)`` with counts as ints (0: none)."""
     if not isinstance(tests, (bool, np.bool_)):
@@ -263,7 +263,7 @@ def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", cli
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
-    resampling = _check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
+    resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
                     layer_names=names, obs_dim=obs_dim, resampling=resampling)[3]
 
@@ -370,7 +370,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
     from .graph import TaskGraph, bootstrap_statistics, build_statistics, chunk_edges, permuted_statistics
 
-    resampling = _check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
+    resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
         layer_names=names, obs_dim=obs_dim, resampling=resampling,

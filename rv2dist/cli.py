@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import metrics
+from .significance import MARK_LEVEL
 
 # OSError: a read-only or full output folder, a folder where a file should go (the
 # messages name the path)
@@ -69,6 +70,7 @@ def _parser():
                          help="reorder B's observations to A's when both hold the same ids")
     compare.add_argument("--out", required=True, metavar="RESULT", help="result file, .nc or .zarr")
     compare.add_argument("--plot", metavar="PNG", help="also draw the first metric's heatmap")
+    _add_significance_options(compare)
     _add_cluster_options(compare)
 
     run = verbs.add_parser("run", help="run a job file: many comparisons, resumable")
@@ -105,7 +107,24 @@ def _parser():
     plot.add_argument("result", help="result file (.nc or .zarr), or a job's combined.nc")
     plot.add_argument("--out", required=True, help="image file (.png, .svg or .pdf)")
     plot.add_argument("--metric", help="metric to draw (default: the first)")
+    plot.add_argument("--significance", type=float, default=MARK_LEVEL, metavar="LEVEL",
+                      help="mark cells whose corrected p-value is below LEVEL, when the result has tests "
+                           "(default: 0.05; 0: no marks)")
     return parser
+
+
+def _add_significance_options(verb):
+    tests = verb.add_argument_group("significance")
+    tests.add_argument("--tests", action="store_true",
+                       help="add z-scores, p-values and corrected p-values from the exact permutation moments")
+    tests.add_argument("--correction", default="holm", choices=("holm", "bh"),
+                       help="correction across the matrix: holm (family-wise error) or bh (false discovery "
+                            "rate; default: holm)")
+    tests.add_argument("--permutations", type=int, metavar="K", help="also K seeded Monte Carlo permutations")
+    tests.add_argument("--bootstrap", type=int, metavar="B",
+                       help="percentile intervals from B Poisson bootstrap replicates")
+    tests.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default: 0)")
+    tests.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")
 
 
 def _bytes(text):
@@ -131,7 +150,7 @@ def _check_output(path, suffixes, what):
 
 
 def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False,
-             precision="auto", memory_budget=None):
+             precision="auto", memory_budget=None, resampling=None):
     from . import store
     from .api import similarity
     from .jobs import label_result
@@ -139,7 +158,7 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
 
     result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
                         client=client, device=_device(gpus, client), align_obs=align_obs, precision=precision,
-                        memory_budget=memory_budget, compute=False)
+                        memory_budget=memory_budget, compute=False, **(resampling or {}))
     result = _compute_with_progress(result, client)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
@@ -247,13 +266,24 @@ def _run_compare(args):
         _check_output(args.plot, (".png", ".svg", ".pdf"), "plot")
     for path in filter(None, (args.a, args.b)):
         store.open_activations(path)
+    resampling = _resampling(args)
     with _connect(args) as client:
         result = _compare(args.a, args.b, metric=args.metric, center=not args.no_center, route=args.route,
                           layers=args.layers, out=Path(args.out), plot=args.plot, client=client,
                           gpus=args.gpus, align_obs=args.align_obs, precision=args.precision,
-                          memory_budget=args.memory_budget)
+                          memory_budget=args.memory_budget, resampling=resampling)
     print(result[args.metric[0]].to_pandas().round(3).to_string())
     print(f"result: {args.out}")
+
+
+def _resampling(args):
+    """The significance options of ``compare``, checked before any work."""
+    from .api import check_resampling
+
+    options = {key: getattr(args, key) for key in ("tests", "correction", "permutations", "bootstrap", "seed",
+                                                   "confidence")}
+    check_resampling(**options)
+    return options
 
 
 def _run_import(args):
@@ -292,11 +322,14 @@ def _run_plot(args):
     from .plot import heatmap, job_grid
 
     _check_output(args.out, (".png", ".svg", ".pdf"), "plot")
+    if not 0 <= args.significance < 1:
+        raise UsageError(f"--significance must be a level between 0 and 1, not {args.significance}")
     result = store.read_result(args.result)
     if "comparison" in result.dims:  # a job's combined result: one panel per comparison
-        job_grid(result, metric=args.metric or next(iter(result.data_vars)), path=args.out)
+        job_grid(result, metric=args.metric or next(iter(result.data_vars)), path=args.out,
+                 significance=args.significance or None)
     else:
-        heatmap(result, args.out, metric=args.metric)
+        heatmap(result, args.out, metric=args.metric, significance=args.significance or None)
     print(f"heatmap: {args.out}")
 
 

@@ -11,6 +11,12 @@ output folder::
     format = "nc"                # or "zarr"
     plots = true                 # a PNG heatmap of the first metric per comparison
     align_obs = false            # reorder b's observations to a's when the id sets match
+    tests = true                 # z, p and corrected p per metric (see rv2dist.similarity)
+    correction = "holm"          # or "bh"
+    permutations = 1000          # Monte Carlo permutation p-values (optional)
+    bootstrap = 200              # Poisson bootstrap percentile intervals (optional)
+    seed = 0
+    confidence = 0.95
 
     [networks]
     standard = "stores/standard.zarr"
@@ -50,15 +56,24 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import metrics as metric_names
 from . import store
+from .significance import MARK_LEVEL
 
 RESULT_FORMATS = ("nc", "zarr")
 JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
-             "plots": bool, "align_obs": bool, "networks": dict, "compare": list}
+             "plots": bool, "align_obs": bool, "networks": dict, "compare": list, "tests": bool, "correction": str,
+             "permutations": int, "bootstrap": int, "seed": int, "confidence": float}
 JOB_TYPE_NAMES = {"name": "a string", "out": "a folder path in quotes", "metrics": "a list of metric names",
                   "center": "true or false", "route": "a string", "format": "a string", "plots": "true or false",
-                  "align_obs": "true or false", "networks": "a [networks] table", "compare": "[[compare]] tables"}
+                  "align_obs": "true or false", "networks": "a [networks] table", "compare": "[[compare]] tables",
+                  "tests": "true or false", "correction": "a string", "permutations": "a positive integer",
+                  "bootstrap": "a positive integer", "seed": "a non-negative integer",
+                  "confidence": "a number between 0 and 1, e.g. 0.95"}
+# keys passed on to rv2dist.similarity as they are
+RESAMPLING_KEYS = ("tests", "correction", "permutations", "bootstrap", "seed", "confidence")
 JOB_KEYS = set(JOB_TYPES)
 
 
@@ -111,6 +126,7 @@ class Job:
     plots: bool = True
     align_obs: bool = False
     out: Path = Path("results")
+    resampling: dict = field(default_factory=dict)
 
     def result_path(self, comparison: Comparison) -> Path:
         return self.out / f"{comparison.file_name}.{self.result_format}"
@@ -145,8 +161,17 @@ def load_job(path, out=None) -> Job:
     if unknown:
         raise JobError(f"{path}: unknown key {unknown[0]!r}; a job has {', '.join(sorted(JOB_KEYS))}")
     for key, kind in JOB_TYPES.items():
-        if key in spec and not isinstance(spec[key], kind):
+        # TOML's true is no count (bool is an int subclass in Python)
+        if key in spec and (not isinstance(spec[key], kind) or (kind is not bool and isinstance(spec[key], bool))):
             raise JobError(f"{path}: {key} must be {JOB_TYPE_NAMES[key]}, not {spec[key]!r}")
+    from .api import check_resampling
+
+    resampling = {key: spec[key] for key in RESAMPLING_KEYS if key in spec}
+    try:
+        check_resampling(**{key: None for key in RESAMPLING_KEYS}
+                          | {"tests": False, "correction": "holm", "confidence": 0.95} | resampling)
+    except (TypeError, ValueError) as error:
+        raise JobError(f"{path}: {error}") from None
     base = path.parent
     networks = spec.get("networks")
     if not isinstance(networks, dict) or not networks:
@@ -173,7 +198,7 @@ def load_job(path, out=None) -> Job:
         source=path, name=str(spec.get("name", path.stem)), networks=networks, comparisons=comparisons,
         metrics=metrics, center=spec.get("center", True), route=route, result_format=result_format,
         plots=spec.get("plots", True), align_obs=spec.get("align_obs", False),
-        out=_output_folder(path, spec.get("out", "results"), out),
+        out=_output_folder(path, spec.get("out", "results"), out), resampling=resampling,
     )
 
 
@@ -245,7 +270,7 @@ COMBINED = "combined"  # the job's combined result: combined.nc or combined.zarr
 def inputs_of(job: Job, comparison: Comparison, store_prints) -> dict:
     """What a comparison's result depends on: both stores' content and the parameters."""
     return {"a": store_prints[comparison.a], "b": store_prints[comparison.b], "metrics": job.metrics,
-            "center": job.center, "route": job.route, "align_obs": job.align_obs}
+            "center": job.center, "route": job.route, "align_obs": job.align_obs, **job.resampling}
 
 
 def fingerprint(job: Job, comparison: Comparison, store_prints) -> str:
@@ -410,7 +435,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
          name=job.name, status="running", started=datetime.datetime.now().timestamp(), client=client.id)
 
     options = dict(metric=list(job.metrics), center=job.center, route=job.route, client=client,
-                   align_obs=job.align_obs, device=device)
+                   align_obs=job.align_obs, device=device, **job.resampling)
 
     def sides(comparison):
         return datasets[comparison.a], None if comparison.a == comparison.b else datasets[comparison.b]
@@ -513,6 +538,13 @@ def _board_entry(comparison, networks, status, result=None, metrics=None, second
         entry.update(matrices={metric: result[metric].values.tolist() for metric in metrics},
                      layers_a=[str(v) for v in result["layer_a"].values],
                      layers_b=[str(v) for v in result["layer_b"].values])
+        # cells the page stars: corrected p below the level the heatmaps mark
+        corrected = {metric: result[f"{metric}_p_corrected"].values for metric in metrics
+                     if f"{metric}_p_corrected" in result.data_vars}
+        if corrected:
+            entry.update(significant={metric: (np.nan_to_num(p, nan=1.0) < MARK_LEVEL).tolist()
+                                      for metric, p in corrected.items()},
+                         significance=f"* corrected p < {MARK_LEVEL:g} ({result.attrs.get('correction')})")
     if seconds is not None:
         entry["seconds"] = seconds
     return entry

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .significance import MARK_LEVEL
+
 DPI = 200
 # metrics bounded above by 1 and near 0 for unrelated layers share one scale, so that
 # panels compare; rv2_null (values near 1e-8) and negative values get their own
@@ -65,7 +67,7 @@ def default_range(metric, values):
 
 
 def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=None, vmax=None, annotate=False,
-            title=None, colorbar=True, names=None):
+            title=None, colorbar=True, names=None, significance=MARK_LEVEL):
     """Draw one metric of a result as a heatmap.
 
     Parameters
@@ -91,6 +93,10 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
         Draw a colour bar labelled with the metric.
     names : (str, str), optional
         Network names of the rows and columns.
+    significance : float or None
+        When the result holds ``<metric>_p_corrected`` (``tests=True``), mark with a
+        star the cells whose corrected p-value is below this level (default 0.05);
+        None: no marks.
 
     Returns
     -------
@@ -110,9 +116,17 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     ax.set_xlabel(f"{network_b} (layer)" if network_b else "layer of network b")
     ax.set_ylabel(f"{network_a} (layer)" if network_a else "layer of network a")
     label = metric.upper() if metric in BOUNDED or metric == "rv" else metric
-    ax.set_title(title if title is not None else (f"{network_a} vs {network_b}: {label}" if network_a else label))
+    marked = _significant(result, metric, significance)
+    if title is None:
+        title = f"{network_a} vs {network_b}: {label}" if network_a else label
+        if marked is not None:
+            correction = result.attrs.get("correction", "corrected")
+            title += f"\n* corrected p < {significance:g} ({correction})"
+    ax.set_title(title)
     if annotate:
         _annotate(ax, image, values, annotate if isinstance(annotate, str) else ".2f")
+    if marked is not None:
+        _mark(ax, image, values, marked, offset=0.3 if annotate else 0.0)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=label)
     if path is not None:
@@ -120,12 +134,31 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     return ax
 
 
+def _significant(result, metric, level):
+    """Cells whose corrected p-value is below ``level``; None when nothing is to be
+    marked (no level, or a result without tests)."""
+    name = f"{metric}_p_corrected"
+    if level is None or not hasattr(result, "data_vars") or name not in result.data_vars:
+        return None
+    return np.nan_to_num(np.asarray(result[name].values, dtype=float), nan=1.0) < level
+
+
+def _text_colour(image, value):
+    red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (1, 1, 1, 1)
+    return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
+
+
+def _mark(ax, image, values, marked, offset):
+    """A star in each marked cell (in its corner when the cell also holds its value)."""
+    for i, j in zip(*np.nonzero(marked)):
+        ax.text(j + offset, i - offset, "*", ha="center", va="center", fontsize=8 if offset else 10,
+                color=_text_colour(image, values[i, j]))
+
+
 def _annotate(ax, image, values, fmt):
     for (i, j), value in np.ndenumerate(values):
-        red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (1, 1, 1, 1)
-        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
         ax.text(j, i, "—" if not np.isfinite(value) else format(value, fmt), ha="center", va="center",
-                fontsize=6, color="white" if dark else "black")
+                fontsize=6, color=_text_colour(image, value))
 
 
 def _comparisons(results, comparisons):
@@ -166,7 +199,8 @@ def job_grid(results, comparisons=None, *, metric="rv2", ncols=None, titles=None
     path : str or Path, optional
         Also save the figure (200 dpi) and close it.
     **options
-        Passed to :func:`heatmap` (``cmap``, ``vmin``, ``vmax``, ``annotate``).
+        Passed to :func:`heatmap` (``cmap``, ``vmin``, ``vmax``, ``annotate``,
+        ``significance``).
 
     Returns
     -------
@@ -189,6 +223,10 @@ def job_grid(results, comparisons=None, *, metric="rv2", ncols=None, titles=None
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     figure.colorbar(image, ax=axes, label=metric.upper() if metric in BOUNDED else metric)
+    level = options.get("significance", MARK_LEVEL)
+    if any(_significant(result, metric, level) is not None for _, result in panels):
+        correction = panels[0][1].attrs.get("correction", "corrected")
+        figure.suptitle(f"* corrected p < {level:g} ({correction})", fontsize="small")
     if path is not None:
         _save(figure, path)
     return figure

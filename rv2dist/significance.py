@@ -32,6 +32,8 @@ TESTED = tuple(NUMERATORS)
 CORRECTIONS = ("holm", "bh")
 # the Mantel variance divides by n - 3
 MIN_OBS = 4
+# corrected p-values below this are starred in heatmaps and on the dashboard page
+MARK_LEVEL = 0.05
 
 
 def _side(stats):
