@@ -195,7 +195,7 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         # weighted rows enter the feature route's products; the gram route has no weights
         extra.append(("bootstrap", bootstrap, job_plan if job_plan.route == "feature"
                       else make_plan(n, widths, widths_b, route="feature", **shared)))
-    job_plan = dataclasses.replace(job_plan, resampling=tuple(extra))
+    job_plan = dataclasses.replace(job_plan, resampling=tuple(extra), tests=tests)
     return names, needed, everything, job_plan, self_job, layers_a, layers_b, device
 
 
@@ -381,7 +381,8 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
     def chunks_for(row_chunks):
         if row_chunks not in layouts:
-            layouts[row_chunks] = _chunk_lists(graph, everything, row_chunks, device, collections, len(layouts))
+            layouts[row_chunks] = _chunk_lists(graph, everything, row_chunks, device, collections, len(layouts),
+                                               shared=bool(job_plan.resampling))
         return layouts[row_chunks]
 
     chunks = chunks_for(job_plan.row_chunks)
@@ -411,21 +412,28 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     return compute_locally(result)
 
 
-def _chunk_lists(graph, layers, row_chunks, device, collections, index):
+def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=False):
     """Per layer, its row chunks laid out by ``row_chunks`` (see :func:`_row_chunk_list`),
     moved to the GPU when the job runs there; dask collections read are appended to
-    ``collections``."""
+    ``collections``.  ``shared``: in-memory chunks become tasks of their own, which the
+    many tasks of resampling refer to instead of each carrying a copy."""
     from .graph import to_device
 
     chunks = []
-    for _, array in layers:
+    for i, (_, array) in enumerate(layers):
         layer_chunks, collection = _row_chunk_list(array, row_chunks)
+        if shared and collection is None:
+            layer_chunks = [graph.add(f"rows-{index}", (i, c), _same, chunk) for c, chunk in enumerate(layer_chunks)]
         chunks.append(layer_chunks)
         collections += [collection] if collection is not None else []
     if device == "gpu" and not all(backend(array) == "cupy" for _, array in layers):
         # chunks are read on the host and moved to the worker's GPU once
         chunks = to_device(graph, chunks, _to_gpu, f"-{index}" if index else "")
     return chunks
+
+
+def _same(value):
+    return value
 
 
 def compute_locally(lazy):

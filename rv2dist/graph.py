@@ -124,13 +124,20 @@ def permuted_statistics(graph, chunks_a, chunks_b, bounds, plan, center, seed, c
     chunks (which start at ``bounds``)."""
     n = plan.n_obs
     edges = chunk_edges(plan.row_chunks)
+    # each layer of b once in the graph (in-memory chunks would otherwise be embedded in,
+    # and shipped with, every gathering task)
+    sources = [graph.add("permutation-source", (i,), _as_list, *layer) for i, layer in enumerate(chunks_b)]
     keys = []
     for k in range(count):
         order = graph.add("permutation", (k,), kernels.permutation, seed, k, n)
-        gathered = [[graph.add("permuted", (k, i, c), _gather, layer, bounds, order, edges[c], edges[c + 1])
-                     for c in range(len(plan.row_chunks))] for i, layer in enumerate(chunks_b)]
+        gathered = [[graph.add("permuted", (k, i, c), _gather, source, bounds, order, edges[c], edges[c + 1])
+                     for c in range(len(plan.row_chunks))] for i, source in enumerate(sources)]
         keys.append(build_statistics(graph, list(chunks_a) + gathered, plan, center, f"-permutation{k}"))
     return keys
+
+
+def _as_list(*parts):
+    return list(parts)
 
 
 def _gather(chunks, bounds, order, start, stop):

@@ -10,7 +10,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from .kernels import SUB_ROWS
+from .kernels import MAX_CUBED_WIDTH, SUB_ROWS
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Plan:
     n_stat_sets: int = 1
     cross_only: bool = False
     resampling: tuple = ()
+    tests: bool = False
 
     @property
     def n_layers(self) -> int:
@@ -105,6 +106,11 @@ class Plan:
             + (f" (alternatives: {others})" if others else ""),
             f"  peak per task  {_bytes(self.peak_task_bytes)} of a {_bytes(self.memory_budget)} budget",
         ]
+        if self.tests:
+            cubed = sum(w**3 for w in self.widths if w <= MAX_CUBED_WIDTH) if self.route == "feature" else 0
+            lines.append("  tests          exact permutation moments from the same sums, no extra pass"
+                         + (f"; skewness from tr(A^3): {_flops(2 * cubed)}" if cubed else
+                            "; normal p-values (the gram route has no tr(A^3))"))
         for kind, count, plan in self.resampling:
             what = ("the cross products of the rows of b permuted" if kind == "permutation"
                     else "every product with Poisson(1) weights on the rows")

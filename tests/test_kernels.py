@@ -54,8 +54,9 @@ def test_feature_kernels_agree_across_namespaces(rng):
     assert kernels.namespace(x_chunks[0]) is not np
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("center", [True, False])
-def test_feature_statistics_agree_across_namespaces(rng, center):
+def test_feature_statistics_agree_across_namespaces(rng, center, weighted):
     """The finalisation batches its device transfers; on a non-numpy namespace it must
     give numpy's statistics for every layer pair of a planned job."""
     from rv2dist.plan import make_plan
@@ -63,19 +64,20 @@ def test_feature_statistics_agree_across_namespaces(rng, center):
     np_chunks = [rng.standard_normal((40, 5)) + 3, rng.standard_normal((40, 7)), rng.standard_normal((40, 2)) * 4]
     plan = make_plan(40, [("a", 5), ("b", 7)], [("c", 2)], memory_budget=8 * 5 * 6 * 6)
     assert len(plan.blocks) > 2  # layers split into pieces across blocks
+    weights = kernels.poisson_weights(1, 0, 40, 1)[:, 0] if weighted else None  # a bootstrap replicate
     results = []
     for chunks in (np_chunks, [xps.asarray(c) for c in np_chunks]):
         shifts = [kernels.first_rows_mean(c, "float64") if center else None for c in chunks]
         sums = [
             kernels.chunk_sums(chunks, plan.blocks, shifts, "float64",
                                [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[a:b]],
-                               plan.n_layers, g == 0)
+                               plan.n_layers, g == 0, weights=weights)
             for g, (a, b) in enumerate(plan.product_groups)
         ]
         results.append(kernels.feature_statistics(
             sums, [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products],
             center))
-    for key in ("cross", "rowdot", "trace", "ones", "rowsum_sq", "rowsum_norm"):
+    for key in ("cross", "rowdot", "trace", "ones", "rowsum_sq", "rowsum_norm", "trace_cubed"):
         np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-12, atol=1e-10)
     assert np.isfinite(results[0]["cross"][:2, 2]).all()
 

@@ -257,3 +257,106 @@ def test_p_values_agree_with_permutation_p_values(n, p, q, strength):
         permutation_p = (1 + np.sum(values >= dense_metric(x, y, metric) - 1e-12)) / (len(values) + 1)
         tolerance = 3 * np.sqrt(permutation_p * (1 - permutation_p) / len(values)) + (0.01 if n >= 100 else 0.05)
         assert abs(float(result[f"{metric}_p"][0, 0]) - permutation_p) <= tolerance, (metric, permutation_p)
+
+
+# --- where people look: command line, job files, heatmaps, the page ----------------------
+
+def _related_stores(rng, folder, n=300):
+    from conftest import relu_network
+
+    a = relu_network(rng, n, (4, 6))
+    b = {"near": a["l1"] @ rng.standard_normal((6, 5)) + 0.5 * rng.standard_normal((n, 5)),
+         "noise": rng.standard_normal((n, 3))}
+    rv2dist.write_activations(folder / "a.zarr", a, network="alpha")
+    rv2dist.write_activations(folder / "b.zarr", b, network="beta")
+
+
+def test_cli_compare_with_tests_and_bootstrap_and_starred_plot(rng, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_store_cli import _run_cli
+
+    from rv2dist import store
+    from rv2dist.plot import heatmap
+
+    _related_stores(rng, tmp_path)
+    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka", "--tests",
+                    "--correction", "bh", "--bootstrap", "6", "--seed", "4", "--out", tmp_path / "r.nc",
+                    "--plot", tmp_path / "r.png")
+    assert done.returncode == 0, done.stderr
+    result = store.read_result(tmp_path / "r.nc")
+    want = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric=["rv2", "cka"], tests=True,
+                              correction="bh", bootstrap=6, seed=4)
+    for name in want.data_vars:
+        np.testing.assert_allclose(result[name].values, want[name].values, rtol=1e-12, atol=1e-300)
+    assert result.attrs["correction"] == "bh" and result.attrs["bootstrap"] == 6
+    assert result["rv2_p_corrected"].sel(layer_b="near").max() < 0.05  # related layers: starred
+    assert result["rv2_p_corrected"].sel(layer_b="noise").min() > 0.05
+    ax = heatmap(result, metric="rv2")
+    stars = [t for t in ax.texts if t.get_text() == "*"]
+    assert len(stars) == int((result["rv2_p_corrected"] < 0.05).sum()) == 2
+    assert "corrected p < 0.05 (bh)" in ax.get_title()
+    assert not [t for t in heatmap(result, metric="rv2", significance=None).texts if t.get_text() == "*"]
+    assert _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.png", "--significance", "0.01").returncode == 0
+
+    for args, named in [(("--permutations", "0"), "permutations must be a positive integer, not 0"),
+                        (("--bootstrap", "-2"), "bootstrap must be a positive integer, not -2"),
+                        (("--confidence", "95"), "confidence must be a number between 0 and 1, not 95.0")]:
+        bad = _run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "x.nc", *args)
+        assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    bad = _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "q.png", "--significance", "5")
+    assert bad.returncode == 2 and "--significance" in bad.stderr
+    assert not (tmp_path / "x.nc").exists() and not (tmp_path / "q.png").exists()
+
+
+def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng, tmp_path):
+    import io
+    import os
+
+    from distributed import Client, LocalCluster
+    from test_service import _chromium, _dump_dom
+
+    from rv2dist import jobs
+
+    _related_stores(rng, tmp_path)
+    job_file = tmp_path / "job.toml"
+
+    def write(extra):
+        job_file.write_text(f'plots = false\nmetrics = ["rv2"]\n{extra}\n[networks]\na = "a.zarr"\nb = "b.zarr"\n'
+                            '[[compare]]\npairs = [["a", "b"]]\n')
+
+    for extra, named in [("permutations = 0", "permutations must be a positive integer, not 0"),
+                         ("bootstrap = true", "bootstrap must be a positive integer, not True"),
+                         ("seed = 1.5", "seed must be a non-negative integer, not 1.5"),
+                         ('correction = "fdr"', "unknown correction 'fdr'")]:
+        write(extra)
+        with pytest.raises(jobs.JobError, match=named):
+            jobs.load_job(job_file)
+    write("tests = true\nbootstrap = 3")
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+        result = rv2dist.open_results(tmp_path / "results")
+        assert {"rv2_p_corrected", "rv2_low", "rv2_high"} <= set(result.data_vars)
+        write("tests = true\nbootstrap = 4")
+        lines = io.StringIO()
+        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
+        assert "recompute a__b" in lines.getvalue() and "bootstrap" in lines.getvalue()
+    if _chromium():
+        report = _dump_dom((tmp_path / "results" / "report.html").as_uri(), tmp_path / "chromium")
+        assert report.count('class="star"') == 2 and "* corrected p &lt; 0.05 (holm)" in report
+
+
+def test_bootstrap_and_permutations_are_the_same_on_one_or_two_workers(rng):
+    from distributed import Client, LocalCluster
+
+    x, y = _pair(rng, 3000, 5, 4)
+    runs = []
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            runs.append(rv2dist.similarity({"x": x}, {"y": y}, metric=["rv2", "cka"], bootstrap=5, permutations=9,
+                                           seed=8, client=client))
+    for name in runs[0].data_vars:
+        np.testing.assert_allclose(runs[1][name].values, runs[0][name].values, rtol=1e-12, atol=1e-15)
