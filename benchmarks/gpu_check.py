@@ -114,6 +114,24 @@ def correctness(dev, rng):
                   "ok": err <= TOLERANCE[key.split(", ")[1].split()[0]]} for key, err in worst.items()}
 
 
+def significance(dev, rng, n):
+    """Tests, permutations and bootstrap on the device against numpy float64 (worst
+    relative difference per added variable), and the cost of tests=True and of 20
+    bootstrap replicates against the plain job, at ``n`` observations."""
+    a, b = relu_layers(rng, n, (64, 256, 1024), np.float32), relu_layers(rng, n, (128, 512), np.float32)
+    options = dict(metric=["rv2", "cka"], tests=True, permutations=5, bootstrap=5, seed=3)
+    ref = rv2dist.similarity(a, b, device="cpu", precision="float64", **options)
+    ga = {k: dev.xp.asarray(v) for k, v in a.items()}
+    gb = {k: dev.xp.asarray(v) for k, v in b.items()}
+    got = rv2dist.similarity(ga, gb, device=dev.kind, **options)
+    errors = {name: relative_error(got[name].values, ref[name].values) for name in ref.data_vars}
+    plain = timed(lambda: rv2dist.similarity(ga, gb, device=dev.kind), 3)[0]
+    tested = timed(lambda: rv2dist.similarity(ga, gb, device=dev.kind, tests=True), 3)[0]
+    boot = timed(lambda: rv2dist.similarity(ga, gb, device=dev.kind, bootstrap=20), 1)[0]
+    return {"worst_relative_difference": max(errors.values()), "by_variable": errors, "plain_s": plain,
+            "tests_over_plain": tested / plain, "bootstrap20_over_plain": boot / plain}
+
+
 def gemm_rates(dev, rng, n):
     rates = {}
     for name in ("float64", "float32"):
@@ -361,6 +379,7 @@ def main():
         "two_workers": lambda: two_workers(dev, n_paper),
         "mixed_cluster": lambda: mixed_cluster(dev, n_paper),
         "local_cuda_cluster": lambda: cuda_cluster(dev, n_paper),
+        "significance": lambda: significance(dev, rng, n_paper),
     }
     for name, check in checks.items():
         if name not in skip:

@@ -166,7 +166,7 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
     if "cka_debiased" in names and n < 4:
         raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
-    if (tests or permutations) and n < significance.MIN_OBS:
+    if tests and n < significance.MIN_OBS:
         raise ValueError(f"tests need at least {significance.MIN_OBS} observations (the permutation variance "
                          f"divides by n - 3), got n = {n}")
     device = _choose_device(device, everything)
@@ -327,9 +327,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Add, per metric ``m`` of ``"rv2"``, ``"rv"``, ``"cka"``, ``"cka_debiased"``:
         ``m_z``, the z-score against the exact mean and variance of ``m`` when the rows
         of one side are randomly permuted (computed from the same sums, no
-        permutations run); ``m_p``, its upper one-sided p-value (normal
-        approximation); ``m_p_corrected``, adjusted across the matrix (see
-        :mod:`rv2dist.significance` and docs/statistics.md).
+        permutations run); ``m_p``, its upper one-sided p-value (a Pearson type III
+        law with the large-n skewness; normal where that is unknown);
+        ``m_p_corrected``, adjusted across the matrix (see :mod:`rv2dist.significance`
+        and docs/statistics.md).
     correction : {"holm", "bh"}
         The adjustment of ``m_p_corrected``: Holm (family-wise error) or
         Benjamini-Hochberg (false discovery rate).
@@ -368,7 +369,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
-    from .graph import TaskGraph, bootstrap_statistics, build_statistics, chunk_edges, permuted_statistics
+    from .graph import TaskGraph, build_statistics
 
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
@@ -387,17 +388,8 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
     chunks = chunks_for(job_plan.row_chunks)
     statistics = [build_statistics(graph, chunks, job_plan, flag) for flag in needed]
-    resampled = {}
-    for kind, count, sub_plan in job_plan.resampling:
-        sub_chunks = chunks_for(sub_plan.row_chunks)
-        seed = resampling[4]
-        if kind == "permutation":
-            n_a = len(layers_a)
-            chunks_b = chunks[n_a:] if layers_b else chunks[:n_a]
-            resampled[kind] = [permuted_statistics(graph, sub_chunks[:n_a], chunks_b, chunk_edges(job_plan.row_chunks)[:-1],
-                                                   sub_plan, flag, seed, count) for flag in needed]
-        else:
-            resampled[kind] = [bootstrap_statistics(graph, sub_chunks, sub_plan, flag, seed, count) for flag in needed]
+    resampled = _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, len(layers_a), self_job,
+                                      resampling[4])
     final = graph.add("result", (), _assemble, statistics, needed, names, center, device, job_plan,
                       [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)],
                       isinstance(metric, str) and not (tests or resampled), list(resampled), list(resampled.values()),
@@ -410,6 +402,24 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     if client is not None:
         return client.compute(result, sync=True)
     return compute_locally(result)
+
+
+def _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, n_layers_a, self_job, seed):
+    """Keys of the permuted and bootstrap statistics, ``{kind: [keys per statistic set]}``;
+    ``chunks_for(row_chunks)`` gives the chunk lists of a sub-plan's layout."""
+    from .graph import bootstrap_statistics, permuted_statistics
+
+    resampled = {}
+    for kind, count, sub_plan in job_plan.resampling:
+        sub_chunks = chunks_for(sub_plan.row_chunks)
+        if kind == "permutation":
+            # b's rows are gathered from the job's own chunks (a's second copy in a self job)
+            chunks_b = chunks[:n_layers_a] if self_job else chunks[n_layers_a:]
+            resampled[kind] = [permuted_statistics(graph, sub_chunks[:n_layers_a], chunks_b, sub_plan, flag, seed, count)
+                               for flag in needed]
+        else:
+            resampled[kind] = [bootstrap_statistics(graph, sub_chunks, sub_plan, flag, seed, count) for flag in needed]
+    return resampled
 
 
 def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=False):

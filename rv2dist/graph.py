@@ -118,10 +118,10 @@ def build_statistics(graph, chunks, plan, center, label=""):
     return ROUTE_BUILDERS[plan.route](graph, chunks, plan, center, label)
 
 
-def permuted_statistics(graph, chunks_a, chunks_b, bounds, plan, center, seed, count):
+def permuted_statistics(graph, chunks_a, chunks_b, plan, center, seed, count):
     """Keys of the statistics of ``a`` against ``b`` with ``b``'s rows permuted, for
     ``count`` seeded permutations; each permuted chunk gathers its rows from ``b``'s
-    chunks (which start at ``bounds``)."""
+    consecutive row chunks."""
     n = plan.n_obs
     edges = chunk_edges(plan.row_chunks)
     # each layer of b once in the graph (in-memory chunks would otherwise be embedded in,
@@ -130,7 +130,7 @@ def permuted_statistics(graph, chunks_a, chunks_b, bounds, plan, center, seed, c
     keys = []
     for k in range(count):
         order = graph.add("permutation", (k,), kernels.permutation, seed, k, n)
-        gathered = [[graph.add("permuted", (k, i, c), _gather, source, bounds, order, edges[c], edges[c + 1])
+        gathered = [[graph.add("permuted", (k, i, c), _gather, source, order, edges[c], edges[c + 1])
                      for c in range(len(plan.row_chunks))] for i, source in enumerate(sources)]
         keys.append(build_statistics(graph, list(chunks_a) + gathered, plan, center, f"-permutation{k}"))
     return keys
@@ -140,8 +140,8 @@ def _as_list(*parts):
     return list(parts)
 
 
-def _gather(chunks, bounds, order, start, stop):
-    return kernels.gather_rows(chunks, bounds, order[start:stop])
+def _gather(chunks, order, start, stop):
+    return kernels.gather_rows(chunks, order[start:stop])
 
 
 def bootstrap_statistics(graph, chunks, plan, center, seed, count):

@@ -72,26 +72,31 @@ def permutation_mean_rv2(x, y, center=True, draws=2000, seed=0):
 
 
 def permuted_values(x, y, metric, center, orders):
-    """``metric`` between ``x`` and ``y`` with y's rows in each of ``orders``, computed
-    in feature space when that is cheaper (the same formulas, written out again)."""
+    """``metric`` between ``x`` and ``y`` with y's rows in each of ``orders``: <A, B_o>
+    from the n x n Grams or from X'Y_o, whichever is cheaper, and the metric from it and
+    the row norms (the formulas written out again)."""
     c = _centred_for(metric, center)
     x, y = _prepare(x, c), _prepare(y, c)
     n = len(x)
-    if x.shape[1] * y.shape[1] > n * n:
-        a = x @ x.T
-        return np.array([_from_grams(a, (y[o] @ y[o].T), metric) for o in orders])
     a, b = np.sum(x * x, axis=1), np.sum(y * y, axis=1)
     xx, yy = np.sum((x.T @ x) ** 2), np.sum((y.T @ y) ** 2)
+    if x.shape[1] * y.shape[1] > n * n:
+        gram_a, gram_b = x @ x.T, y @ y.T
+        crosses = [np.sum(gram_a * gram_b[np.ix_(o, o)]) for o in orders]
+    else:
+        crosses = [np.sum((x.T @ y[o]) ** 2) for o in orders]
+
+    def hsic(cross, rowdot, trace_a, trace_b):
+        return cross - n / (n - 2) * rowdot + trace_a * trace_b / ((n - 1) * (n - 2))
+
     values = []
-    for o in orders:
-        cross, rowdot = np.sum((x.T @ y[o]) ** 2), a @ b[o]
+    for o, cross in zip(orders, crosses):
+        rowdot = a @ b[o]
         if metric == "rv2":
             values.append((cross - rowdot) / np.sqrt((xx - a @ a) * (yy - b @ b)))
         elif metric in ("rv", "cka"):
             values.append(cross / np.sqrt(xx * yy))
         else:
-            def hsic(cr, rd, ta, tb):
-                return cr - n / (n - 2) * rd + ta * tb / ((n - 1) * (n - 2))
             values.append(hsic(cross, rowdot, a.sum(), b.sum())
                           / np.sqrt(hsic(xx, a @ a, a.sum(), a.sum()) * hsic(yy, b @ b, b.sum(), b.sum())))
     return np.array(values)

@@ -41,6 +41,24 @@ def test_gpu_matches_numpy_float64(rng, route, precision):
         assert np.max(np.abs(got[metric].values - want[metric].values)) < 2e-5
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_significance_matches_numpy_float64(rng):
+    """Tests, permutations and bootstrap replicates on CuPy arrays give numpy's values
+    (the permutations and counts depend on the seed only)."""
+    import cupy
+
+    a = relu_network(rng, 600, (7, 40))
+    b = relu_network(rng, 600, (30,))
+    options = dict(metric=["rv2", "cka", "cka_debiased"], tests=True, permutations=7, bootstrap=3, seed=5)
+    want = rv2dist.similarity(a, b, device="cpu", **options)
+    got = rv2dist.similarity({k: cupy.asarray(v) for k, v in a.items()}, {k: cupy.asarray(v) for k, v in b.items()},
+                             **options)
+    assert got.attrs["device"] == "gpu"
+    for name in want.data_vars:
+        np.testing.assert_allclose(got[name].values, want[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 @pytest.mark.skipif(_gpu_available(), reason="checks the error raised without a GPU")
 def test_gpu_requested_without_one_is_a_clear_error(rng):
     with pytest.raises(ValueError, match="device='gpu' needs CuPy"):
