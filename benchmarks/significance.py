@@ -95,8 +95,8 @@ def _mean_and_sd(x, y, metric, center):
 
 
 def validate_p_values(permutations):
-    print(f"\n(2) p-values against {permutations:,} permutations (centred; tolerance 3 MC SE + 0.01 for n >= 100, "
-          "+ 0.08 at n = 20)")
+    print(f"\n(2) p-values against {permutations:,} permutations (centred; tolerance 3 MC SE + 0.01 where the "
+          "permutation p <= 0.5; above, + 0.03 for n >= 100 and + 0.08 at n = 20)")
     rows, worst_excess = [], -1.0
     for n, p, q in GRID:
         for strength in (0.0, 0.02, 0.05):
@@ -109,8 +109,10 @@ def validate_p_values(permutations):
                 exact = (1 + np.sum(values >= dense_metric(x, y, metric) - 1e-12)) / (len(values) + 1)
                 ours = float(result[f"{metric}_p"][0, 0])
                 normal = float(norm.sf(float(result[f"{metric}_z"][0, 0])))
-                # at n = 20 the large-n skewness overstates the exact one (1.4 against 2.0)
-                tolerance = 3 * np.sqrt(exact * (1 - exact) / len(values)) + (0.01 if n >= 100 else 0.08)
+                # the fitted law's lower part (p near 1) is its crudest, at n = 20 most: the
+                # large-n skewness overstates the exact one there (2.0 against 1.4)
+                slack = 0.01 if exact <= 0.5 else 0.03 if n >= 100 else 0.08
+                tolerance = 3 * np.sqrt(exact * (1 - exact) / len(values)) + slack
                 worst_excess = max(worst_excess, abs(ours - exact) - tolerance)
                 rows.append((n, p, q, strength, metric, exact, ours, normal))
     print("      n      p      q  strength  metric  permutation  rv2dist   normal")

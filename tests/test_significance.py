@@ -244,8 +244,9 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job):
 ])
 def test_p_values_agree_with_permutation_p_values(n, p, q, strength):
     """The Pearson III p-value against 5,000 permutations of the dense formulas: within
-    3 Monte Carlo standard errors plus 0.01 (n >= 100), or 0.05 at n = 20, where the
-    large-n skewness overstates the skewness of the exact distribution."""
+    3 Monte Carlo standard errors plus 0.01 where the permutation p <= 0.5; above, plus
+    0.03 (n >= 100) or 0.08 (n = 20, where the large-n skewness overstates the exact
+    one) — the tolerance docs/statistics.md states."""
     rng = np.random.default_rng(1000 * n + p)
     x = rng.standard_normal((n, p))
     x[:, 0] *= 3
@@ -255,7 +256,8 @@ def test_p_values_agree_with_permutation_p_values(n, p, q, strength):
     for metric in TESTED:
         values = permuted_values(x, y, metric, True, orders)
         permutation_p = (1 + np.sum(values >= dense_metric(x, y, metric) - 1e-12)) / (len(values) + 1)
-        tolerance = 3 * np.sqrt(permutation_p * (1 - permutation_p) / len(values)) + (0.01 if n >= 100 else 0.05)
+        slack = 0.01 if permutation_p <= 0.5 else 0.03 if n >= 100 else 0.08
+        tolerance = 3 * np.sqrt(permutation_p * (1 - permutation_p) / len(values)) + slack
         assert abs(float(result[f"{metric}_p"][0, 0]) - permutation_p) <= tolerance, (metric, permutation_p)
 
 
