@@ -272,7 +272,11 @@ def _run_compare(args):
                           layers=args.layers, out=Path(args.out), plot=args.plot, client=client,
                           gpus=args.gpus, align_obs=args.align_obs, precision=args.precision,
                           memory_budget=args.memory_budget, resampling=resampling)
-    print(result[args.metric[0]].to_pandas().round(3).to_string())
+    first = args.metric[0]
+    print(result[first].to_pandas().round(3).to_string())
+    if f"{first}_p_corrected" in result.data_vars:
+        print(f"\n{first}: p-values corrected across the matrix ({args.correction})")
+        print(result[f"{first}_p_corrected"].to_pandas().to_string(float_format="{:.2g}".format))
     print(f"result: {args.out}")
 
 
