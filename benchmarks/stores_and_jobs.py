@@ -76,7 +76,7 @@ def worker_peaks(client, stop, peaks, interval=0.25):
             peaks[worker] = max(peaks.get(worker, 0), value)
 
 
-def bench_d(folder, n_obs, worker_memory, block=23582):
+def bench_d(folder, n_obs, worker_memory, block=23582, metric="rv2"):
     import threading
 
     from distributed import Client, LocalCluster
@@ -95,24 +95,27 @@ def bench_d(folder, n_obs, worker_memory, block=23582):
     local = LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=worker_memory, host="127.0.0.1",
                          dashboard_address="127.0.0.1:0")
     with local, Client(local) as client:
-        print(rv2dist.plan(folder / "a.zarr", folder / "b.zarr", client=client))
+        job_plan = rv2dist.plan(folder / "a.zarr", folder / "b.zarr", client=client)
+        print(job_plan)
         before = set(client.scheduler_info()["workers"])
         peaks, stop = {}, threading.Event()
         sampler = threading.Thread(target=worker_peaks, args=(client, stop, peaks))
         sampler.start()
         begin = time.perf_counter()
         try:
-            result = rv2dist.similarity(folder / "a.zarr", folder / "b.zarr", client=client)
+            result = rv2dist.similarity(folder / "a.zarr", folder / "b.zarr", client=client, metric=metric)
         finally:
             seconds = time.perf_counter() - begin
             stop.set()
             sampler.join()
         after = set(client.scheduler_info()["workers"])
+    rv2 = result if isinstance(metric, str) else result["rv2"]
     peak_text = ", ".join(f"{value / 2**30:.2f} GiB" for value in peaks.values())
     print(f"(d) {n_obs:,} obs from zarr, {workers} workers limited to {worker_memory / 2**30:.2f} GiB each: "
           f"{seconds:.1f} s; peak resident memory per worker {peak_text}; workers replaced: "
           f"{len(before - after)}; BLAS floor (numpy in memory, {block:,}-row blocks) {floor:.1f} s: "
-          f"{floor / seconds:.0%} of the floor's speed; RV2 diagonal {np.round(np.diag(result.values), 3)}")
+          f"{floor / seconds:.0%} of the floor's speed; RV2 diagonal {np.round(np.diag(rv2.values), 3)}")
+    return seconds, floor, job_plan
 
 
 def bench_e(n_obs, units, feature_units, repeat):
