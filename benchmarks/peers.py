@@ -303,7 +303,7 @@ def main():
                 result = watched(tool, n, args.batch, args.peers, args.memory_cap * 1e9, args.time_cap, folder)
                 rows.append((n, tool, result, expected))
                 print(_line(n, tool, result, expected), flush=True)
-    print("\n| n | tool | time | peak RSS | worst difference from float64 (linear CKA / debiased CKA) |")
+    print("\n| n | tool | time | peak memory | worst difference from float64 (linear CKA / debiased CKA) |")
     print("|---|---|---|---|---|")
     for n, tool, result, expected in rows:
         print(_row(n, tool, result, expected))
@@ -314,25 +314,24 @@ def _differences(result, expected):
                       for m in ("cka", "cka_debiased"))
 
 
-def _line(n, tool, result, expected):
+def _cells(result, expected):
+    """(time, peak memory, differences) of one tool's result, as text."""
     if "stopped" in result:
-        return (f"n {n:,} {tool}: infeasible, stopped: {result['stopped']} after {result['after']:.0f} s "
-                f"(reached {result['reached'] / 2**30:.1f} GiB)")
+        return (f"infeasible: stopped, {result['stopped']} after {result['after']:.0f} s",
+                f">= {result['reached'] / 2**30:.1f} GiB", "—")
     if "failed" in result:
-        return f"n {n:,} {tool}: failed: {result['failed']}"
-    return (f"n {n:,} {tool}: {float(result['seconds']):.2f} s, peak {float(result['peak']) / 2**30:.2f} GiB, "
-            f"worst difference {_differences(result, expected)}")
+        return f"failed: {json.dumps(result['failed'])[1:-1]}", "—", "—"
+    return (f"{float(result['seconds']):.2f} s", f"{float(result['peak']) / 2**30:.2f} GiB",
+            _differences(result, expected))
+
+
+def _line(n, tool, result, expected):
+    seconds, peak, differences = _cells(result, expected)
+    return f"n {n:,} {tool}: {seconds}, peak {peak}, worst difference {differences}"
 
 
 def _row(n, tool, result, expected):
-    if "stopped" in result:
-        return (f"| {n:,} | {tool} | infeasible: stopped, {result['stopped']} after {result['after']:.0f} s | "
-                f"≥ {result['reached'] / 2**30:.1f} GiB | — |")
-    if "failed" in result:
-        return f"| {n:,} | {tool} | failed: {json.dumps(result['failed'])[1:-1]} | — | — |"
-    return (f"| {n:,} | {tool} | {float(result['seconds']):.2f} s | {float(result['peak']) / 2**30:.2f} GiB | "
-            f"{_differences(result, expected)} |")
-
+    return "| " + " | ".join([f"{n:,}", tool, *_cells(result, expected)]) + " |"
 
 if __name__ == "__main__":
     main()
