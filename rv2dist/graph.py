@@ -61,6 +61,7 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None):
     return graph.add(
         f"statistics{tag}", (), kernels.feature_statistics, totals,
         [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products], center,
+        plan.tests,
     )
 
 

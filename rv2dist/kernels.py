@@ -344,7 +344,7 @@ def layer_flags(moments, trace, center):
     return flags
 
 
-def feature_statistics(sums, product_pieces, mirrored, center):
+def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
     """Sufficient statistics of every layer pair from the feature route's totals.
 
     Parameters
@@ -361,6 +361,9 @@ def feature_statistics(sums, product_pieces, mirrored, center):
     center : bool
         Whether the statistics are of column-centred data (uncentred ones are of
         unshifted rows).
+    skewness : bool
+        Also compute ``trace_cubed``, which only the tests' skewness uses (centred
+        data only; it costs ``2 p^3`` per layer); NaN otherwise.
 
     Returns
     -------
@@ -384,7 +387,7 @@ def feature_statistics(sums, product_pieces, mirrored, center):
     n_layers = len(moments["colsum"])
     colsum = [_concat_host(c) for c in moments["colsum"]]
     residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
-    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center else None
+    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and skewness else None
     weights = iter(_to_device_together(
         [_piece_indicator(pieces, residual) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
     # per piece pair: m_r' P m_c
@@ -398,7 +401,7 @@ def feature_statistics(sums, product_pieces, mirrored, center):
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in products]
     sum_quads = None if center else [next(reduced) for _ in products]
-    trace_cubed = next(reduced) if center else np.full(n_layers, np.nan)
+    trace_cubed = next(reduced) if cubed is not None else np.full(n_layers, np.nan)
     cross = np.zeros((n_layers, n_layers))
     quad = np.zeros((n_layers, n_layers))
     sum_quad = np.zeros((n_layers, n_layers))

@@ -2,6 +2,7 @@
 bootstrap intervals, held against exhaustive enumeration, Monte Carlo permutations of
 the dense formulas and the dense formulas on resampled data."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -232,10 +233,13 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job):
     edges = np.cumsum((0,) + plan.row_chunks)
     chunks = [[x[start:stop] for start, stop in zip(edges[:-1], edges[1:])] for x in layers]
     graph = TaskGraph("cubed")
-    stats = dask.get(graph.tasks, build_statistics(graph, chunks, plan, True))
+    stats = dask.get(graph.tasks, build_statistics(graph, chunks, dataclasses.replace(plan, tests=True), True))
     for x, value in zip(layers, stats["trace_cubed"]):
         c = (x - x.mean(axis=0)).T @ (x - x.mean(axis=0))
         assert value == pytest.approx(np.trace(c @ c @ c), rel=1e-10)
+    # a job without tests skips the p^3 products: tr(A^3) stays unknown
+    untested = TaskGraph("untested")
+    assert np.isnan(dask.get(untested.tasks, build_statistics(untested, chunks, plan, True))["trace_cubed"]).all()
 
 
 @pytest.mark.parametrize("n, p, q, strength", [
