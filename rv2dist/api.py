@@ -499,14 +499,12 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
     la = job_plan.n_layers_a
     rows = slice(0, la)
     cols = slice(0, la) if job_plan.self_job else slice(la, job_plan.n_layers)
-    coords = {"layer_a": list(names_a), "layer_b": list(names_b)}
+    coords = {"layer_a": ("layer_a", list(names_a), {"long_name": "layer of network a"}),
+              "layer_b": ("layer_b", list(names_b), {"long_name": "layer of network b"})}
 
     def variable(values, name, long_name, description, **attrs):
-        array = xr.DataArray(values, dims=("layer_a", "layer_b"), coords=coords, name=name,
-                             attrs={"long_name": long_name, "description": description, **attrs})
-        array["layer_a"].attrs.update(long_name="layer of network a")
-        array["layer_b"].attrs.update(long_name="layer of network b")
-        return array
+        return xr.DataArray(values, dims=("layer_a", "layer_b"), coords=coords, name=name,
+                            attrs={"long_name": long_name, "description": description, **attrs})
 
     variables = {}
     for name in names:

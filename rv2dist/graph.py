@@ -8,6 +8,8 @@ in a :class:`dask.delayed.Delayed`; nothing runs until that is computed.
 
 from __future__ import annotations
 
+import functools
+
 from . import kernels
 from .plan import SPLIT_EVERY
 
@@ -23,6 +25,14 @@ class TaskGraph:
         key = (f"rv2dist-{what}-{self.token}",) + tuple(index)
         self.tasks[key] = (func, *args)
         return key
+
+    def add_bound(self, what, index, func, static, **dynamic):
+        """Add ``func(**static, **dynamic)``.  ``static`` holds plain data only (no keys):
+        bound into one partial, it is a single literal to dask, which would otherwise walk
+        its nested lists (the plan's blocks and pieces) node by node on every compute;
+        ``dynamic`` values may hold keys."""
+        bound = functools.partial(_call_by_name, functools.partial(func, **static), tuple(dynamic))
+        return self.add(what, index, bound, *dynamic.values())
 
     def tree(self, what, parts):
         """Reduce ``parts`` with :func:`kernels.combine` in a tree of fan-in SPLIT_EVERY."""
@@ -52,17 +62,17 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None):
     totals = []
     for g, group in enumerate(plan.product_groups):
         products = [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[group[0]:group[1]]]
+        static = dict(blocks=blocks, dtype=plan.compute_dtype, products=products, n_layers=plan.n_layers,
+                      moments=g == 0, sub_rows=plan.sub_rows)
         parts = [
-            graph.add(f"chunk{tag}", (c, g), kernels.chunk_sums, [layer[c] for layer in chunks], blocks, shifts,
-                      plan.compute_dtype, products, plan.n_layers, g == 0, plan.sub_rows, weights[c])
+            graph.add_bound(f"chunk{tag}", (c, g), kernels.chunk_sums, static,
+                            chunks=[layer[c] for layer in chunks], shifts=shifts, weights=weights[c])
             for c in range(len(plan.row_chunks))
         ]
         totals.append(graph.tree(f"sum{tag}-{g}", parts))
-    return graph.add(
-        f"statistics{tag}", (), kernels.feature_statistics, totals,
-        [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products], center,
-        plan.tests,
-    )
+    static = dict(product_pieces=[(p.row_pieces, p.col_pieces) for p in plan.products],
+                  mirrored=[p.mirrored for p in plan.products], center=center, skewness=plan.tests)
+    return graph.add_bound(f"statistics{tag}", (), kernels.feature_statistics, static, sums=totals)
 
 
 def gram_statistics(graph, chunks, plan, center, label=""):
@@ -92,6 +102,10 @@ def gram_statistics(graph, chunks, plan, center, label=""):
         f"statistics{tag}", (), kernels.gram_statistics, summary, shifts,
         graph.tree(f"tile-sum{tag}", tiles), graph.tree(f"diagonal-sum{tag}", diagonal), center,
     )
+
+
+def _call_by_name(func, names, *values):
+    return func(**dict(zip(names, values)))
 
 
 def _diagonal_part(prepared):
