@@ -158,7 +158,9 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     Returns
     -------
     dict
-        ``products``: the float64 sums of ``X_b[:, range]' Y_c[:, range]``;
+        ``products``: the sums of ``X_b[:, range]' Y_c[:, range]`` over the chunk's
+        rows, in float64; for a chunk of one sub-block, its products as they are, in the
+        compute dtype (:func:`combine` and :func:`feature_statistics` sum in float64);
         ``moments``: the summed :func:`chunk_moments` (or None).
     """
     xp = namespace(*chunks)
@@ -166,6 +168,9 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
     # equal sub-blocks: a short last one would pay a whole output pass for few rows
     rows = -(-k // -(-k // sub_rows))
+    # one sub-block: its products go on as they are, the float64 sums starting in the
+    # reduction (the same sums, with no float64 copy made here and half the bytes moved)
+    single = rows >= k
     slabs = {b: xp.empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype=getattr(xp, dtype))
              for b in used}
     buffers = [None] * len(products)
@@ -187,17 +192,20 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
             for p, (rb, rr, cb, cr) in enumerate(products):
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
                 buffers[p] = _matmul_into(x.T, y, buffers[p])
+                if single:
+                    continue
                 if totals[p] is None:
                     totals[p] = _f64(buffers[p])
                     if totals[p] is buffers[p]:
                         totals[p] = totals[p] + 0.0
                 else:
                     totals[p] += buffers[p]
-    if dtype != "float64" and not _all_finite(totals + _moment_leaves(summed), xp):
+    sums = buffers if single else totals
+    if dtype != "float64" and not _all_finite(sums + _moment_leaves(summed), xp):
         # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
         # again in float64; non-finite input stays non-finite and is reported as such
         return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights)
-    return {"products": totals, "moments": summed}
+    return {"products": sums, "moments": summed}
 
 
 def _scale_rows(block, factors, xp):
@@ -217,9 +225,10 @@ def _moment_leaves(moments):
 
 
 def _all_finite(arrays, xp):
-    """Whether every value is finite, from one sum per array and one host sync."""
+    """Whether every value is finite, from one float64 sum per array (no float64 copy)
+    and one host sync."""
     with np.errstate(over="ignore", invalid="ignore"):
-        sums = xp.stack([xp.sum(_f64(a)) for a in arrays])
+        sums = xp.stack([xp.sum(a, dtype=xp.float64) for a in arrays])
     return bool(xp.all(xp.isfinite(sums)))
 
 
@@ -299,29 +308,28 @@ def _concat(xp, arrays, axis=0):
     return join(arrays, axis=axis)
 
 
-def _merge(total, part):
-    if isinstance(total, dict):
-        return {key: _merge(total[key], part[key]) for key in total}
-    if isinstance(total, list):
-        return [_merge(t, p) for t, p in zip(total, part)]
-    if total is None:
-        return None
-    return total + part
-
-
 def combine(parts):
-    """Sum partial results of several chunks: dicts of moments, or product arrays, which
-    are accumulated in place into one float64 array."""
-    if isinstance(parts[0], dict):
-        total = parts[0]
-        for part in parts[1:]:
-            total = _merge(total, part)
-        return total
-    total = _f64(parts[0])
-    if total is parts[0]:
-        total = total + 0.0
+    """Sum partial results of several chunks, leaf by leaf: arrays (alone, or in dicts
+    and lists, as :func:`chunk_sums` returns them) in float64, accumulated in place into
+    one float64 copy of the first part's; numbers added; None stays None."""
+    total = _accumulate(None, parts[0])
     for part in parts[1:]:
-        total += part
+        total = _accumulate(total, part)
+    return total
+
+
+def _accumulate(total, part):
+    """``total + part`` for one leaf or structure; ``total`` None for the first part."""
+    if isinstance(part, dict):
+        return {key: _accumulate(None if total is None else total[key], value) for key, value in part.items()}
+    if isinstance(part, list):
+        return [_accumulate(None if total is None else total[i], value) for i, value in enumerate(part)]
+    if part is None or not hasattr(part, "shape"):
+        return part if total is None else total + part
+    if total is None:
+        owned = _f64(part)
+        return owned + 0.0 if owned is part else owned
+    total += part
     return total
 
 
@@ -373,7 +381,7 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
         ``rowsum_norm`` (L,) (see :func:`_row_sums`), ``finite`` and ``undefined``
         flags (L,); entries of pairs not computed are NaN.
     """
-    products = [p for group in sums for p in group["products"]]
+    products = [_f64(p) for group in sums for p in group["products"]]
     xp = namespace(*products)
     # every product's reductions are queued before the host waits for anything, and
     # copied back in one transfer: on a GPU each copy waits for the device; the plain
