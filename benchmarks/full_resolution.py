@@ -22,8 +22,9 @@ the 32 GB is ever held at once.  Three timings in one run:
 The ratio reported is (rv2dist - generation) / floor.
 
 Each part ends with a projection to a cluster of 4 nodes like this machine: the row
-chunks' products spread over 4 times the workers, plus the float64 partial sums of every
-row chunk sent once over a 10 Gb/s link per node (an upper bound: the tree sums mostly
+chunks' products spread over 4 times the workers, plus the partial sums of every row
+chunk (its products in the compute dtype, or float64 sums for a chunk longer than one
+sub-block) sent once over a 10 Gb/s link per node (an upper bound: the tree sums mostly
 combine partials where they were made).  A model, printed as such, not a measurement.
 
     python benchmarks/full_resolution.py [--part h1,h2] [--n-obs N] [--block ROWS]
@@ -76,11 +77,13 @@ def lazy_network(weights, n, block):
 
 def projection(seconds, job_plan):
     """Projected wall time on NODES nodes like this one (see the module's docstring)."""
-    partial = 8 * sum((p.row_range[1] - p.row_range[0]) * (p.col_range[1] - p.col_range[0])
-                      for p in job_plan.products)
-    moved = len(job_plan.row_chunks) * partial / (NODES * LINK_BYTES_PER_S)
+    entries = sum((p.row_range[1] - p.row_range[0]) * (p.col_range[1] - p.col_range[0]) for p in job_plan.products)
+    # a chunk of one sub-block sends its products in the compute dtype, a longer one float64 sums
+    compute_bytes = np.dtype(job_plan.compute_dtype).itemsize
+    sent = sum(entries * (compute_bytes if rows <= job_plan.sub_rows else 8) for rows in job_plan.row_chunks)
+    moved = sent / (NODES * LINK_BYTES_PER_S)
     print(f"projection (a model, not measured) to {NODES} nodes like this machine: {seconds:.0f} s / {NODES} "
-          f"+ at most {moved:.1f} s moving {len(job_plan.row_chunks)} partial sums of {partial / 2**20:.0f} MiB "
+          f"+ at most {moved:.1f} s moving {len(job_plan.row_chunks)} partial sums, {sent / 2**30:.1f} GiB in all "
           f"= {seconds / NODES + moved:.0f} s")
 
 

@@ -12,3 +12,12 @@ def timed(func, repeat):
         value = func()
         times.append(time.perf_counter() - start)
     return min(times), statistics.median(times), value
+
+
+def timed_warm(func):
+    """Seconds of the second of two consecutive calls of ``func`` (the first warms what
+    the second reuses: caches, and memory the first just freed)."""
+    func()
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
