@@ -104,3 +104,22 @@ def test_combine_sums_moments_and_accumulates_products_in_float64():
     total = kernels.combine(parts)
     assert total.dtype == np.float64 and total[0, 0] == 1e8 + 1
     assert parts[0][0, 0] == np.float32(1e8)  # inputs untouched
+    # chunk sums as chunk_sums returns them: float32 products of one sub-block each
+    chunks = [{"products": [p], "moments": None} for p in parts + [parts[1]]]
+    merged = kernels.combine(chunks)
+    assert merged["moments"] is None
+    assert merged["products"][0].dtype == np.float64 and merged["products"][0][0, 0] == 1e8 + 2
+    assert chunks[0]["products"][0][0, 0] == np.float32(1e8)
+
+
+@pytest.mark.parametrize("sub_rows, dtype", [(64, np.float32), (16, np.float64)])
+def test_chunk_products_of_one_sub_block_keep_the_compute_dtype(rng, sub_rows, dtype):
+    """A chunk of one sub-block hands on its product as it is; a longer one sums its
+    sub-blocks in float64; both equal X'Y."""
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    y = rng.standard_normal((40, 2)).astype(np.float32)
+    blocks = [[(0, 0, 3, 0)], [(1, 0, 2, 0)]]
+    sums = kernels.chunk_sums([x, y], blocks, [None, None], "float32", [(0, (0, 3), 1, (0, 2))], 2, sub_rows=sub_rows)
+    product = sums["products"][0]
+    assert product.dtype == dtype
+    np.testing.assert_allclose(product, x.astype(np.float64).T @ y, rtol=1e-5, atol=1e-5)
