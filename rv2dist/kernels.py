@@ -633,7 +633,9 @@ def _float64_row_blocks(chunk, offset, block_bytes=2**25):
         if offset is None:
             view[...] = part
         elif _numpy_like(xp):
-            xp.subtract(part, offset, out=view, dtype=xp.float64)
+            # Inf in a layer makes NaN here, reported afterwards as an error naming it
+            with np.errstate(invalid="ignore"):
+                xp.subtract(part, offset, out=view, dtype=xp.float64)
         else:
             view = _f64(part) - offset
         yield view
