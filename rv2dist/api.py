@@ -482,10 +482,12 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
     resampled = {kind: dict(zip(flags, sets)) for kind, sets in zip(kinds, resampled)}
     layer_names = job_plan.layer_names
     for stats in statistics.values():
-        bad = [layer_names[i] for i, ok in enumerate(stats["finite"]) if not ok]
+        bad = [i for i, ok in enumerate(stats["finite"]) if not ok]
         if bad:
+            # both networks may have a layer of that name
+            side = "" if job_plan.self_job else " of network a" if bad[0] < job_plan.n_layers_a else " of network b"
             raise ValueError(
-                f"layer {bad[0]!r} contains NaN or Inf (or values too large to sum in float64)"
+                f"layer {layer_names[bad[0]]!r}{side} contains NaN or Inf (or values too large to sum in float64)"
             )
     undefined = sorted({layer_names[i] for stats in statistics.values()
                         for i, u in enumerate(stats["undefined"]) if u})
