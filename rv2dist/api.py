@@ -392,6 +392,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
                                       resampling[4])
     final = graph.add("result", (), _assemble, statistics, needed, names, center, device, job_plan,
                       [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)],
+                      [_network_label(a, "a"), _network_label(b, "b")],
                       isinstance(metric, str) and not (tests or resampled), list(resampled), list(resampled.values()),
                       resampling)
     with _gpu_annotation(client, device):
@@ -472,8 +473,13 @@ def _gpu_annotation(client, device):
     return contextlib.nullcontext()
 
 
-def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, single, kinds, resampled,
-              resampling):
+def _network_label(source, side):
+    """How errors name network ``side``: with its path when it came from a store."""
+    return f"network {side} ({os.fspath(source)})" if isinstance(source, (str, os.PathLike)) else f"network {side}"
+
+
+def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, networks, single, kinds,
+              resampled, resampling):
     import xarray as xr
 
     tests, correction, permutations, bootstrap, seed, confidence = resampling
@@ -485,7 +491,7 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         bad = [i for i, ok in enumerate(stats["finite"]) if not ok]
         if bad:
             # both networks may have a layer of that name
-            side = "" if job_plan.self_job else " of network a" if bad[0] < job_plan.n_layers_a else " of network b"
+            side = "" if job_plan.self_job else f" of {networks[0 if bad[0] < job_plan.n_layers_a else 1]}"
             raise ValueError(
                 f"layer {layer_names[bad[0]]!r}{side} contains NaN or Inf (or values too large to sum in float64)"
             )

@@ -27,7 +27,8 @@ def test_nan_or_inf_names_the_layer(good, bad, route, lazy):
     layers = {k: da.from_array(v, chunks=(5, -1)) for k, v in good.items()} if lazy else good
     with pytest.raises(ValueError, match=r"layer 'c2' contains NaN or Inf"):
         rv2dist.similarity(layers, route=route)
-    # two networks with the same layer names: the message says which one
+    # two networks with the same layer names: the message says which one (and, for a
+    # store, its path: test_store_cli)
     with pytest.raises(ValueError, match=r"layer 'c2' of network b contains NaN or Inf"):
         rv2dist.similarity({"c1": good["c1"], "c2": good["c1"] * 2 + 1}, layers, route=route)
 

@@ -71,7 +71,12 @@ def test_cli_compare_info_plot_and_errors(rng, tmp_path):
     assert info.returncode == 0 and "alpha" in info.stdout and "l1" in info.stdout
     assert _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.svg").returncode == 0
 
+    broken = relu_network(rng, 200, (3, 9))
+    broken["l1"][5, 0] = np.inf
+    rv2dist.write_activations(tmp_path / "inf.zarr", broken, network="gamma")
     cases = [
+        (("compare", tmp_path / "a.zarr", tmp_path / "inf.zarr", "--out", tmp_path / "x.nc"),
+         f"layer 'l1' of network b ({tmp_path / 'inf.zarr'}) contains NaN or Inf"),
         (("compare", tmp_path / "nope.zarr", "--out", tmp_path / "x.nc"), "nope.zarr"),
         (("compare", tmp_path / "a.zarr", "--out", tmp_path / "x.txt"), "x.txt"),
         (("compare", tmp_path / "a.zarr", "--out", tmp_path / "no/dir/x.nc"), "does not exist"),
