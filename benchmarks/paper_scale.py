@@ -75,27 +75,35 @@ def main():
     a, b = network(rng, args.n_obs), network(rng, args.n_obs)
     print(rv2dist.plan(a, b))
     floor = floor_products(a, b)
-    rv2dist.similarity(a, b, metric="rv2")  # imports and first calls, outside the timing
-    # alternate the two, so that a shared machine's drift reaches both alike
-    floor_times, ours_times = [], []
-    for _ in range(args.repeat):
-        floor_times.append(timed(floor, 1)[0])
-        ours_times.append(timed(lambda: rv2dist.similarity(a, b, metric="rv2"), 1)[0])
+    def ours():
+        return rv2dist.similarity(a, b, metric="rv2")
+
+    ours()  # imports and first calls, outside the timing
+    floor_times, ours_times = alternate(lambda f: timed(f, 1)[0], floor, ours, args.repeat)
     floor_best, ours_best = min(floor_times), min(ours_times)
     print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}")
     print(f"BLAS floor  best {floor_best:.2f} s  median {statistics.median(floor_times):.2f} s")
     print(f"rv2dist     best {ours_best:.2f} s  median {statistics.median(ours_times):.2f} s")
-    pairs = statistics.median(o / f for o, f in zip(ours_times, floor_times))
-    print(f"ratio (best / best): {ours_best / floor_best:.2f}   median of paired ratios: {pairs:.2f}   target <= 1.15")
-    warm_floor, warm_ours = [], []
-    for _ in range(args.repeat):
-        warm_floor.append(timed_warm(floor))
-        warm_ours.append(timed_warm(lambda: rv2dist.similarity(a, b, metric="rv2")))
-    warm_pairs = statistics.median(o / f for o, f in zip(warm_ours, warm_floor))
+    print(f"ratio (best / best): {ours_best / floor_best:.2f}   median of paired ratios: "
+          f"{paired_median(floor_times, ours_times):.2f}   target <= 1.15")
+    warm_floor, warm_ours = alternate(timed_warm, floor, ours, args.repeat)
     print(f"warm (second of two calls): floor median {statistics.median(warm_floor):.2f} s, rv2dist median "
           f"{statistics.median(warm_ours):.2f} s; ratio best / best {min(warm_ours) / min(warm_floor):.2f}, "
-          f"median of paired ratios {warm_pairs:.2f}")
+          f"median of paired ratios {paired_median(warm_floor, warm_ours):.2f}")
 
+
+def alternate(timer, floor, ours, repeat):
+    """Seconds of ``floor`` and of ``ours`` by ``timer``, taken in turn ``repeat`` times
+    each, so that a shared machine's drift reaches both alike."""
+    floor_times, ours_times = [], []
+    for _ in range(repeat):
+        floor_times.append(timer(floor))
+        ours_times.append(timer(ours))
+    return floor_times, ours_times
+
+
+def paired_median(floor_times, ours_times):
+    return statistics.median(o / f for o, f in zip(ours_times, floor_times))
 
 if __name__ == "__main__":
     main()

@@ -188,18 +188,13 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
                 views = {b: _scale_rows(view, xp.sqrt(sub_weights), xp) for b, view in views.items()}
             if moments:
                 part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers, sub_weights)
-                summed = part if summed is None else combine([summed, part])
+                summed = part if summed is None else _accumulate(summed, part)  # this call's own arrays
             for p, (rb, rr, cb, cr) in enumerate(products):
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
                 buffers[p] = _matmul_into(x.T, y, buffers[p])
                 if single:
                     continue
-                if totals[p] is None:
-                    totals[p] = _f64(buffers[p])
-                    if totals[p] is buffers[p]:
-                        totals[p] = totals[p] + 0.0
-                else:
-                    totals[p] += buffers[p]
+                totals[p] = _accumulate(totals[p], buffers[p])
     sums = buffers if single else totals
     if dtype != "float64" and not _all_finite(sums + _moment_leaves(summed), xp):
         # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
@@ -328,7 +323,7 @@ def _accumulate(total, part):
         return part if total is None else total + part
     if total is None:
         owned = _f64(part)
-        return owned + 0.0 if owned is part else owned
+        return owned + 0.0 if owned is part else owned  # never the part itself: it may be reused
     total += part
     return total
 
