@@ -391,19 +391,19 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
     colsum = [_concat_host(c) for c in moments["colsum"]]
     residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
     cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and skewness else None
+    # per piece pair: m_r' P m_c centred; uncentred, s_r' P s_c with s the column sums
+    # (the |Xs|^2 of the permutation moments), the residual means being zero
     weights = iter(_to_device_together(
-        [_piece_indicator(pieces, residual) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
-    # per piece pair: m_r' P m_c
+        [_piece_indicator(pieces, residual if center else colsum) for rows, cols in product_pieces
+         for pieces in (rows, cols)], xp))
     quads = [next(weights).T @ product @ next(weights) for product in products]
-    if not center:
-        # s_r' P s_c with s the column sums: the |Xs|^2 of the permutation moments
-        sum_weights = iter(_to_device_together(
-            [_piece_indicator(pieces, colsum) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
-        quads += [next(sum_weights).T @ product @ next(sum_weights) for product in products]
     reduced = iter(_to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in products]
-    sum_quads = None if center else [next(reduced) for _ in products]
+    if not center:
+        sum_quads, quads = quads, [np.zeros_like(q) for q in quads]
+    else:
+        sum_quads = None
     trace_cubed = next(reduced) if cubed is not None else np.full(n_layers, np.nan)
     cross = np.zeros((n_layers, n_layers))
     quad = np.zeros((n_layers, n_layers))
@@ -431,10 +431,10 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
     norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
     sq = np.array([r @ r for r in residual])
     # a_i y_i summed, restricted to layer m's columns: row l of N'X over layer m
-    nx_dot = np.array(
-        [[np.concatenate([p[l] for p in norm_cross[m]]) @ residual[m] if norm_cross[m] else 0.0
-          for m in range(n_layers)] for l in range(n_layers)]
-    )
+    nx_dot = np.zeros((n_layers, n_layers))
+    for m, parts in enumerate(norm_cross):
+        if parts:
+            nx_dot[:, m] = np.concatenate(parts, axis=1) @ residual[m]
     # |x_i - mean|^2 = a'_i - 2 x'_i.mean' + |mean'|^2 with x' the shifted rows, mean' their mean
     rowdot = (
         norm_outer
