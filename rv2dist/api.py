@@ -380,10 +380,15 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     collections = []
     layouts = {}
 
+    # where each row chunk has one consumer, a stored chunk is read by that task: no
+    # read task, and no chunk moved between workers
+    read_in_task = (device == "cpu" and job_plan.route == "feature" and not job_plan.resampling
+                    and len(job_plan.product_groups) == 1 and len(needed) == 1)
+
     def chunks_for(row_chunks):
         if row_chunks not in layouts:
             layouts[row_chunks] = _chunk_lists(graph, everything, row_chunks, device, collections, len(layouts),
-                                               shared=bool(job_plan.resampling))
+                                               shared=bool(job_plan.resampling), read_in_task=read_in_task)
         return layouts[row_chunks]
 
     chunks = chunks_for(job_plan.row_chunks)
@@ -423,15 +428,22 @@ def _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, n_layers_
     return resampled
 
 
-def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=False):
+def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=False, read_in_task=False):
     """Per layer, its row chunks laid out by ``row_chunks`` (see :func:`_row_chunk_list`),
     moved to the GPU when the job runs there; dask collections read are appended to
     ``collections``.  ``shared``: in-memory chunks become tasks of their own, which the
-    many tasks of resampling refer to instead of each carrying a copy."""
+    many tasks of resampling refer to instead of each carrying a copy.  ``read_in_task``:
+    a layer read from a store as it is comes as row ranges (:func:`store.row_ranges`)
+    that the one task using each chunk reads itself."""
     from .graph import to_device
+    from .store import row_ranges
 
     chunks = []
     for i, (_, array) in enumerate(layers):
+        ranges = row_ranges(array, row_chunks) if read_in_task else None
+        if ranges is not None:
+            chunks.append(ranges)
+            continue
         layer_chunks, collection = _row_chunk_list(array, row_chunks)
         if shared and collection is None:
             layer_chunks = [graph.add(f"rows-{index}", (i, c), _same, chunk) for c, chunk in enumerate(layer_chunks)]

@@ -49,7 +49,27 @@ class TaskGraph:
 def _shifts(graph, chunks, dtype, center, tag):
     if not center:
         return [None] * len(chunks)
-    return [graph.add(f"shift{tag}", (i,), kernels.first_rows_mean, layer[0], dtype) for i, layer in enumerate(chunks)]
+    return [graph.add(f"shift{tag}", (i,), _first_rows_mean, _head(layer[0], kernels.SHIFT_ROWS), dtype)
+            for i, layer in enumerate(chunks)]
+
+
+def _head(chunk, count):
+    """The first ``count`` rows of a chunk given as a row range to read; else the chunk."""
+    return chunk.first_rows(count) if hasattr(chunk, "first_rows") else chunk
+
+
+def _read(chunk):
+    """A chunk given as a row range (see :func:`rv2dist.store.row_ranges`), read here,
+    in the task that uses it; any other chunk as it is."""
+    return chunk.read_rows() if hasattr(chunk, "read_rows") else chunk
+
+
+def _first_rows_mean(chunk, dtype):
+    return kernels.first_rows_mean(_read(chunk), dtype)
+
+
+def _chunk_sums(chunks, **arguments):
+    return kernels.chunk_sums([_read(chunk) for chunk in chunks], **arguments)
 
 
 def feature_statistics(graph, chunks, plan, center, label="", weights=None):
@@ -65,7 +85,7 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None):
         static = dict(blocks=blocks, dtype=plan.compute_dtype, products=products, n_layers=plan.n_layers,
                       moments=g == 0, sub_rows=plan.sub_rows)
         parts = [
-            graph.add_bound(f"chunk{tag}", (c, g), kernels.chunk_sums, static,
+            graph.add_bound(f"chunk{tag}", (c, g), _chunk_sums, static,
                             chunks=[layer[c] for layer in chunks], shifts=shifts, weights=weights[c])
             for c in range(len(plan.row_chunks))
         ]

@@ -18,6 +18,7 @@ import os
 import shutil
 import uuid
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -480,8 +481,41 @@ def _with_checked_reads(dataset, path, checksums):
         reader = _CheckedLayer(str(path), name, variable.shape, variable.dtype)
         data = da.from_array(reader, chunks=variable.chunks, name=f"rv2dist-read-{name}-{token}",
                              meta=np.empty((0,) * variable.ndim, dtype=variable.dtype))
+        _STORED_LAYERS[data.name] = reader
         dataset[name] = variable.copy(data=data)
     return dataset
+
+
+# dask array name -> the layer it reads as it is; an entry lives as long as its array
+_STORED_LAYERS = weakref.WeakValueDictionary()
+
+
+def row_ranges(array, row_chunks):
+    """Per row chunk of ``row_chunks``, a :class:`RowRange` of ``array`` when it is a
+    float layer read from a store as it is (no operation since
+    :func:`open_activations`); None for any other array."""
+    layer = _STORED_LAYERS.get(getattr(array, "name", None))
+    if layer is None or layer.dtype.kind != "f":
+        return None
+    bounds = np.cumsum((0,) + tuple(row_chunks))
+    return [RowRange(layer, int(start), int(stop)) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+class RowRange:
+    """Rows ``start:stop`` of a stored layer, read by the task that uses them: a job whose
+    chunk tasks read their own rows moves no row chunk between workers."""
+
+    def __init__(self, layer, start, stop):
+        self.layer, self.start, self.stop = layer, start, stop
+
+    def first_rows(self, count):
+        """The first ``count`` rows of this range, as a range."""
+        return RowRange(self.layer, self.start, min(self.stop, self.start + count))
+
+    def read_rows(self):
+        """The rows as a ``(rows, units)`` array (a read failure as :class:`_CheckedLayer`'s)."""
+        block = self.layer[(slice(self.start, self.stop),) + (slice(None),) * (self.layer.ndim - 1)]
+        return block.reshape(block.shape[0], -1)
 
 
 class _CheckedLayer:

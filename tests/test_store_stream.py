@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import rv2dist
 from conftest import relu_network
+from reference import dense_matrix
 from rv2dist import store, transforms
 from test_store_cli import _run_cli
 
@@ -135,6 +136,25 @@ def test_align_by_id_reorders_b(rng, tmp_path):
     rv2dist.write_activations(tmp_path / "c.zarr", a, obs=np.r_[ids[:-1], ["extra"]])
     with pytest.raises(ValueError, match="observation 's119' of a is not in b"):
         rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "c.zarr", align_obs=True)
+
+
+def test_stored_chunks_are_read_by_the_task_that_uses_them(rng, tmp_path):
+    """A job from two stores of different chunkings has no read task: each chunk task
+    reads its rows (spanning stored chunks) itself; the values are the dense formulas'.
+    With resampling, chunks are read once by tasks of their own."""
+    a = relu_network(rng, 900, (5, 7), dtype=np.float32)
+    b = relu_network(rng, 900, (3, 6), dtype=np.float32)
+    rv2dist.write_activations(tmp_path / "a.zarr", a, chunk_bytes=7 * 4 * 100)
+    rv2dist.write_activations(tmp_path / "b.zarr", b, chunk_bytes=6 * 4 * 150)
+    paths = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    lazy = rv2dist.similarity(*paths, metric=["rv2", "cka"], memory_budget=2**14, compute=False)
+    assert not [key for key in dict(lazy.dask) if "rv2dist-read" in str(key)]
+    result = lazy.compute()
+    for metric in ("rv2", "cka"):
+        expected = dense_matrix(a, b, metric)
+        np.testing.assert_allclose(result[metric].values, expected, rtol=2e-5, atol=1e-6)
+    resampled = rv2dist.similarity(*paths, bootstrap=2, compute=False)
+    assert [key for key in dict(resampled.dask) if "rv2dist-read" in str(key)]
 
 
 def test_preprocess_matches_numpy(rng):
