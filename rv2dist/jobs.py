@@ -442,6 +442,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
 
     # for the report: how each comparison runs (shapes only, no data read)
     plans = {c: repr(plan(*sides(c), **options)) for c in job.comparisons}
+    # a store in several comparisons keeps read tasks of its own, which their graphs share
+    for name in used:
+        if sum(name in (c.a, c.b) for c in todo) > 1:
+            store.share_reads(datasets[name])
     lazies, tokens, task_totals = [], {}, {}
     for comparison in todo:
         lazy = similarity(*sides(comparison), **options, compute=False)

@@ -501,6 +501,14 @@ def row_ranges(array, row_chunks):
     return [RowRange(layer, int(start), int(stop)) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
+def share_reads(dataset):
+    """Have the layers of ``dataset`` (from :func:`open_activations`) read by tasks of
+    their own, as any dask array is, instead of by the tasks that use them: the graphs of
+    several comparisons then share those reads, and each chunk is read once."""
+    for name in dataset.data_vars:
+        _STORED_LAYERS.pop(getattr(dataset[name].data, "name", None), None)
+
+
 class RowRange:
     """Rows ``start:stop`` of a stored layer, read by the task that uses them: a job whose
     chunk tasks read their own rows moves no row chunk between workers."""

@@ -91,11 +91,22 @@ def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
     assert [name for name in final if final[name] != after[name]] == ["ref__small.nc"]
 
 
-def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path):
-    """In-process: a reference against two networks; the board counts every rv2dist
-    task of each comparison and holds the finished matrices."""
+def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path, monkeypatch):
+    """In-process: a reference against two networks; each chunk of the reference is read
+    once for both comparisons; the board counts every rv2dist task of each comparison
+    and holds the finished matrices."""
+    import collections
+
     from distributed import Client, LocalCluster
 
+    reads = collections.Counter()
+    read = store._CheckedLayer.__getitem__
+
+    def counted(layer, key):
+        reads[(os.path.basename(layer.path), layer.name, str(key))] += 1
+        return read(layer, key)
+
+    monkeypatch.setattr(store._CheckedLayer, "__getitem__", counted)
     _stores(tmp_path, rng, {"ref": 900, "x": 900, "y": 900})
     job = jobs.load_job(_write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}], metrics=["cka", "rv2"]))
     assert [c.name for c in job.comparisons] == ["ref__x", "ref__y"]
@@ -106,6 +117,10 @@ def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path):
             "ref__x", "ref__y"]
         snapshot = cluster.scheduler.plugins["rv2dist"].snapshot()
         link = client.dashboard_link
+    # x and y, in one comparison each, are read by the tasks that use them (their
+    # shifts read their first rows besides)
+    assert {path for path, _, _ in reads} == {"ref.zarr", "x.zarr", "y.zarr"}
+    assert {count for (path, _, _), count in reads.items() if path == "ref.zarr"} == {1}
     latest = snapshot["jobs"][0]
     assert latest["status"] == "finished" and latest["comparisons_done"] == 2
     for entry in latest["comparisons"]:
