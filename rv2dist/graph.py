@@ -1,7 +1,8 @@
 """One dask graph for a whole job, built from a :class:`~rv2dist.plan.Plan`.
 
-Every row chunk of every layer is read once and serves every product it belongs to;
-all sums over observations are tree reductions of float64 partials.  The graph is a
+Every row chunk of every layer is read once and serves every product it belongs to (a
+stored chunk with one consumer is read by that task, so no chunk moves between
+workers); all sums over observations are tree reductions of float64 partials.  The graph is a
 plain task mapping (built in one pass, without per-call collection merging), wrapped
 in a :class:`dask.delayed.Delayed`; nothing runs until that is computed.
 """
