@@ -75,6 +75,7 @@ def main():
     a, b = network(rng, args.n_obs), network(rng, args.n_obs)
     print(rv2dist.plan(a, b))
     floor = floor_products(a, b)
+
     def ours():
         return rv2dist.similarity(a, b, metric="rv2")
 
@@ -104,6 +105,7 @@ def alternate(timer, floor, ours, repeat):
 
 def paired_median(floor_times, ours_times):
     return statistics.median(o / f for o, f in zip(ours_times, floor_times))
+
 
 if __name__ == "__main__":
     main()

@@ -2,9 +2,10 @@
 
 Every row chunk of every layer is read once and serves every product it belongs to (a
 stored chunk with one consumer is read by that task, so no chunk moves between
-workers); all sums over observations are tree reductions of float64 partials.  The graph is a
-plain task mapping (built in one pass, without per-call collection merging), wrapped
-in a :class:`dask.delayed.Delayed`; nothing runs until that is computed.
+workers); all sums over observations are tree reductions of float64 partials.  The
+graph is a plain task mapping (built in one pass, without per-call collection
+merging), wrapped in a :class:`dask.delayed.Delayed`; nothing runs until that is
+computed.
 """
 
 from __future__ import annotations
