@@ -351,7 +351,9 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Level of the bootstrap intervals (default 0.95).
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
-        computed; nothing is read or computed before that.
+        computed; nothing is read or computed before that.  Its tasks keep the arrays
+        they read stored rows into (about one row chunk of every layer per worker
+        thread) for the next job; :func:`rv2dist.store.release_read_buffers` frees them.
 
     Returns
     -------
@@ -405,9 +407,15 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     result = Delayed(final, layer, layer=final[0])
     if not compute:
         return result
-    if client is not None:
-        return client.compute(result, sync=True)
-    return compute_locally(result)
+    from .store import release_read_buffers
+
+    try:
+        if client is not None:
+            return client.compute(result, sync=True)
+        return compute_locally(result)
+    finally:
+        if read_in_task:
+            release_read_buffers(client)
 
 
 def _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, n_layers_a, self_job, seed):

@@ -175,6 +175,7 @@ def _compute_with_progress(lazy, client):
     from . import dashboard
     from .cluster import watch
     from .progress import ProgressBar
+    from .store import release_read_buffers
 
     token = dashboard.task_token(lazy.key)
     total = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
@@ -184,9 +185,12 @@ def _compute_with_progress(lazy, client):
         def show_done():
             bar.update(client.run_on_scheduler(dashboard.tasks_done_on_board, [token]).get(token, 0) - bar.done)
 
-        for finished in watch(client, [future], on_poll=show_done):
-            bar.update(total - bar.done)
-            return finished.result()
+        try:
+            for finished in watch(client, [future], on_poll=show_done):
+                bar.update(total - bar.done)
+                return finished.result()
+        finally:
+            release_read_buffers(client)
 
 
 def _device(gpus, client):

@@ -10,6 +10,7 @@ computed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from . import kernels
@@ -60,18 +61,30 @@ def _head(chunk, count):
     return chunk.first_rows(count) if hasattr(chunk, "first_rows") else chunk
 
 
-def _read(chunk):
-    """A chunk given as a row range (see :func:`rv2dist.store.row_ranges`), read here,
-    in the task that uses it; any other chunk as it is."""
-    return chunk.read_rows() if hasattr(chunk, "read_rows") else chunk
+@contextlib.contextmanager
+def _reading(chunks):
+    """The chunks as arrays: one given as a row range (see
+    :func:`rv2dist.store.row_ranges`) read here, in the task that uses it, into a buffer
+    given back when the block ends; any other chunk as it is."""
+    arrays = []
+    try:
+        for chunk in chunks:
+            arrays.append(chunk.read_rows() if hasattr(chunk, "read_rows") else chunk)
+        yield arrays
+    finally:
+        for chunk, array in zip(chunks, arrays):
+            if hasattr(chunk, "recycle"):
+                chunk.recycle(array)
 
 
 def _first_rows_mean(chunk, dtype):
-    return kernels.first_rows_mean(_read(chunk), dtype)
+    with _reading([chunk]) as (rows,):
+        return kernels.first_rows_mean(rows, dtype)
 
 
 def _chunk_sums(chunks, **arguments):
-    return kernels.chunk_sums([_read(chunk) for chunk in chunks], **arguments)
+    with _reading(chunks) as arrays:
+        return kernels.chunk_sums(arrays, **arguments)
 
 
 def feature_statistics(graph, chunks, plan, center, label="", weights=None):

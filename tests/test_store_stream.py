@@ -149,12 +149,39 @@ def test_stored_chunks_are_read_by_the_task_that_uses_them(rng, tmp_path):
     paths = tmp_path / "a.zarr", tmp_path / "b.zarr"
     lazy = rv2dist.similarity(*paths, metric=["rv2", "cka"], memory_budget=2**14, compute=False)
     assert not [key for key in dict(lazy.dask) if "rv2dist-read" in str(key)]
-    result = lazy.compute()
-    for metric in ("rv2", "cka"):
-        expected = dense_matrix(a, b, metric)
-        np.testing.assert_allclose(result[metric].values, expected, rtol=2e-5, atol=1e-6)
+    # one thread: each task reads into the buffers the one before gave back (the last,
+    # shorter chunk into a view of them); two threads: each keeps its own
+    for scheduler in ("sync", "threads", "threads"):
+        result = lazy.compute(scheduler=scheduler)
+        for metric in ("rv2", "cka"):
+            expected = dense_matrix(a, b, metric)
+            np.testing.assert_allclose(result[metric].values, expected, rtol=2e-5, atol=1e-6)
+    assert store.READ_BUFFERS.nbytes > 0
+    # a store against itself: its chunks are read twice per task, into two buffers
+    same = rv2dist.similarity(paths[0], paths[0], memory_budget=2**14)
+    np.testing.assert_allclose(same.values, dense_matrix(a, a, "rv2"), rtol=2e-5, atol=1e-6)
+    assert store.READ_BUFFERS.nbytes == 0  # freed at the end of the job
     resampled = rv2dist.similarity(*paths, bootstrap=2, compute=False)
     assert [key for key in dict(resampled.dask) if "rv2dist-read" in str(key)]
+
+
+def test_read_buffers_are_lent_once_and_reused():
+    """A kept buffer goes to one read at a time; a shorter read gets a view of its first
+    rows; buffers are kept per shape of the other axes and dtype, and released."""
+    buffers = store.ReadBuffers()
+    first, second = buffers.lend((8, 3), np.float32), buffers.lend((8, 3), np.float32)
+    assert not np.shares_memory(first, second)
+    buffers.give_back(first)
+    shorter = buffers.lend((5, 3), np.float32)
+    assert shorter.shape == (5, 3) and shorter.flags.c_contiguous and np.shares_memory(shorter, first)
+    assert not np.shares_memory(buffers.lend((5, 3), np.float32), first)  # not lent twice
+    assert not np.shares_memory(buffers.lend((5, 4), np.float32), first)
+    assert not np.shares_memory(buffers.lend((5, 3), np.float64), first)
+    buffers.give_back(shorter.reshape(5, 3, 1)[:, :, 0])  # a view of a view: the whole comes back
+    assert buffers.nbytes == 8 * 3 * 4
+    assert buffers.lend((9, 3), np.float32).shape == (9, 3)  # too short to serve: a new one
+    buffers.release()
+    assert buffers.nbytes == 0
 
 
 def test_preprocess_matches_numpy(rng):
