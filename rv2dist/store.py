@@ -543,11 +543,11 @@ class ReadBuffers:
     """Arrays that stored rows are read into, kept per thread between tasks.
 
     A fresh array per read costs a page fault on every page, and on a VM that hands free
-    memory back to its host a fault costs several times the read itself (measured: a
-    zarr read into a reused array runs 2.9x as fast).  A thread lends at most the
-    buffers of one task at a time, so a worker holds about one row chunk of every layer
-    per thread: the memory its tasks use anyway.  :meth:`release` frees them all (the
-    end of a job)."""
+    memory back to its host a fault costs more than decoding the page (measured: stored
+    chunks decoded into kept arrays 1,155 MiB/s, into fresh ones 360 MiB/s, zarr's own
+    reads 242 MiB/s).  A thread lends at most the buffers of one task at a time, so a
+    worker holds about one row chunk of every layer per thread: the memory its tasks
+    use anyway.  :meth:`release` frees them all (the end of a job)."""
 
     def __init__(self):
         self._lock = threading.Lock()

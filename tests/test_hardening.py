@@ -107,6 +107,20 @@ def test_corrupt_chunk_is_a_clean_error_from_the_workers(rng, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "another chunk's frame"])
+def test_chunk_that_decodes_to_the_wrong_rows_is_a_clean_error(rng, tmp_path, damage):
+    """A stored chunk decoded straight into the task's buffer: a truncated file, or a
+    valid frame of another size, is an error naming the rows, never other numbers."""
+    path, _ = _chunked_store(tmp_path, rng)
+    chunk = path / "l1" / "c" / "2" / "0"
+    if damage == "truncated":
+        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    else:
+        chunk.write_bytes((path / "l0" / "c" / "2" / "0").read_bytes())  # 5 units, not 7
+    with pytest.raises(store.StoreError, match=r"layer 'l1', rows 200 to 299, cannot be read"):
+        rv2dist.similarity(path)
+
+
 def _foreign_store(path, layers, obs=None):
     n = len(next(iter(layers.values())))
     dataset = xr.Dataset({name: (("obs", f"{name}_unit"), value) for name, value in layers.items()},

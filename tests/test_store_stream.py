@@ -165,6 +165,34 @@ def test_stored_chunks_are_read_by_the_task_that_uses_them(rng, tmp_path):
     assert [key for key in dict(resampled.dask) if "rv2dist-read" in str(key)]
 
 
+def test_stored_rows_read_into_buffers_equal_zarrs(rng, tmp_path):
+    """Row ranges of a store read by the tasks that use them (whole stored chunks decoded
+    from their files, edges through zarr) hold zarr's values, for flat and 4-d layers,
+    ranges within a chunk, across chunks and up to the short last one; a store of
+    other codecs reads through zarr alone."""
+    import zarr
+
+    layers = {"conv": rng.standard_normal((1030, 2, 3, 4)).astype(np.float32),
+              "fc": rng.standard_normal((1030, 9)).astype(np.float32)}
+    written = tmp_path / "s.zarr"
+    rv2dist.write_activations(written, layers, chunk_bytes=24 * 4 * 100)
+    foreign = tmp_path / "f.zarr"
+    xr.Dataset({name: (("obs",) + tuple(f"{name}_{i}" for i in range(1, value.ndim)), value)
+                for name, value in layers.items()}).chunk({"obs": 100}).to_zarr(foreign, zarr_format=3, consolidated=False)
+    (whole,) = store.row_ranges(store.open_activations(written)["fc"].data, (1030,))
+    assert isinstance(whole, store.RowRange)  # the writer's stores are read in the tasks
+    for path, direct in ((written, True), (foreign, False)):
+        for name, expected in layers.items():
+            assert store._blosc_only(zarr.open_array(path / name, mode="r")) is direct
+            layer = store._CheckedLayer(str(path), name, expected.shape, expected.dtype)
+            for start, stop in ((0, 100), (100, 400), (150, 250), (130, 140), (900, 1030), (1000, 1030)):
+                rows = store.RowRange(layer, start, stop)
+                read = rows.read_rows()
+                np.testing.assert_array_equal(read, expected[start:stop].reshape(stop - start, -1))
+                rows.recycle(read)
+    store.release_read_buffers()
+
+
 def test_read_buffers_are_lent_once_and_reused():
     """A kept buffer goes to one read at a time; a shorter read gets a view of its first
     rows; buffers are kept per shape of the other axes and dtype, and released."""
