@@ -409,13 +409,15 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         return result
     from .store import release_read_buffers
 
-    try:
-        if client is not None:
-            return client.compute(result, sync=True)
-        return compute_locally(result)
-    finally:
-        if read_in_task:
-            release_read_buffers(client)
+    if client is None:
+        try:
+            return compute_locally(result)
+        finally:
+            release_read_buffers()
+    computed = client.compute(result, sync=True)
+    if read_in_task:
+        release_read_buffers(client)
+    return computed
 
 
 def _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, n_layers_a, self_job, seed):

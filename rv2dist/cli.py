@@ -185,12 +185,11 @@ def _compute_with_progress(lazy, client):
         def show_done():
             bar.update(client.run_on_scheduler(dashboard.tasks_done_on_board, [token]).get(token, 0) - bar.done)
 
-        try:
-            for finished in watch(client, [future], on_poll=show_done):
-                bar.update(total - bar.done)
-                return finished.result()
-        finally:
+        for finished in watch(client, [future], on_poll=show_done):
+            bar.update(total - bar.done)
+            result = finished.result()
             release_read_buffers(client)
+            return result
 
 
 def _device(gpus, client):

@@ -510,7 +510,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         raise
     finally:
         bar.close()
-        store.release_read_buffers(client)
+    store.release_read_buffers(client)
     post({}, status="failed" if failed else "finished")
     combined = _write_combined(job, finished, networks)
     if combined is not None:

@@ -591,8 +591,9 @@ READ_BUFFERS = ReadBuffers()
 
 def release_read_buffers(client=None):
     """Free the arrays kept for reading stored rows (see :class:`ReadBuffers`), in this
-    process and on every worker of ``client``: the end of a job.  Best effort: a
-    cluster that has gone away has nothing left to free."""
+    process and on every worker of ``client``: the end of a job that finished (after a
+    failure the workers keep them until the next job ends, rather than the user wait on
+    a cluster that may be gone)."""
     READ_BUFFERS.release()
     if client is not None and client.status == "running":
         with contextlib.suppress(Exception):
