@@ -459,8 +459,7 @@ def _verify_chunks(path: Path):
             continue
         rows = array.chunks[0]
         for index in range(len(sums)):
-            key = array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))
-            if not (path / name / key).exists():
+            if not os.path.exists(_row_chunk_file(path, name, array, index)):
                 what = "observation ids" if name == "obs" else f"layer {name!r}"
                 raise StoreError(f"{path}: {what} is missing chunk {index} (rows {index * rows:,} to "
                                  f"{min(array.shape[0], (index + 1) * rows) - 1:,}): the store is damaged; write it again")
@@ -567,7 +566,7 @@ class ReadBuffers:
 
     def give_back(self, array):
         """Keep ``array`` (or the array it is a row view of) for this thread's next reads."""
-        whole = array if array.base is None else array.base
+        whole = array
         while whole.base is not None:
             whole = whole.base
         key = (threading.get_ident(), tuple(whole.shape[1:]), whole.dtype.str)
@@ -607,16 +606,17 @@ class _CheckedLayer:
     def __init__(self, path, name, shape, dtype):
         self.path, self.name, self.shape, self.dtype = path, name, tuple(shape), np.dtype(dtype)
         self.ndim = len(self.shape)
-        self._array = None
+        self._array = self._blosc_only = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_array": None}
+        return {**self.__dict__, "_array": None, "_blosc_only": None}
 
     def _open(self):
         import zarr
 
         if self._array is None:
             self._array = zarr.open_array(os.path.join(self.path, self.name), mode="r")
+            self._blosc_only = _blosc_only(self._array)
         return self._array
 
     def __getitem__(self, key):
@@ -636,12 +636,11 @@ class _CheckedLayer:
         try:
             array = self._open()
             step = array.chunks[0]
-            direct = _blosc_only(array)
             for index in range(start // step, -(-stop // step)):
                 first, last = max(start, index * step), min(stop, (index + 1) * step)
                 target = out[first - start : last - start]
                 whole = first == index * step and last == (index + 1) * step
-                if not (direct and whole and self._decode_chunk(array, index, target)):
+                if not (self._blosc_only and whole and self._decode_chunk(array, index, target)):
                     rows = (slice(first, last),) + (slice(None),) * (self.ndim - 1)
                     array.get_basic_selection(rows, out=_zarr_out(target))
         except Exception as error:
@@ -652,7 +651,7 @@ class _CheckedLayer:
         has no file (zarr then gives its fill value)."""
         from numcodecs import blosc
 
-        path = os.path.join(self.path, self.name, array.metadata.encode_chunk_key((index,) + (0,) * (self.ndim - 1)))
+        path = _row_chunk_file(self.path, self.name, array, index)
         try:
             file = open(path, "rb", buffering=0)
         except FileNotFoundError:
@@ -677,6 +676,12 @@ class _CheckedLayer:
         where = f"rows {rows.start:,} to {rows.stop - 1:,}" if isinstance(rows, slice) and rows.stop else "a chunk"
         return StoreError(f"{self.path}: layer {self.name!r}, {where}, cannot be read "
                           f"({type(error).__name__}: {error}); the store is damaged")
+
+
+def _row_chunk_file(path, name, array, index):
+    """The file of stored row chunk ``index`` of layer ``name`` (the first chunk along
+    the other axes)."""
+    return os.path.join(path, name, array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1)))
 
 
 def _blosc_only(array):
