@@ -4,13 +4,19 @@ import statistics
 import time
 
 
-def timed(func, repeat):
-    """Run ``func`` ``repeat`` times; return (best seconds, median seconds, last value)."""
+def run_times(func, repeat):
+    """Run ``func`` ``repeat`` times; return (list of seconds, last value)."""
     times, value = [], None
     for _ in range(repeat):
         start = time.perf_counter()
         value = func()
         times.append(time.perf_counter() - start)
+    return times, value
+
+
+def timed(func, repeat):
+    """Run ``func`` ``repeat`` times; return (best seconds, median seconds, last value)."""
+    times, value = run_times(func, repeat)
     return min(times), statistics.median(times), value
 
 

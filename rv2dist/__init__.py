@@ -18,6 +18,7 @@ _LAZY = {
     "preprocess": "transforms",
     "pool_units": "transforms",
     "downsample": "transforms",
+    "release_buffers": "buffers",
 }
 
 __all__ = ["Plan", "PlanError", "UndefinedLayerWarning", "plan", "rv2", "similarity", *_LAZY]

@@ -351,9 +351,9 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Level of the bootstrap intervals (default 0.95).
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
-        computed; nothing is read or computed before that.  Its tasks keep the arrays
-        they read stored rows into (about one row chunk of every layer per worker
-        thread) for the next job; :func:`rv2dist.store.release_read_buffers` frees them.
+        computed; nothing is read or computed before that.  Its tasks keep their working
+        arrays (about one task's per worker thread) for the next task and job;
+        :func:`rv2dist.release_buffers` frees them (see :mod:`rv2dist.buffers`).
 
     Returns
     -------
@@ -407,16 +407,15 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     result = Delayed(final, layer, layer=final[0])
     if not compute:
         return result
-    from .store import release_read_buffers
+    from .buffers import job_finished
 
     if client is None:
         try:
             return compute_locally(result)
         finally:
-            release_read_buffers()
+            job_finished()
     computed = client.compute(result, sync=True)
-    if read_in_task:
-        release_read_buffers(client)
+    job_finished(client)
     return computed
 
 

@@ -175,7 +175,7 @@ def _compute_with_progress(lazy, client):
     from . import dashboard
     from .cluster import watch
     from .progress import ProgressBar
-    from .store import release_read_buffers
+    from .buffers import job_finished
 
     token = dashboard.task_token(lazy.key)
     total = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
@@ -188,7 +188,7 @@ def _compute_with_progress(lazy, client):
         for finished in watch(client, [future], on_poll=show_done):
             bar.update(total - bar.done)
             result = finished.result()
-            release_read_buffers(client)
+            job_finished(client)
             return result
 
 

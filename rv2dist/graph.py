@@ -14,6 +14,7 @@ import contextlib
 import functools
 
 from . import kernels
+from .buffers import KEPT_BUFFERS
 from .plan import SPLIT_EVERY
 
 
@@ -84,7 +85,7 @@ def _first_rows_mean(chunk, dtype):
 
 def _chunk_sums(chunks, **arguments):
     with _reading(chunks) as arrays:
-        return kernels.chunk_sums(arrays, **arguments)
+        return kernels.chunk_sums(arrays, buffers=KEPT_BUFFERS, **arguments)
 
 
 def feature_statistics(graph, chunks, plan, center, label="", weights=None):

@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as metric_names
-from . import store
+from . import buffers, store
 from .significance import MARK_LEVEL
 
 RESULT_FORMATS = ("nc", "zarr")
@@ -510,7 +510,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         raise
     finally:
         bar.close()
-    store.release_read_buffers(client)
+    buffers.job_finished(client)
     post({}, status="failed" if failed else "finished")
     combined = _write_combined(job, finished, networks)
     if combined is not None:

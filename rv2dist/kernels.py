@@ -126,7 +126,8 @@ def _matmul_into(x, y, out):
     return x @ y
 
 
-def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS, weights=None):
+def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS, weights=None,
+               buffers=None):
     """Every sum over the rows of one chunk that the feature route needs.
 
     The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
@@ -154,6 +155,9 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         ``(k,)`` non-negative weights of the rows (a bootstrap replicate's counts):
         every sum over rows becomes a weighted sum.  The slab rows are scaled by
         ``sqrt(w)``, so the products ``X' W Y`` cost no more than plain ones.
+    buffers : rv2dist.buffers.KeptBuffers, optional
+        Where numpy slabs and per-sub-block product buffers are lent from and given back
+        to before returning (kept memory, no fresh pages); default: new arrays.
 
     Returns
     -------
@@ -164,6 +168,30 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         ``moments``: the summed :func:`chunk_moments` (or None).
     """
     xp = namespace(*chunks)
+    lending = buffers is not None and xp is np
+    lent = []
+
+    def empty(shape, dt):
+        if not lending:
+            return xp.empty(shape, dtype=getattr(xp, dt))
+        lent.append(buffers.lend(shape, dt))
+        return lent[-1]
+
+    try:
+        sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, xp)
+    finally:
+        for array in lent:
+            buffers.give_back(array)
+    if sums is None:
+        # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
+        # again in float64; non-finite input stays non-finite and is reported as such
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers)
+    return sums
+
+
+def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, xp):
+    """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)``;
+    None where a float32 sum overflowed."""
     k = chunks[0].shape[0]
     used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
     # equal sub-blocks: a short last one would pay a whole output pass for few rows
@@ -171,8 +199,7 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     # one sub-block: its products go on as they are, the float64 sums starting in the
     # reduction (the same sums, with no float64 copy made here and half the bytes moved)
     single = rows >= k
-    slabs = {b: xp.empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype=getattr(xp, dtype))
-             for b in used}
+    slabs = {b: empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype) for b in used}
     buffers = [None] * len(products)
     totals = [None] * len(products)
     summed = None
@@ -191,15 +218,15 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
                 summed = part if summed is None else _accumulate(summed, part)  # this call's own arrays
             for p, (rb, rr, cb, cr) in enumerate(products):
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
+                if buffers[p] is None and not single:
+                    buffers[p] = empty((x.shape[1], y.shape[1]), dtype)
                 buffers[p] = _matmul_into(x.T, y, buffers[p])
                 if single:
                     continue
                 totals[p] = _accumulate(totals[p], buffers[p])
     sums = buffers if single else totals
     if dtype != "float64" and not _all_finite(sums + _moment_leaves(summed), xp):
-        # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
-        # again in float64; non-finite input stays non-finite and is reported as such
-        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights)
+        return None
     return {"products": sums, "moments": summed}
 
 

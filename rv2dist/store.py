@@ -17,13 +17,14 @@ import json
 import os
 import shutil
 import sys
-import threading
 import uuid
 import warnings
 import weakref
 from pathlib import Path
 
 import numpy as np
+
+from .buffers import KEPT_BUFFERS
 
 COMPLETE_ATTR = "rv2dist_complete"
 # per array (layers and "obs"), the CRC-32 of each row chunk as written: what the store
@@ -523,80 +524,19 @@ class RowRange:
 
     def read_rows(self):
         """The rows as a ``(rows, units)`` array (a read failure as :class:`_CheckedLayer`'s),
-        in a buffer lent by this thread's :data:`READ_BUFFERS`; :meth:`recycle` gives it back."""
-        block = READ_BUFFERS.lend((self.stop - self.start,) + self.layer.shape[1:], self.layer.dtype)
+        in an array lent by :data:`rv2dist.buffers.KEPT_BUFFERS`; :meth:`recycle` gives it back."""
+        block = KEPT_BUFFERS.lend((self.stop - self.start,) + self.layer.shape[1:], self.layer.dtype)
         try:
             self.layer.read_into(self.start, self.stop, block)
         except BaseException:
-            READ_BUFFERS.give_back(block)
+            KEPT_BUFFERS.give_back(block)
             raise
         return block.reshape(block.shape[0], -1)
 
     @staticmethod
     def recycle(rows):
         """Give back the array :meth:`read_rows` returned, once nothing uses it."""
-        READ_BUFFERS.give_back(rows)
-
-
-class ReadBuffers:
-    """Arrays that stored rows are read into, kept per thread between tasks.
-
-    A fresh array per read costs a page fault on every page, and on a VM that hands free
-    memory back to its host a fault costs more than decoding the page (measured: stored
-    chunks decoded into kept arrays 1,155 MiB/s, into fresh ones 360 MiB/s, zarr's own
-    reads 242 MiB/s).  A thread lends at most the buffers of one task at a time, so a
-    worker holds about one row chunk of every layer per thread: the memory its tasks
-    use anyway.  :meth:`release` frees them all (the end of a job)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._free = {}
-
-    def lend(self, shape, dtype):
-        """A C-ordered array of ``shape`` and ``dtype`` (contents undefined): a view of the
-        first rows of a kept one that has enough rows, else a new one."""
-        key = (threading.get_ident(), tuple(shape[1:]), np.dtype(dtype).str)
-        with self._lock:
-            kept = self._free.get(key, [])
-            fitting = [i for i, array in enumerate(kept) if array.shape[0] >= shape[0]]
-            array = kept.pop(min(fitting, key=lambda i: kept[i].shape[0])) if fitting else None
-        if array is None:
-            return np.empty(shape, dtype=dtype)
-        return array[: shape[0]]
-
-    def give_back(self, array):
-        """Keep ``array`` (or the array it is a row view of) for this thread's next reads."""
-        whole = array
-        while whole.base is not None:
-            whole = whole.base
-        key = (threading.get_ident(), tuple(whole.shape[1:]), whole.dtype.str)
-        with self._lock:
-            self._free.setdefault(key, []).append(whole)
-
-    def release(self):
-        """Drop every kept array, of every thread."""
-        with self._lock:
-            self._free.clear()
-
-    @property
-    def nbytes(self):
-        """Bytes kept, over all threads."""
-        with self._lock:
-            return sum(array.nbytes for kept in self._free.values() for array in kept)
-
-
-READ_BUFFERS = ReadBuffers()
-
-
-def release_read_buffers(client=None):
-    """Free the arrays kept for reading stored rows (see :class:`ReadBuffers`), in this
-    process and on every worker of ``client``: the end of a job that finished (after a
-    failure the workers keep them until the next job ends, rather than the user wait on
-    a cluster that may be gone)."""
-    READ_BUFFERS.release()
-    if client is not None and client.status == "running":
-        with contextlib.suppress(Exception):
-            client.run(release_read_buffers)
+        KEPT_BUFFERS.give_back(rows)
 
 
 class _CheckedLayer:
@@ -659,7 +599,7 @@ class _CheckedLayer:
         with file:
             size = os.fstat(file.fileno()).st_size
             # rounded up, so that a thread keeps few of these between chunks of other sizes
-            encoded = READ_BUFFERS.lend((-(-size // 2**22) * 2**22,), np.uint8)
+            encoded = KEPT_BUFFERS.lend((-(-size // 2**22) * 2**22,), np.uint8)
             try:
                 if file.readinto(encoded[:size]) != size:
                     raise OSError(f"{path}: short read")
@@ -669,7 +609,7 @@ class _CheckedLayer:
                     raise ValueError(f"chunk {index} decodes to {decoded_bytes:,} bytes, not {target.nbytes:,}")
                 blosc.decompress(encoded[:size], target)
             finally:
-                READ_BUFFERS.give_back(encoded)
+                KEPT_BUFFERS.give_back(encoded)
         return True
 
     def _damaged(self, rows, error):

@@ -123,3 +123,36 @@ def test_chunk_products_of_one_sub_block_keep_the_compute_dtype(rng, sub_rows, d
     product = sums["products"][0]
     assert product.dtype == dtype
     np.testing.assert_allclose(product, x.astype(np.float64).T @ y, rtol=1e-5, atol=1e-5)
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value] if isinstance(value, np.ndarray) else []
+
+
+@pytest.mark.parametrize("scale, sub_rows", [(1.0, 16), (1.0, 64), (3e19, 16)])
+def test_chunk_sums_from_kept_buffers_equal_fresh_ones_and_alias_none(rng, scale, sub_rows):
+    """Slabs and sub-block products lent from a pool give the same sums as new arrays
+    (also when a float32 overflow redoes the chunk in float64); every lent array is
+    given back, and no returned array shares memory with one (the next task reuses it)."""
+    from rv2dist.buffers import KeptBuffers
+
+    x = (np.abs(rng.standard_normal((50, 5))) * scale).astype(np.float32)
+    y = (rng.standard_normal((50, 4)) * scale).astype(np.float32)
+    shifts = [x[:3].mean(0), None]
+    blocks = [[(0, 0, 5, 0), (1, 0, 4, 5)]]
+    products = [(0, (0, 5), 0, (5, 9)), (0, (0, 5), 0, (0, 5))]
+    with np.errstate(over="ignore"):
+        fresh = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows)
+    pool = KeptBuffers()
+    for _ in range(2):  # the second call reuses what the first gave back
+        with np.errstate(over="ignore"):
+            lent = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows, buffers=pool)
+        _assert_same(_host(lent), _host(fresh))
+        kept = [a for arrays in pool._free.values() for a in arrays]
+        assert kept and pool.nbytes == sum(a.nbytes for a in kept)
+        assert not any(np.shares_memory(leaf, a) for leaf in _leaves(lent) for a in kept)
+    assert np.isfinite(fresh["products"][0]).all()

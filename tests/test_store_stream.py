@@ -1,7 +1,9 @@
 """Streaming writer, preprocessing transforms, numpy import and alignment by id."""
 
+import time
 import tracemalloc
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
@@ -12,6 +14,7 @@ import rv2dist
 from conftest import relu_network
 from reference import dense_matrix
 from rv2dist import store, transforms
+from rv2dist.buffers import KEPT_BUFFERS, KeptBuffers
 from test_store_cli import _run_cli
 
 
@@ -156,11 +159,12 @@ def test_stored_chunks_are_read_by_the_task_that_uses_them(rng, tmp_path):
         for metric in ("rv2", "cka"):
             expected = dense_matrix(a, b, metric)
             np.testing.assert_allclose(result[metric].values, expected, rtol=2e-5, atol=1e-6)
-    assert store.READ_BUFFERS.nbytes > 0
+    assert KEPT_BUFFERS.nbytes > 0
     # a store against itself: its chunks are read twice per task, into two buffers
-    same = rv2dist.similarity(paths[0], paths[0], memory_budget=2**14)
+    with dask.config.set({"rv2dist.keep-buffers": 0}):
+        same = rv2dist.similarity(paths[0], paths[0], memory_budget=2**14)
     np.testing.assert_allclose(same.values, dense_matrix(a, a, "rv2"), rtol=2e-5, atol=1e-6)
-    assert store.READ_BUFFERS.nbytes == 0  # freed at the end of the job
+    assert KEPT_BUFFERS.nbytes == 0  # freed at the end of the job when told to keep none
     resampled = rv2dist.similarity(*paths, bootstrap=2, compute=False)
     assert [key for key in dict(resampled.dask) if "rv2dist-read" in str(key)]
 
@@ -190,13 +194,13 @@ def test_stored_rows_read_into_buffers_equal_zarrs(rng, tmp_path):
                 read = rows.read_rows()
                 np.testing.assert_array_equal(read, expected[start:stop].reshape(stop - start, -1))
                 rows.recycle(read)
-    store.release_read_buffers()
+    rv2dist.release_buffers()
 
 
-def test_read_buffers_are_lent_once_and_reused():
-    """A kept buffer goes to one read at a time; a shorter read gets a view of its first
-    rows; buffers are kept per shape of the other axes and dtype, and released."""
-    buffers = store.ReadBuffers()
+def test_kept_buffers_are_lent_once_and_reused():
+    """A kept buffer goes to one task at a time; a shorter request gets a view of its
+    first rows; buffers are kept per shape of the other axes and dtype, and released."""
+    buffers = KeptBuffers()
     first, second = buffers.lend((8, 3), np.float32), buffers.lend((8, 3), np.float32)
     assert not np.shares_memory(first, second)
     buffers.give_back(first)
@@ -210,6 +214,33 @@ def test_read_buffers_are_lent_once_and_reused():
     assert buffers.lend((9, 3), np.float32).shape == (9, 3)  # too short to serve: a new one
     buffers.release()
     assert buffers.nbytes == 0
+
+
+def test_kept_buffers_outlive_a_job_for_a_while():
+    """After a job the pool keeps what that job lent, drops what it did not (other
+    shapes), frees the rest after the kept seconds, and a lend in between keeps them."""
+    buffers = KeptBuffers()
+    old = buffers.lend((4, 2), np.float64)
+    buffers.give_back(old)
+    buffers.job_finished(60)
+    used, unused = buffers.lend((4, 3), np.float64), buffers.lend((4, 5), np.float64)
+    buffers.give_back(used)
+    buffers.job_finished(60)
+    assert buffers.nbytes == 4 * 3 * 8  # old's shape was not lent in the last job: dropped
+    buffers.give_back(unused)  # lent during that job, given back after it: kept until released
+    buffers.job_finished(0.2)
+    assert buffers.nbytes == 0  # nothing lent since: all dropped
+    again = buffers.lend((4, 3), np.float64)
+    buffers.give_back(again)
+    buffers.job_finished(0.2)
+    assert buffers.nbytes == 4 * 3 * 8
+    time.sleep(0.5)
+    assert buffers.nbytes == 0  # freed by the timer
+    buffers.give_back(buffers.lend((4, 3), np.float64))
+    buffers.job_finished(0.2)
+    buffers.lend((1, 1), np.float64)  # a task started: the release is called off
+    time.sleep(0.5)
+    assert buffers.nbytes == 4 * 3 * 8
 
 
 def test_preprocess_matches_numpy(rng):
