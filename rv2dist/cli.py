@@ -186,8 +186,8 @@ def _compute_with_progress(lazy, client):
             bar.update(client.run_on_scheduler(dashboard.tasks_done_on_board, [token]).get(token, 0) - bar.done)
 
         for finished in watch(client, [future], on_poll=show_done):
+            result = finished.result()  # a failed job's bar stops where it failed, short of 100 %
             bar.update(total - bar.done)
-            result = finished.result()
             job_finished(client)
             return result
 

@@ -209,6 +209,8 @@ class ActivationWriter:
         if rows == 0:
             return
         ids = np.arange(self.n_obs, self.n_obs + rows) if obs is None else np.asarray(obs)
+        for name, array in layers.items():
+            self._check_finite(name, array, ids)
         offset = 0
         while offset < rows:
             take = min(self.rows - self._filled, rows - offset)
@@ -246,6 +248,25 @@ class ActivationWriter:
         if obs is not None and len(obs) != rows:
             raise StoreError(f"{self.path}: {len(obs)} observation ids for a batch of {rows}")
         return rows
+
+    def _check_finite(self, name, array, ids):
+        """NaN or Inf in a layer is an error naming it and the first observation holding
+        one: no comparison could use the store."""
+        if array.dtype.kind != "f" or not array.size:
+            return
+        # one float64 sum (no temporary) decides for finite data; the exact check runs
+        # only when it is not finite, which huge finite float64 values can also make it
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(array, dtype=np.float64)):
+                return
+            finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+        if finite.all():
+            return
+        row = int(np.argmin(finite))
+        values = array[row].ravel()
+        ident = ids[row].item() if hasattr(ids[row], "item") else ids[row]
+        raise StoreError(f"{self.path}: layer {name!r} holds {values[~np.isfinite(values)][0]} at observation "
+                         f"{self.n_obs + row:,} (id {ident!r}); activations must be finite")
 
     def _start(self, layers, layout, obs):
         _check_layer_names(self.path, layers)

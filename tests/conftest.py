@@ -18,3 +18,16 @@ def relu_network(rng, n, widths, dtype=np.float64, offset=0.5):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261126)
+
+
+def write_unchecked(path, layers, **options):
+    """A store holding what the writer refuses (NaN, Inf), as another tool or an older
+    rv2dist could leave one: the comparisons must refuse it too."""
+    from rv2dist import store
+
+    check = store.ActivationWriter._check_finite
+    store.ActivationWriter._check_finite = lambda *args: None
+    try:
+        store.write_activations(path, layers, **options)
+    finally:
+        store.ActivationWriter._check_finite = check

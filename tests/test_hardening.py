@@ -14,7 +14,7 @@ import xarray as xr
 
 import rv2dist
 from rv2dist import store
-from conftest import relu_network
+from conftest import relu_network, write_unchecked
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
 
@@ -313,7 +313,7 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
     store.write_activations(tmp_path / "ref.zarr", hostile_layer, network=HOSTILE.format("network"))
     broken = dict(hostile_layer)
     broken[HOSTILE.format("layer")] = np.where(np.arange(300)[:, None] == 7, np.nan, layers["l1"])
-    store.write_activations(tmp_path / "bad.zarr", broken, network="bad")
+    write_unchecked(tmp_path / "bad.zarr", broken, network="bad")
     job_file = tmp_path / "job.toml"
     job_file.write_text(f'name = "{HOSTILE.format("job")}"\nplots = false\n[networks]\nref = "ref.zarr"\n'
                         'bad = "bad.zarr"\n[[compare]]\nself = ["ref"]\n[[compare]]\npairs = [["ref", "bad"]]\n')
@@ -446,6 +446,12 @@ def test_smaller_faults_are_messages(rng, tmp_path):
     np.savez(tmp_path / "maps.npz", maps=rng.standard_normal((6, 3, 2, 2)))
     _assert_clean_failure(_cli("import", tmp_path / "maps.npz", "--out", tmp_path / "m.zarr", "--pool",
                                "--channel-axis", "4"), "layer 'maps': channel_axis 4 is out of range")
+    nan_maps = rng.standard_normal((6, 3, 2, 2))
+    nan_maps[4, 1, 0, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", maps=nan_maps)
+    _assert_clean_failure(_cli("import", tmp_path / "nan.npz", "--out", tmp_path / "n.zarr"),
+                          "n.zarr: layer 'maps' holds nan at observation 4 (id 4); activations must be finite")
+    assert not (tmp_path / "n.zarr").exists() and not (tmp_path / "m.zarr").exists()
 
 
 def test_api_options_are_checked_not_guessed(rng):

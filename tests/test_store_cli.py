@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rv2dist
-from conftest import relu_network
+from conftest import relu_network, write_unchecked
 from rv2dist import cli, store
 
 
@@ -73,7 +73,7 @@ def test_cli_compare_info_plot_and_errors(rng, tmp_path):
 
     broken = relu_network(rng, 200, (3, 9))
     broken["l1"][5, 0] = np.inf
-    rv2dist.write_activations(tmp_path / "inf.zarr", broken, network="gamma")
+    write_unchecked(tmp_path / "inf.zarr", broken, network="gamma")
     cases = [
         (("compare", tmp_path / "a.zarr", tmp_path / "inf.zarr", "--out", tmp_path / "x.nc"),
          f"layer 'l1' of network b ({tmp_path / 'inf.zarr'}) contains NaN or Inf"),
@@ -90,6 +90,7 @@ def test_cli_compare_info_plot_and_errors(rng, tmp_path):
         done = _run_cli(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert named in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "100%" not in done.stderr, done.stderr  # a failed job's bar does not claim it finished
     assert not (tmp_path / "x.nc").exists() and not (tmp_path / "q.png").exists()
     assert _run_cli("compare").returncode == 2
 

@@ -322,3 +322,25 @@ def test_import_numpy_files_and_stores(rng, tmp_path):
         done = _run_cli("import", *args)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not (tmp_path / "x.zarr").exists() and not list(tmp_path.glob(".x.zarr*"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_writer_refuses_nan_and_inf_naming_layer_and_observation(rng, tmp_path, bad):
+    """No comparison could use such a store: the write fails at the batch holding the
+    value, names the layer, the observation and its id, and leaves no store behind."""
+    layers = relu_network(rng, 300, (4, 3, 2), dtype=np.float32)
+    layers["l1"] = layers["l1"].reshape(300, 3, 1)
+    layers["l1"][211, 2, 0] = bad
+    ids = np.array([f"img{i}" for i in range(300)])
+    with pytest.raises(store.StoreError, match=rf"bad.zarr: layer 'l1' holds {bad} at observation 211 \(id 'img211'\)"):
+        rv2dist.write_activations(tmp_path / "bad.zarr", layers, obs=ids, chunk_bytes=4 * 4 * 50)
+    with pytest.raises(store.StoreError, match=r"layer 'l1' holds .* at observation 211 \(id 211\)"):
+        with rv2dist.ActivationWriter(tmp_path / "streamed.zarr") as writer:
+            for start in range(0, 300, 70):
+                writer.append({name: value[start:start + 70] for name, value in layers.items()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # finite values whose float64 sum overflows are written
+    huge = {"x": np.full((40, 3), 1e308), "y": np.full((40, 2), -1e308)}
+    huge["y"][::2] = 1e308
+    rv2dist.write_activations(tmp_path / "huge.zarr", huge)
+    np.testing.assert_array_equal(rv2dist.open_activations(tmp_path / "huge.zarr")["y"].values, huge["y"])
