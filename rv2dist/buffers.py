@@ -35,14 +35,17 @@ class KeptBuffers:
 
     def lend(self, shape, dtype):
         """A C-ordered array of ``shape`` and ``dtype`` (contents undefined): a view of the
-        first rows of a kept one that has enough rows, else a new one."""
+        first rows of a kept one that has enough rows, else a new one, which replaces the
+        kept ones too short to serve (a short last chunk's, taken first)."""
         key = (threading.get_ident(), tuple(shape[1:]), np.dtype(dtype).str)
         with self._lock:
             self._cancel_release()
             kept = self._free.get(key, [])
             fitting = [i for i, array in enumerate(kept) if array.shape[0] >= shape[0]]
-            array = kept.pop(min(fitting, key=lambda i: kept[i].shape[0])) if fitting else None
-            if array is None:
+            if fitting:
+                array = kept.pop(min(fitting, key=lambda i: kept[i].shape[0]))
+            else:
+                self._free.pop(key, None)
                 array = np.empty(shape, dtype=dtype)
             self._used.add(id(array))
         return array[: shape[0]]

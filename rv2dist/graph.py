@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 from . import kernels
 from .buffers import KEPT_BUFFERS
@@ -84,8 +85,22 @@ def _first_rows_mean(chunk, dtype):
 
 
 def _chunk_sums(chunks, **arguments):
+    # a distributed worker keeps only its read buffers: its memory limit counts kept
+    # arrays as unmanaged memory, and the results waiting for a reduction need the room
+    slabs = None if _on_worker() else KEPT_BUFFERS
     with _reading(chunks) as arrays:
-        return kernels.chunk_sums(arrays, buffers=KEPT_BUFFERS, **arguments)
+        return kernels.chunk_sums(arrays, buffers=slabs, **arguments)
+
+
+def _on_worker() -> bool:
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def feature_statistics(graph, chunks, plan, center, label="", weights=None):

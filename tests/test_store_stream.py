@@ -211,7 +211,9 @@ def test_kept_buffers_are_lent_once_and_reused():
     assert not np.shares_memory(buffers.lend((5, 3), np.float64), first)
     buffers.give_back(shorter.reshape(5, 3, 1)[:, :, 0])  # a view of a view: the whole comes back
     assert buffers.nbytes == 8 * 3 * 4
-    assert buffers.lend((9, 3), np.float32).shape == (9, 3)  # too short to serve: a new one
+    longer = buffers.lend((9, 3), np.float32)  # too short to serve: a new one, and the short one dropped
+    assert longer.shape == (9, 3) and buffers.nbytes == 0
+    buffers.give_back(longer)
     buffers.release()
     assert buffers.nbytes == 0
 
@@ -344,3 +346,21 @@ def test_writer_refuses_nan_and_inf_naming_layer_and_observation(rng, tmp_path, 
     huge["y"][::2] = 1e308
     rv2dist.write_activations(tmp_path / "huge.zarr", huge)
     np.testing.assert_array_equal(rv2dist.open_activations(tmp_path / "huge.zarr")["y"].values, huge["y"])
+
+
+def test_slabs_are_kept_in_process_but_not_on_workers(rng):
+    """The local scheduler's tasks keep their slabs for the next job; a distributed
+    worker's do not (its memory limit needs the room); both give the dense answer."""
+    from distributed import Client, LocalCluster
+
+    layers = relu_network(rng, 500, (6, 9))
+    expected = dense_matrix(layers, layers, "rv2")
+    rv2dist.release_buffers()
+    np.testing.assert_allclose(rv2dist.similarity(layers, memory_budget=2**15).values, expected, rtol=1e-10)
+    assert KEPT_BUFFERS.nbytes > 0
+    rv2dist.release_buffers()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        got = rv2dist.similarity(layers, client=client, memory_budget=2**15)
+    np.testing.assert_allclose(got.values, expected, rtol=1e-10)
+    assert KEPT_BUFFERS.nbytes == 0
