@@ -351,9 +351,9 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Level of the bootstrap intervals (default 0.95).
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
-        computed; nothing is read or computed before that.  Its tasks keep their working
-        arrays (about one task's per worker thread) for the next task and job;
-        :func:`rv2dist.release_buffers` frees them (see :mod:`rv2dist.buffers`).
+        computed; nothing is read or computed before that.  Its tasks keep the arrays
+        they read stored rows into (and, on the local scheduler, their slabs) for the next
+        task and job; :func:`rv2dist.release_buffers` frees them (see :mod:`rv2dist.buffers`).
 
     Returns
     -------

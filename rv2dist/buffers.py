@@ -4,9 +4,11 @@ A fresh array costs a page fault on each of its pages, and on a virtual machine 
 hands free memory back to its host a fault costs more than the work done on the page
 (measured on this project's developer VM: stored chunks decoded into kept arrays at
 1,155 MiB/s, into fresh ones at 360 MiB/s).  So the arrays stored rows are read into, and
-the slabs the products are computed from, are lent from one pool per process and given
-back when their task is done: a thread lends at most one task's arrays at a time, so a
-worker keeps about one task's working memory per thread, which its tasks use anyway.
+on the local scheduler the slabs the products are computed from, are lent from one pool
+per process and given back when their task is done: a thread lends at most one task's
+arrays at a time, so a thread keeps about one task's working memory, which its tasks use
+anyway.  A distributed worker keeps only its read buffers, since its memory limit counts
+kept arrays as unmanaged memory.
 
 After a job the pool keeps the arrays that job used, for ``rv2dist.keep-buffers``
 seconds of dask config (default 30; 0 frees them when the job ends), so a loop of jobs
