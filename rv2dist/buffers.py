@@ -18,6 +18,7 @@ reuses warm memory; :func:`release_buffers` frees them at once.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import numpy as np
@@ -33,6 +34,8 @@ class KeptBuffers:
         self._free = {}
         # arrays lent since the last job ended: the ones kept after it
         self._used = set()
+        # arrays lent to tasks' results, with their keys
+        self._outstanding = []
         self._release_timer = None
 
     def lend(self, shape, dtype):
@@ -41,16 +44,41 @@ class KeptBuffers:
         kept ones too short to serve (a short last chunk's, taken first)."""
         key = (threading.get_ident(), tuple(shape[1:]), np.dtype(dtype).str)
         with self._lock:
-            self._cancel_release()
-            kept = self._free.get(key, [])
-            fitting = [i for i, array in enumerate(kept) if array.shape[0] >= shape[0]]
-            if fitting:
-                array = kept.pop(min(fitting, key=lambda i: kept[i].shape[0]))
+            return self._take(key, shape, dtype)[: shape[0]]
+
+    def lend_result(self, shape, dtype):
+        """As :meth:`lend`, for an array its task returns: it comes back by itself once
+        nothing refers to it (no result, view or message in flight), which
+        :meth:`_reclaim` sees from its reference count."""
+        key = (threading.get_ident(), tuple(shape[1:]), np.dtype(dtype).str)
+        with self._lock:
+            self._reclaim()
+            whole = self._take(key, shape, dtype)
+            self._outstanding.append((key, whole))
+        return whole[: shape[0]]
+
+    def _take(self, key, shape, dtype):
+        self._cancel_release()
+        kept = self._free.get(key, [])
+        fitting = [i for i, array in enumerate(kept) if array.shape[0] >= shape[0]]
+        if fitting:
+            array = kept.pop(min(fitting, key=lambda i: kept[i].shape[0]))
+        else:
+            self._free.pop(key, None)
+            array = np.empty(shape, dtype=dtype)
+        self._used.add(id(array))
+        return array
+
+    def _reclaim(self):
+        """Keep again the returned arrays nothing else refers to any more (every view of
+        an array holds a reference to it, so none can be in use)."""
+        outstanding = []
+        for key, whole in self._outstanding:
+            if sys.getrefcount(whole) > _UNREFERENCED:
+                outstanding.append((key, whole))
             else:
-                self._free.pop(key, None)
-                array = np.empty(shape, dtype=dtype)
-            self._used.add(id(array))
-        return array[: shape[0]]
+                self._free.setdefault(key, []).append(whole)
+        self._outstanding = outstanding
 
     def give_back(self, array):
         """Keep ``array`` (or the array it is a row view of) for this thread's next task."""
@@ -65,6 +93,7 @@ class KeptBuffers:
         """Drop the kept arrays no task lent since the last job ended (other shapes); free
         the rest after ``keep_seconds`` unless a task lends one before."""
         with self._lock:
+            self._reclaim()
             self._free = {key: kept for key, kept in
                           ((key, [a for a in kept if id(a) in self._used]) for key, kept in self._free.items()) if kept}
             self._used = set()
@@ -87,6 +116,7 @@ class KeptBuffers:
             self._cancel_release()
             self._free.clear()
             self._used.clear()
+            self._outstanding.clear()
 
     @property
     def nbytes(self):
@@ -95,6 +125,14 @@ class KeptBuffers:
             return sum(array.nbytes for kept in self._free.values() for array in kept)
 
 
+def _unreferenced_count():
+    """What ``sys.getrefcount`` says, in :meth:`KeptBuffers._reclaim`'s loop, of an array
+    that only the pool refers to (interpreters count the call's own references differently)."""
+    for _, whole in [(None, np.empty(0))]:
+        return sys.getrefcount(whole)
+
+
+_UNREFERENCED = _unreferenced_count()
 KEPT_BUFFERS = KeptBuffers()
 
 

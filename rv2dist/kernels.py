@@ -157,7 +157,9 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         ``sqrt(w)``, so the products ``X' W Y`` cost no more than plain ones.
     buffers : rv2dist.buffers.KeptBuffers, optional
         Where numpy slabs and per-sub-block product buffers are lent from and given back
-        to before returning (kept memory, no fresh pages); default: new arrays.
+        to before returning (kept memory, no fresh pages), and the returned float64 sums
+        of several sub-blocks lent from, to come back once unreferenced; default: new
+        arrays.
 
     Returns
     -------
@@ -177,8 +179,12 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         lent.append(buffers.lend(shape, dt))
         return lent[-1]
 
+    # the float64 sums this call returns: from the pool too (kept memory), back in it
+    # once nothing refers to them
+    returned = buffers.lend_result if lending else None
     try:
-        sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, xp)
+        sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty,
+                           returned, xp)
     finally:
         for array in lent:
             buffers.give_back(array)
@@ -189,9 +195,10 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     return sums
 
 
-def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, xp):
-    """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)``;
-    None where a float32 sum overflowed."""
+def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp):
+    """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)`` and
+    its float64 sums of several sub-blocks from ``returned`` (None: new arrays); None
+    where a float32 sum overflowed."""
     k = chunks[0].shape[0]
     used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
     # equal sub-blocks: a short last one would pay a whole output pass for few rows
@@ -223,7 +230,11 @@ def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_
                 buffers[p] = _matmul_into(x.T, y, buffers[p])
                 if single:
                     continue
-                totals[p] = _accumulate(totals[p], buffers[p])
+                if totals[p] is None and returned is not None:
+                    totals[p] = returned(buffers[p].shape, "float64")
+                    totals[p][...] = buffers[p]
+                else:
+                    totals[p] = _accumulate(totals[p], buffers[p])
     sums = buffers if single else totals
     if dtype != "float64" and not _all_finite(sums + _moment_leaves(summed), xp):
         return None

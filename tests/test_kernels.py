@@ -133,11 +133,17 @@ def _leaves(value):
     return [value] if isinstance(value, np.ndarray) else []
 
 
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
 @pytest.mark.parametrize("scale, sub_rows", [(1.0, 16), (1.0, 64), (3e19, 16)])
 def test_chunk_sums_from_kept_buffers_equal_fresh_ones_and_alias_none(rng, scale, sub_rows):
     """Slabs and sub-block products lent from a pool give the same sums as new arrays
-    (also when a float32 overflow redoes the chunk in float64); every lent array is
-    given back, and no returned array shares memory with one (the next task reuses it)."""
+    (also when a float32 overflow redoes the chunk in float64); every working array is
+    given back, and no returned array shares memory with a kept one (the next task
+    reuses those).  Returned float64 sums come back to the pool only once nothing refers
+    to them, not while a view of one lives."""
     from rv2dist.buffers import KeptBuffers
 
     x = (np.abs(rng.standard_normal((50, 5))) * scale).astype(np.float32)
@@ -148,11 +154,24 @@ def test_chunk_sums_from_kept_buffers_equal_fresh_ones_and_alias_none(rng, scale
     with np.errstate(over="ignore"):
         fresh = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows)
     pool = KeptBuffers()
-    for _ in range(2):  # the second call reuses what the first gave back
+
+    def lent_sums():
         with np.errstate(over="ignore"):
-            lent = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows, buffers=pool)
-        _assert_same(_host(lent), _host(fresh))
+            sums = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows, buffers=pool)
+        _assert_same(_host(sums), _host(fresh))
         kept = [a for arrays in pool._free.values() for a in arrays]
         assert kept and pool.nbytes == sum(a.nbytes for a in kept)
-        assert not any(np.shares_memory(leaf, a) for leaf in _leaves(lent) for a in kept)
+        assert not any(np.shares_memory(leaf, a) for leaf in _leaves(sums) for a in kept)
+        return sums["products"]
+
+    first = lent_sums()
+    second = lent_sums()  # the first call's sums are still referred to: not reused
+    assert not any(np.shares_memory(u, v) for u in first for v in second)
+    addresses = {_address(p) for p in first}
+    corner = first[0][:1, :1]  # a view outlives its array
+    del first, second
+    third = lent_sums()
+    assert not any(np.shares_memory(corner, p) for p in third)
+    if sub_rows < 50 and scale == 1.0:  # float64 sums of several sub-blocks, lent as results
+        assert len({_address(p) for p in third} & addresses) == 1  # the one nothing refers to came back
     assert np.isfinite(fresh["products"][0]).all()
