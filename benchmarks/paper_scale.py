@@ -11,8 +11,9 @@ and the median of paired ratios.  Each side is then also timed warm, on the seco
 two consecutive calls, alternately again: on a virtual machine that hands freed memory
 back to its host (this project's developer VM takes ~3 ms per MiB to touch such memory
 again, against ~0.13 ms once it is warm), the alternating protocol gives the floor's
-71 MiB output memory that rv2dist just freed, and rv2dist's 0.5 GiB working set memory
-that has gone cold; warm, both sides start alike.
+71 MiB output memory that rv2dist just freed; rv2dist keeps its working arrays for
+``rv2dist.keep-buffers`` seconds after a job (see rv2dist.buffers), as it does for any
+loop of jobs.  Warm, both sides start alike.
 """
 
 import argparse
