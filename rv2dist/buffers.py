@@ -150,9 +150,7 @@ def job_finished(client=None):
     until the next job ends, rather than the user wait on a cluster that may be gone."""
     seconds = keep_seconds()
     _job_finished_here(seconds)
-    if client is not None and client.status == "running":
-        with contextlib.suppress(Exception):
-            client.run(_job_finished_here, seconds)
+    _on_workers(client, _job_finished_here, seconds)
 
 
 def _job_finished_here(seconds):
@@ -162,6 +160,11 @@ def _job_finished_here(seconds):
 def release_buffers(client=None):
     """Free the kept working arrays now, in this process and on every worker of ``client``."""
     KEPT_BUFFERS.release()
+    _on_workers(client, release_buffers)
+
+
+def _on_workers(client, func, *args):
+    """``func(*args)`` on every worker of a running ``client``; a cluster gone is no error."""
     if client is not None and client.status == "running":
         with contextlib.suppress(Exception):
-            client.run(release_buffers)
+            client.run(func, *args)
