@@ -470,13 +470,24 @@ def _same(value):
 
 def compute_locally(lazy):
     """Compute with the active scheduler (a distributed client, or dask's configured
-    one); by default, local threads sized by :func:`_local_task_threads`."""
+    one); by default, local threads sized by :func:`_local_task_threads` (in the calling
+    thread when that is one and every input is in memory)."""
     import dask
     from dask.base import get_scheduler
 
     if get_scheduler() is not None or dask.config.get("scheduler", None) is not None:
         return lazy.compute()
-    return lazy.compute(scheduler="threads", num_workers=_local_task_threads())
+    threads = _local_task_threads()
+    if len(lazy.dask.layers) > 1:
+        return lazy.compute(scheduler="threads", num_workers=threads)
+    # in-memory inputs: the graph is rv2dist's own tasks, leaving dask's collection
+    # optimisations nothing to do; run directly, it costs a millisecond less a call (a
+    # small job's whole overhead is a few), and with one thread no hand-offs to a pool
+    from dask.local import get_sync
+    from dask.threaded import get
+
+    graph = dict(lazy.dask)
+    return get_sync(graph, lazy.key) if threads == 1 else get(graph, lazy.key, num_workers=threads)
 
 
 def _gpu_annotation(client, device):

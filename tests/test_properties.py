@@ -166,3 +166,26 @@ def test_distributed_client_gives_same_result(rng):
     assert "peak per task" in repr(job)
     for metric in ("rv2", "cka"):
         assert np.max(np.abs(got[metric].values - want[metric].values)) < 1e-12
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_in_memory_jobs_run_directly_on_the_local_pool(rng, monkeypatch, threads):
+    import threading
+
+    from reference import dense_matrix
+
+    import rv2dist.api
+    import rv2dist.kernels
+
+    a = relu_network(rng, 150, (6, 30))
+    b = relu_network(rng, 150, (9, 4))
+    ran_in = []
+    statistics = rv2dist.kernels.feature_statistics
+    monkeypatch.setattr(rv2dist.kernels, "feature_statistics",
+                        lambda *args, **kwargs: ran_in.append(threading.get_ident()) or statistics(*args, **kwargs))
+    monkeypatch.setattr(rv2dist.api, "_local_task_threads", lambda: threads)
+    got = rv2dist.similarity(a, b, metric="rv2", center=False)
+    want = dense_matrix(a, b, "rv2", center=False)
+    assert np.max(np.abs(got.values - want)) < 1e-12
+    # one thread: the calling one, with no hand-off to a pool
+    assert (ran_in == [threading.get_ident()]) == (threads == 1)
