@@ -43,13 +43,14 @@ def test_feature_kernels_agree_across_namespaces(rng):
     results = []
     for chunks in (np_chunks, x_chunks):
         shifts = [kernels.first_rows_mean(c, "float64") for c in chunks]
-        slab = kernels.shift_slab(chunks, pieces, shifts, "float64")
-        moments = kernels.chunk_moments([slab], layout, 2)
+        norms = []
+        slab = kernels.shift_slab(chunks, pieces, shifts, "float64", row_norms=norms)
+        moments = kernels.chunk_moments([slab], layout, 2, [norms])
         sums = kernels.chunk_sums(chunks, [layout[0]], shifts, "float64", [(0, (0, 6), 0, (1, 5))], 2)
         # the finalisation's one-transfer copy of the moments keeps every value and shape
         on_host = kernels._moments_on_host(moments)
         assert all(isinstance(a, np.ndarray) for a in on_host["colsum"][1] + [on_host["norm_outer"]])
-        results.append(_host({"slab": slab, "moments": moments, "sums": sums, "on_host": on_host}))
+        results.append(_host({"slab": slab, "norms": norms, "moments": moments, "sums": sums, "on_host": on_host}))
     _assert_same(*results)
     assert kernels.namespace(x_chunks[0]) is not np
 
@@ -93,6 +94,22 @@ def test_gram_kernels_agree_across_namespaces(rng):
         tile = kernels.gram_tile(prepared, prepared, True)
         results.append(_host({"summary": summary, "tile": tile, "outer": prepared["norm_outer"]}))
     _assert_same(*results)
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("input_dtype, dtype", [(np.float64, "float64"), (np.float32, "float32"),
+                                                (np.float64, "float32"), (np.float16, "float32")])
+def test_slab_row_norms_are_those_of_the_values_written(rng, center, input_dtype, dtype):
+    chunks = [(rng.standard_normal((30, 5)) * 3 + 2).astype(input_dtype), rng.standard_normal((30, 4)).astype(input_dtype)]
+    pieces = [(0, 1, 5), (1, 0, 4), (0, 0, 1)]
+    shifts = ([kernels.first_rows_mean(c, dtype) for c in chunks] if center else [None, None])
+    norms = []
+    slab = kernels.shift_slab(chunks, pieces, shifts, dtype, row_norms=norms)
+    assert slab.dtype == np.dtype(dtype) and [n.dtype for n in norms] == [slab.dtype] * 3
+    offsets = [0, 4, 8, 9]
+    for piece, (start, stop) in zip(norms, zip(offsets[:-1], offsets[1:])):
+        written = slab[:, start:stop].astype(np.float64)
+        np.testing.assert_allclose(piece, (written * written).sum(axis=1), rtol=1e-6 if dtype == "float32" else 1e-14)
 
 
 def test_combine_sums_moments_and_accumulates_products_in_float64():
