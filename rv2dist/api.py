@@ -185,16 +185,20 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         device=device,
         n_stat_sets=len(needed),
     )
-    job_plan = make_plan(n, widths, widths_b, route=route, **shared)
+    # uncentred 1'Ã1 and row sums: only rv2_null and the tests read them
+    column_sums = bool(tests) or "rv2_null" in names
+    job_plan = dataclasses.replace(make_plan(n, widths, widths_b, route=route, **shared), column_sums=column_sums)
     extra = []
     if permutations:
-        # a permutation changes only the products between a and the permuted b
-        extra.append(("permutation", permutations,
-                      make_plan(n, widths, widths_b or widths, route=job_plan.route, cross_only=True, **shared)))
+        # a permutation changes only the products between a and the permuted b, and its
+        # p-values read only those
+        extra.append(("permutation", permutations, dataclasses.replace(
+            make_plan(n, widths, widths_b or widths, route=job_plan.route, cross_only=True, **shared),
+            column_sums=False)))
     if bootstrap:
         # weighted rows enter the feature route's products; the gram route has no weights
-        extra.append(("bootstrap", bootstrap, job_plan if job_plan.route == "feature"
-                      else make_plan(n, widths, widths_b, route="feature", **shared)))
+        extra.append(("bootstrap", bootstrap, job_plan if job_plan.route == "feature" else dataclasses.replace(
+            make_plan(n, widths, widths_b, route="feature", **shared), column_sums=column_sums)))
     job_plan = dataclasses.replace(job_plan, resampling=tuple(extra), tests=tests)
     return names, needed, everything, job_plan, self_job, layers_a, layers_b, device
 

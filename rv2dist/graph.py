@@ -109,12 +109,13 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None):
     tag = ("-centred" if center else "") + label
     shifts = _shifts(graph, chunks, plan.compute_dtype, center, tag)
     weights = weights or [None] * len(plan.row_chunks)
+    column_sums = center or plan.column_sums
     blocks = [tuple(block) for block in plan.blocks]
     totals = []
     for g, group in enumerate(plan.product_groups):
         products = [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[group[0]:group[1]]]
         static = dict(blocks=blocks, dtype=plan.compute_dtype, products=products, n_layers=plan.n_layers,
-                      moments=g == 0, sub_rows=plan.sub_rows)
+                      moments=g == 0, sub_rows=plan.sub_rows, column_sums=column_sums)
         parts = [
             graph.add_bound(f"chunk{tag}", (c, g), _chunk_sums, static,
                             chunks=[layer[c] for layer in chunks], shifts=shifts, weights=weights[c])
@@ -122,7 +123,8 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None):
         ]
         totals.append(graph.tree(f"sum{tag}-{g}", parts))
     static = dict(product_pieces=[(p.row_pieces, p.col_pieces) for p in plan.products],
-                  mirrored=[p.mirrored for p in plan.products], center=center, skewness=plan.tests)
+                  mirrored=[p.mirrored for p in plan.products], center=center, skewness=plan.tests,
+                  column_sums=column_sums)
     return graph.add_bound(f"statistics{tag}", (), kernels.feature_statistics, static, sums=totals)
 
 

@@ -135,7 +135,7 @@ def _matmul_into(x, y, out):
 
 
 def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS, weights=None,
-               buffers=None):
+               buffers=None, column_sums=True):
     """Every sum over the rows of one chunk that the feature route needs.
 
     The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
@@ -168,6 +168,8 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         to before returning (kept memory, no fresh pages), and the returned float64 sums
         of several sub-blocks lent from, to come back once unreferenced; default: new
         arrays.
+    column_sums : bool
+        The moments' column sums (see :func:`chunk_moments`); default True.
 
     Returns
     -------
@@ -192,18 +194,20 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     returned = buffers.lend_result if lending else None
     try:
         sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty,
-                           returned, xp)
+                           returned, xp, column_sums)
     finally:
         for array in lent:
             buffers.give_back(array)
     if sums is None:
         # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
         # again in float64; non-finite input stays non-finite and is reported as such
-        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers)
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers,
+                          column_sums)
     return sums
 
 
-def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp):
+def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp,
+                column_sums):
     """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)`` and
     its float64 sums of several sub-blocks from ``returned`` (None: new arrays); None
     where a float32 sum overflowed."""
@@ -232,7 +236,7 @@ def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_
                 views = {b: _scale_rows(view, xp.sqrt(sub_weights), xp) for b, view in views.items()}
             if moments:
                 part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers,
-                                     [piece_norms[b] for b in range(len(blocks))], sub_weights)
+                                     [piece_norms[b] for b in range(len(blocks))], sub_weights, column_sums)
                 summed = part if summed is None else _accumulate(summed, part)  # this call's own arrays
             for p, (rb, rr, cb, cr) in enumerate(products):
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
@@ -276,7 +280,7 @@ def _all_finite(arrays, xp):
     return bool(xp.all(xp.isfinite(sums)))
 
 
-def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None):
+def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None, column_sums=True):
     """Sums over the rows of one chunk that the feature route needs besides X'Y.
 
     Parameters
@@ -293,6 +297,10 @@ def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None):
     weights : array, optional
         ``(k,)`` float64 row weights ``w``, the slabs' rows already scaled by
         ``sqrt(w)``: then every sum is weighted and ``n`` is ``sum w``.
+    column_sums : bool
+        Also ``colsum`` and ``norm_cross`` (default): centring needs them, and so does
+        ``1'Ã1`` of uncentred data (``rv2_null``, the tests); without them those lists
+        stay empty, saving a pass over the slabs.
 
     Returns
     -------
@@ -310,27 +318,23 @@ def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None):
     xp = namespace(*slabs)
     k, dtype = slabs[0].shape[0], slabs[0].dtype
     unit = [0.0] * n_layers
-    for slab_pieces, norms in zip(pieces, piece_norms):
-        for (layer, _, _, _), piece in zip(slab_pieces, norms):
+    for slab_pieces, slab_norms in zip(pieces, piece_norms):
+        for (layer, _, _, _), piece in zip(slab_pieces, slab_norms):
             unit[layer] = unit[layer] + _f64(piece)
     unit = xp.stack(unit, axis=1)
-    if weights is None:
-        count, norms, root = k, unit, xp.ones((k, 1), dtype=xp.float64)
-        scaled_norms = unit
-    else:
-        count, root = float(xp.sum(weights)), xp.sqrt(weights)[:, None]
-        norms = unit * weights[:, None]
-        scaled_norms = unit * root
-    # one GEMM per slab yields the a_i-weighted column sums and, from a column of
-    # ones (of sqrt(w)), the plain column sums (per-piece reductions cost more)
-    multipliers = _astype(_concat(xp, [scaled_norms, root], axis=1), dtype)
+    count, norms = (k, unit) if weights is None else (float(xp.sum(weights)), unit * weights[:, None])
     colsum = [[] for _ in range(n_layers)]
     norm_cross = [[] for _ in range(n_layers)]
-    for slab, slab_pieces in zip(slabs, pieces):
-        sums = _f64(multipliers.T @ slab)
-        for layer, start, stop, offset in slab_pieces:
-            colsum[layer].append(sums[n_layers, offset : offset + stop - start])
-            norm_cross[layer].append(sums[:n_layers, offset : offset + stop - start])
+    if column_sums:
+        root = xp.ones((k, 1), dtype=xp.float64) if weights is None else xp.sqrt(weights)[:, None]
+        # one GEMM per slab yields the a_i-weighted column sums and, from a column of
+        # ones (of sqrt(w)), the plain column sums (per-piece reductions cost more)
+        multipliers = _astype(_concat(xp, [unit * root, root], axis=1), dtype)
+        for slab, slab_pieces in zip(slabs, pieces):
+            sums = _f64(multipliers.T @ slab)
+            for layer, start, stop, offset in slab_pieces:
+                colsum[layer].append(sums[n_layers, offset : offset + stop - start])
+                norm_cross[layer].append(sums[:n_layers, offset : offset + stop - start])
     return {
         "n": count,
         "colsum": colsum,
@@ -401,7 +405,7 @@ def layer_flags(moments, trace, center):
     return flags
 
 
-def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
+def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, column_sums=True):
     """Sufficient statistics of every layer pair from the feature route's totals.
 
     Parameters
@@ -421,6 +425,10 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
     skewness : bool
         Also compute ``trace_cubed``, which only the tests' skewness uses (centred
         data only; it costs ``2 p^3`` per layer); NaN otherwise.
+    column_sums : bool
+        Whether the moments hold the column sums (see :func:`chunk_moments`; centred
+        statistics always need them).  Without, ``ones``, ``rowsum_sq`` and
+        ``rowsum_norm`` are NaN.
 
     Returns
     -------
@@ -447,17 +455,18 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
     cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and skewness else None
     # per piece pair: m_r' P m_c centred; uncentred, s_r' P s_c with s the column sums
     # (the |Xs|^2 of the permutation moments), the residual means being zero
+    with_sums = center or column_sums
     weights = iter(_to_device_together(
         [_piece_indicator(pieces, residual if center else colsum) for rows, cols in product_pieces
-         for pieces in (rows, cols)], xp))
-    quads = [next(weights).T @ product @ next(weights) for product in products]
+         for pieces in (rows, cols)], xp) if with_sums else ())
+    quads = [next(weights).T @ product @ next(weights) for product in products] if with_sums else []
     reduced = iter(_to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
     plain = [next(reduced) for _ in products]
-    quads = [next(reduced) for _ in products]
+    quads = [next(reduced) for _ in quads]
+    sum_quads = None
     if not center:
-        sum_quads, quads = quads, [np.zeros_like(q) for q in quads]
-    else:
-        sum_quads = None
+        sum_quads = quads if column_sums else None
+        quads = [np.zeros((len(rows), len(cols))) for rows, cols in product_pieces]
     trace_cubed = next(reduced) if cubed is not None else np.full(n_layers, np.nan)
     cross = np.zeros((n_layers, n_layers))
     quad = np.zeros((n_layers, n_layers))
@@ -504,6 +513,9 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True):
         ones = -trace
         row_sums = _centred_row_sums(rowdot)
         trace_cubed[[len(c) > MAX_CUBED_WIDTH for c in colsum]] = np.nan
+    elif not column_sums:
+        ones = np.full(n_layers, np.nan)
+        row_sums = {"rowsum_sq": np.full(n_layers, np.nan), "rowsum_norm": np.full(n_layers, np.nan)}
     else:
         # no shift without centring: the column sums are colsum, the rows unshifted
         ones = np.array([c @ c for c in colsum]) - trace

@@ -75,6 +75,9 @@ class Plan:
     cross_only: bool = False
     resampling: tuple = ()
     tests: bool = False
+    # whether statistics of uncentred data carry the column sums behind 1'Ã1 and the row
+    # sums (rv2_null, the tests need them; centred statistics always do)
+    column_sums: bool = True
 
     @property
     def n_layers(self) -> int:

@@ -110,3 +110,17 @@ def test_null_level_matches_permutation_mean(rng):
     got = rv2dist.similarity({"x": x}, {"y": y}, metric="rv2_null").values[0, 0]
     want = permutation_mean_rv2(x, y)
     assert abs(got - want) < 0.01
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("center", [True, False])
+def test_each_metric_alone_matches_dense_reference(rng, metric, center):
+    """A job computes only the sums its metrics need (uncentred rv2, rv and cka skip the
+    column sums that rv2_null and the tests read): each metric alone stays exact."""
+    a = relu_network(rng, 60, (3, 20))
+    b = relu_network(rng, 60, (7,), offset=1.0)
+    got = rv2dist.similarity(a, b, metric=metric, center=center)
+    assert _relative_error(got.values, dense_matrix(a, b, metric, center)) < 1e-10
+    skipped = not rv2dist.plan(a, b, metric=metric, center=center).column_sums
+    assert skipped == (metric != "rv2_null")
+    assert rv2dist.plan(a, b, metric=metric, center=center, tests=True).column_sums
