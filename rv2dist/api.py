@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -479,7 +480,10 @@ def compute_locally(lazy):
     import dask
     from dask.base import get_scheduler
 
-    if get_scheduler() is not None or dask.config.get("scheduler", None) is not None:
+    # a client exists only once distributed is imported: asking dask would import it
+    # (half a second on a process's first job)
+    client_possible = "distributed" in sys.modules
+    if dask.config.get("scheduler", None) is not None or (client_possible and get_scheduler() is not None):
         return lazy.compute()
     threads = _local_task_threads()
     if len(lazy.dask.layers) > 1:

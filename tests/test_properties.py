@@ -189,3 +189,20 @@ def test_in_memory_jobs_run_directly_on_the_local_pool(rng, monkeypatch, threads
     assert np.max(np.abs(got.values - want)) < 1e-12
     # one thread: the calling one, with no hand-off to a pool
     assert (ran_in == [threading.get_ident()]) == (threads == 1)
+
+
+def test_in_memory_jobs_leave_distributed_unimported():
+    import subprocess
+    import sys
+
+    # a fresh process: the suite itself has imported distributed long ago
+    script = (
+        "import sys, numpy as np, rv2dist\n"
+        "x = np.random.default_rng(0).standard_normal((40, 3))\n"
+        "r = rv2dist.similarity({'a': x}, {'b': 2 * x})\n"
+        "assert abs(float(r.values[0, 0]) - 1) < 1e-12, r.values\n"
+        "print('distributed' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
