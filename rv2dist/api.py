@@ -358,7 +358,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
         computed; nothing is read or computed before that.  Its tasks keep the arrays
         they read stored rows into (and, on the local scheduler, their slabs) for the next
-        task and job; :func:`rv2dist.release_buffers` frees them (see :mod:`rv2dist.buffers`).
+        task and job, for ``rv2dist.keep-buffers`` seconds after its last task (the
+        process that ran that task; on a cluster, the other workers keep theirs until a
+        job ends there); :func:`rv2dist.release_buffers` frees them at once (see
+        :mod:`rv2dist.buffers`).
 
     Returns
     -------
@@ -378,7 +381,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
     from .graph import TaskGraph, build_statistics
 
+    from .buffers import finish_job, job_finished, keep_seconds
+
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
+    seconds = keep_seconds()
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
         layer_names=names, obs_dim=obs_dim, resampling=resampling,
@@ -407,20 +413,21 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
                       [_network_label(a, "a"), _network_label(b, "b")],
                       isinstance(metric, str) and not (tests or resampled), list(resampled), list(resampled.values()),
                       resampling)
+    if not compute:
+        # computed by whoever, the job's end still starts the clock on its kept arrays
+        final = graph.add("job-end", (), finish_job, final, seconds)
     with _gpu_annotation(client, device):
         layer = HighLevelGraph.from_collections(final[0], graph.tasks, dependencies=collections)
     result = Delayed(final, layer, layer=final[0])
     if not compute:
         return result
-    from .buffers import job_finished
-
     if client is None:
         try:
             return compute_locally(result)
         finally:
-            job_finished()
+            job_finished(seconds=seconds)
     computed = client.compute(result, sync=True)
-    job_finished(client)
+    job_finished(client, seconds)
     return computed
 
 

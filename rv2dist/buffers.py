@@ -18,6 +18,7 @@ reuses warm memory; :func:`release_buffers` frees them at once.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import threading
 
@@ -91,11 +92,14 @@ class KeptBuffers:
 
     def job_finished(self, keep_seconds):
         """Drop the kept arrays no task lent since the last job ended (other shapes); free
-        the rest after ``keep_seconds`` unless a task lends one before."""
+        the rest after ``keep_seconds`` unless a task lends one before.  An end with no
+        lending since the last (the same job's end announced twice) drops nothing."""
         with self._lock:
             self._reclaim()
-            self._free = {key: kept for key, kept in
-                          ((key, [a for a in kept if id(a) in self._used]) for key, kept in self._free.items()) if kept}
+            if self._used:
+                self._free = {key: kept for key, kept in
+                              ((key, [a for a in kept if id(a) in self._used]) for key, kept in self._free.items())
+                              if kept}
             self._used = set()
             self._cancel_release()
             if keep_seconds > 0:
@@ -137,24 +141,48 @@ KEPT_BUFFERS = KeptBuffers()
 
 
 def keep_seconds() -> float:
-    """Seconds the pool keeps a finished job's arrays (dask config ``rv2dist.keep-buffers``)."""
+    """Seconds the pool keeps a finished job's arrays (dask config ``rv2dist.keep-buffers``).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting and its value, when that is not a duration of 0 or more:
+        jobs read it before they start, so that a typo does not fail a finished job.
+    """
     import dask
     from dask.utils import parse_timedelta
 
-    return float(parse_timedelta(dask.config.get("rv2dist.keep-buffers", DEFAULT_KEEP_SECONDS), default="s"))
+    value = dask.config.get("rv2dist.keep-buffers", DEFAULT_KEEP_SECONDS)
+    try:
+        seconds = float(parse_timedelta(value, default="s"))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"dask config 'rv2dist.keep-buffers' is {value!r}: give the seconds to keep a job's "
+                         "working arrays, as a number (30) or a duration ('30s', '2min'); 0 frees them when "
+                         "each job ends")
+    return seconds
 
 
-def job_finished(client=None):
-    """The end of a job that finished: keep its arrays for :func:`keep_seconds`, in this
-    process and on every worker of ``client``; after a failure the workers keep theirs
-    until the next job ends, rather than the user wait on a cluster that may be gone."""
-    seconds = keep_seconds()
+def job_finished(client=None, seconds=None):
+    """The end of a job that finished: keep its arrays for ``seconds`` (default
+    :func:`keep_seconds`), in this process and on every worker of ``client``; after a
+    failure the workers keep theirs until the next job ends, rather than the user wait
+    on a cluster that may be gone."""
+    seconds = keep_seconds() if seconds is None else seconds
     _job_finished_here(seconds)
     _on_workers(client, _job_finished_here, seconds)
 
 
 def _job_finished_here(seconds):
     KEPT_BUFFERS.job_finished(seconds)
+
+
+def finish_job(result, seconds):
+    """The last task of a job computed later (``compute=False``): ``result``, once the
+    job has ended in the process that ran it."""
+    KEPT_BUFFERS.job_finished(seconds)
+    return result
 
 
 def release_buffers(client=None):

@@ -364,3 +364,47 @@ def test_slabs_are_kept_in_process_but_not_on_workers(rng):
         got = rv2dist.similarity(layers, client=client, memory_budget=2**15)
     np.testing.assert_allclose(got.values, expected, rtol=1e-10)
     assert KEPT_BUFFERS.nbytes == 0
+
+
+def test_a_job_computed_later_still_ends(rng):
+    """``compute=False``: the job's last task starts the kept arrays' clock in the
+    process that ran it (here: told to keep none, it frees them)."""
+    layers = relu_network(rng, 500, (6, 9))
+    rv2dist.release_buffers()
+    with dask.config.set({"rv2dist.keep-buffers": 0}):
+        lazy = rv2dist.similarity(layers, memory_budget=2**15, compute=False)
+    for scheduler in ("sync", "threads"):
+        np.testing.assert_allclose(lazy.compute(scheduler=scheduler).values, dense_matrix(layers, layers, "rv2"),
+                                   rtol=1e-10)
+        assert KEPT_BUFFERS.nbytes == 0
+
+
+def test_a_job_ended_twice_keeps_its_arrays():
+    pool = KeptBuffers()
+    pool.give_back(pool.lend((10, 3), "float64"))
+    pool.job_finished(60)
+    pool.job_finished(60)
+    assert pool.nbytes == 10 * 3 * 8
+    pool.job_finished(60)
+    pool.release()
+
+
+@pytest.mark.parametrize("value", ["soon", -1, "inf", "nan", [30]])
+def test_a_malformed_keep_buffers_setting_is_refused_before_any_work(rng, tmp_path, value):
+    layers = relu_network(rng, 60, (3, 4))
+    with dask.config.set({"rv2dist.keep-buffers": value}):
+        for compute in (False, True):
+            with pytest.raises(ValueError, match=r"dask config 'rv2dist\.keep-buffers' is .*: give the seconds"):
+                rv2dist.similarity(layers, compute=compute)
+    if value == "soon":
+        import os
+        import subprocess
+        import sys
+
+        rv2dist.write_activations(tmp_path / "a.zarr", layers)
+        done = subprocess.run([sys.executable, "-m", "rv2dist.cli", "compare", str(tmp_path / "a.zarr"),
+                               "--out", str(tmp_path / "r.nc")], capture_output=True, text=True,
+                              env=dict(os.environ, DASK_RV2DIST__KEEP_BUFFERS="soon"), timeout=300)
+        assert done.returncode == 2, done.stderr
+        assert "rv2dist.keep-buffers' is 'soon'" in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "r.nc").exists()
