@@ -534,20 +534,29 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
     # (task arguments hold keys in lists only: dask does not look inside dicts)
     resampled = {kind: dict(zip(flags, sets)) for kind, sets in zip(kinds, resampled)}
     layer_names = job_plan.layer_names
+
+    def layer(i):
+        # both networks may have a layer of that name
+        side = "" if job_plan.self_job else f" of {networks[0 if i < job_plan.n_layers_a else 1]}"
+        return f"layer {layer_names[i]!r}{side}"
+
     for stats in statistics.values():
         bad = [i for i, ok in enumerate(stats["finite"]) if not ok]
         if bad:
-            # both networks may have a layer of that name
-            side = "" if job_plan.self_job else f" of {networks[0 if bad[0] < job_plan.n_layers_a else 1]}"
-            raise ValueError(
-                f"layer {layer_names[bad[0]]!r}{side} contains NaN or Inf (or values too large to sum in float64)"
-            )
+            raise ValueError(f"{layer(bad[0])} contains NaN or Inf (or values too large to sum in float64)")
+        faults = [(i, fault) for i, fault in
+                  enumerate(metrics.scale_faults(stats, job_plan.widths, job_plan.compute_dtype)) if fault]
+        if faults:
+            i, fault = faults[0]
+            wider = ", or pass precision='float64'" if job_plan.compute_dtype == "float32" else ""
+            raise ValueError(f"{layer(i)} {fault}; multiply it by a constant (no metric depends on a layer's "
+                             f"scale){wider}")
     undefined = sorted({layer_names[i] for stats in statistics.values()
                         for i, u in enumerate(stats["undefined"]) if u})
     if undefined:
         warnings.warn(
             f"layer(s) {', '.join(map(repr, undefined))} have zero variance"
-            f"{'' if center else ' (or are all zeros)'}: their rows/columns are NaN",
+            f"{'' if center else ' (or are all zeros, or too small to square)'}: their rows/columns are NaN",
             UndefinedLayerWarning,
             stacklevel=2,
         )

@@ -394,17 +394,31 @@ def _concat_host(pieces):
 ZERO_VARIANCE = 1e-10
 
 
+# sums out of float64's range are reported by layer name once the job ends (see
+# rv2dist.metrics.scale_faults), not as numpy's warnings along the way
+_QUIET_RANGE = np.errstate(over="ignore", invalid="ignore")
+
+
 def layer_flags(moments, trace, center):
-    """Per layer: ``(finite, undefined)``; undefined means zero variance (centred; the
-    centred sum of squares ``trace`` vanishes against the shifted one) or all zeros."""
+    """Per layer: ``(finite, undefined, squares_lost)``; undefined means zero variance
+    (centred; the centred sum of squares ``trace`` vanishes against the shifted one) or
+    all zeros; squares lost, that the values are not all zero (a column sum is not) but
+    every square underflowed to 0."""
     flags = []
     for sums, total, centred in zip(moments["colsum"], to_numpy(moments["norm_sum"]), trace):
-        finite = bool(np.all(np.isfinite(_concat_host(sums)))) and bool(np.isfinite(total))
-        undefined = total == 0 or (center and centred <= ZERO_VARIANCE * total)
-        flags.append((finite, bool(undefined)))
+        sums = _concat_host(sums)
+        finite = bool(np.all(np.isfinite(sums))) and bool(np.isfinite(total))
+        lost = bool(total == 0 and np.any(sums != 0))
+        undefined = not lost and (total == 0 or (center and centred <= ZERO_VARIANCE * total))
+        flags.append((finite, bool(undefined), lost))
     return flags
 
 
+def _flag_arrays(flags):
+    return {key: np.array([f[i] for f in flags]) for i, key in enumerate(("finite", "undefined", "squares_lost"))}
+
+
+@_QUIET_RANGE
 def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, column_sums=True):
     """Sufficient statistics of every layer pair from the feature route's totals.
 
@@ -435,8 +449,9 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, co
     dict
         ``n``, ``cross`` ``<A_l, A_m>`` (L, L), ``rowdot`` ``sum_i a_i b_i`` (L, L),
         ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``rowsum_sq`` and
-        ``rowsum_norm`` (L,) (see :func:`_row_sums`), ``finite`` and ``undefined``
-        flags (L,); entries of pairs not computed are NaN.
+        ``rowsum_norm`` (L,) (see :func:`_row_sums`), ``finite``, ``undefined`` and
+        ``squares_lost`` flags (L,) (see :func:`layer_flags`); entries of pairs not
+        computed are NaN.
     """
     products = [_f64(p) for group in sums for p in group["products"]]
     xp = namespace(*products)
@@ -532,8 +547,7 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, co
         "ones": ones,
         **row_sums,
         "trace_cubed": trace_cubed,
-        "finite": np.array([f for f, _ in flags]),
-        "undefined": np.array([u for _, u in flags]),
+        **_flag_arrays(flags),
     }
 
 
@@ -733,6 +747,7 @@ def column_sums(summary):
     return [parts[0] for parts in summary["colsum"]]
 
 
+@_QUIET_RANGE
 def gram_prepare(chunks, means, dtype, sums=None):
     """Centre one row block of every layer (float64), round to ``dtype``, and sum the
     products of the squared row norms that the diagonal of the Grams holds.
@@ -803,6 +818,7 @@ def _rows_f64(block):
     return {**block, "rows": [_f64(x) for x in block["rows"]]}
 
 
+@_QUIET_RANGE
 def gram_statistics(summary, shifts, inner, prepared, center):
     """Sufficient statistics from the gram route's totals (see :func:`feature_statistics`)."""
     n = summary["n"]
@@ -825,6 +841,5 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         "ones": ones,
         **row_sums,
         "trace_cubed": np.full(len(trace), np.nan),
-        "finite": np.array([f for f, _ in flags]),
-        "undefined": np.array([u for _, u in flags]),
+        **_flag_arrays(flags),
     }

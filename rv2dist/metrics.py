@@ -27,11 +27,46 @@ DESCRIPTIONS = {
 CENTRED_ONLY = frozenset({"cka", "cka_debiased"})
 
 
+# float32 products of values of smaller mean square lose bits in the subnormals
+# (squares below 2^-126)
+FLOAT32_MIN_MEAN_SQUARE = 2.0**-120
+# sums of squares whose squares (the fourth-order sums <A, B>) are normal float64
+# numbers, with room for a layer's 1/p spread and for sums of many terms
+FLOAT64_TRACE_RANGE = (2.0**-480, 2.0**480)
+
+
+def scale_faults(stats, widths, compute_dtype):
+    """Per layer, why its values are too small or too large for the arithmetic that
+    computed ``stats`` (``None``: they are not).  The metrics do not depend on a
+    layer's scale, but their sums in floating point do."""
+    faults = []
+    for lost, undefined, trace, width in zip(stats["squares_lost"], stats["undefined"], stats["trace"], widths):
+        mean_square = trace / (stats["n"] * width)
+        if lost:
+            faults.append(f"is too small: every square underflowed to 0 in {compute_dtype}")
+        elif undefined or not np.isfinite(trace):
+            faults.append(None)
+        elif compute_dtype == "float32" and mean_square < FLOAT32_MIN_MEAN_SQUARE:
+            faults.append(f"is too small for float32 products (mean square {mean_square:.1e})")
+        elif not FLOAT64_TRACE_RANGE[0] <= trace <= FLOAT64_TRACE_RANGE[1]:
+            faults.append(f"has a sum of squares ({trace:.1e}) too {'small' if trace < 1 else 'large'} "
+                          "for float64 statistics")
+        else:
+            faults.append(None)
+    return faults
+
+
+def _geometric_means(diagonal):
+    """``sqrt(d_l d_m)`` for every pair, as ``sqrt(d_l) sqrt(d_m)``: the product itself
+    leaves float64's range for layers of large or small scale (sums past 2^512)."""
+    with np.errstate(invalid="ignore"):
+        root = np.sqrt(diagonal)
+    return np.outer(root, root)
+
+
 def _normalise(numerator):
-    diagonal = np.diag(numerator).copy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.sqrt(np.outer(diagonal, diagonal))
-        return numerator / scale
+        return numerator / _geometric_means(np.diag(numerator).copy())
 
 
 def _off_diagonal_inner(stats):
@@ -75,11 +110,9 @@ def rv2_null(stats):
     """Expected RV2 under random permutation of the rows of one side:
     ``(1'Ã1)(1'B̃1) / (n (n - 1) |Ã| |B̃|)``, ``tr A tr B / (...)`` for centred data."""
     n = stats["n"]
-    inner = np.diag(_off_diagonal_inner(stats))
+    inner = np.diag(_off_diagonal_inner(stats)).copy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.outer(stats["ones"], stats["ones"]) / (
-            n * (n - 1.0) * np.sqrt(np.outer(inner, inner))
-        )
+        return np.outer(stats["ones"], stats["ones"]) / (n * (n - 1.0) * _geometric_means(inner))
 
 
 _FORMULAS = {"rv2": rv2, "rv": rv, "cka": rv, "cka_debiased": cka_debiased, "rv2_null": rv2_null}

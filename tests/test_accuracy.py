@@ -124,3 +124,46 @@ def test_each_metric_alone_matches_dense_reference(rng, metric, center):
     skipped = not rv2dist.plan(a, b, metric=metric, center=center).column_sums
     assert skipped == (metric != "rv2_null")
     assert rv2dist.plan(a, b, metric=metric, center=center, tests=True).column_sums
+
+
+SCALES = [
+    # dtype, scale of layer l1 of a, whether the answer is computed (else refused)
+    ("float64", 1e-70, True),
+    ("float64", 1e70, True),
+    ("float64", 1e-150, False),  # sums of squares fine, their squares underflow
+    ("float64", 1e150, False),  # their squares overflow
+    ("float64", 1e-200, False),  # every square underflows
+    ("float32", 1e-17, True),
+    ("float32", 1e18, True),
+    ("float32", 1e20, True),  # squares overflow float32: redone in float64
+    ("float32", 1e-21, False),  # squares in the subnormals: bits lost
+    ("float32", 1e-25, False),  # every square underflows
+]
+
+
+@pytest.mark.parametrize("dtype,scale,computed", SCALES)
+@pytest.mark.parametrize("route", ["feature", "gram"])
+def test_badly_scaled_layers_give_the_unscaled_answer_or_a_clear_error(rng, dtype, scale, computed, route):
+    """Every metric is scale-invariant: a layer times a constant gives the same matrix,
+    unless its sums leave the arithmetic's range, which is then refused by name."""
+    a = relu_network(rng, 120, (5, 7), dtype=dtype)
+    b = relu_network(rng, 120, (6,), dtype=dtype, offset=1.0)
+    metric = ["rv2", "rv", "cka", "cka_debiased"]
+    want = rv2dist.similarity(a, b, metric=metric, route=route)
+    scaled = dict(a, l1=a["l1"] * a["l1"].dtype.type(scale))
+    if computed:
+        tolerance = 5e-6 if dtype == "float32" else 1e-12
+        got = rv2dist.similarity(scaled, b, metric=metric + ["rv2_null"], route=route)
+        for m in metric:
+            np.testing.assert_allclose(got[m].values, want[m].values, rtol=0, atol=tolerance)
+        itself = rv2dist.similarity(scaled, metric=metric + ["rv2_null"], route=route)
+        unscaled = rv2dist.similarity(a, metric=metric + ["rv2_null"], route=route)
+        for m in metric + ["rv2_null"]:
+            np.testing.assert_allclose(itself[m].values, unscaled[m].values, rtol=0, atol=tolerance)
+        return
+    advice = r"multiply it by a constant \(no metric depends on a layer's scale\)"
+    with pytest.raises(ValueError, match=r"^layer 'l1' of network a .*" + advice):
+        rv2dist.similarity(scaled, b, metric=metric, route=route)
+    if dtype == "float32" and scale > 1e-30:
+        got = rv2dist.similarity(scaled, b, metric=metric, route=route, precision="float64")
+        np.testing.assert_allclose(got["rv2"].values, want["rv2"].values, rtol=0, atol=5e-6)
