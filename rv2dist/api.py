@@ -21,6 +21,11 @@ class UndefinedLayerWarning(RuntimeWarning):
     """A layer has zero variance (or, uncentred, is all zeros): its metrics are NaN."""
 
 
+class FewReplicatesWarning(UserWarning):
+    """Too few bootstrap replicates for the interval's confidence: its ends rest on the
+    most extreme replicates."""
+
+
 def _check_metrics(metric):
     if not isinstance(metric, (str, list, tuple)):
         raise TypeError(f"metric must be a metric name or a list of them, not {metric!r}")
@@ -30,6 +35,9 @@ def _check_metrics(metric):
     for name in names:
         if name not in metrics.METRICS:
             raise ValueError(f"unknown metric {name!r}; choose from {', '.join(metrics.METRICS)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"metric {repeated[0]!r} is asked for more than once")
     return names
 
 
@@ -116,11 +124,19 @@ def _gpu_memory_budget() -> int:
         return 4 * 2**30
 
 
+# each replicate is a pass over the data and a few tasks per row chunk in the graph:
+# a million would be hours of work and gigabytes of graph before the first result
+MAX_RESAMPLES = 100_000
+
+
 def _positive_count(option, value):
     if value is None:
         return 0
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{option} must be a positive integer, not {value!r}")
+    if value > MAX_RESAMPLES:
+        raise ValueError(f"{option}={value:,} is more than rv2dist runs (at most {MAX_RESAMPLES:,}, each a pass "
+                         "over the data); for p-values below 1e-5 use the analytic tests (tests=True; --tests)")
     return int(value)
 
 
@@ -138,6 +154,11 @@ def check_resampling(tests, correction, permutations, bootstrap, seed, confidenc
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number between 0 and 1, not {confidence!r}")
+    fewest = significance.fewest_replicates(confidence)
+    if 0 < bootstrap < fewest:
+        warnings.warn(f"bootstrap={bootstrap}: with fewer than {fewest} replicates the {confidence:g} interval's ends "
+                      f"rest on the most extreme replicates; use {fewest} or more (1,000 for a paper)",
+                      FewReplicatesWarning, stacklevel=3)
     return bool(tests), correction, permutations, bootstrap, int(seed), float(confidence)
 
 
@@ -344,12 +365,16 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         copy of ``a`` when ``b`` is None) and add ``m_p_permutation``, the Monte Carlo
         p-value ``(1 + #{permuted >= observed}) / (permutations + 1)``.  Each costs
         the products between ``a`` and ``b`` once more (the plan says how much).
+        At most 100,000.
     bootstrap : int, optional
         Also compute this many Poisson bootstrap replicates (every observation
         weighted by an independent Poisson(1) count drawn from ``seed`` and its
         index, so chunking and workers do not change them) and add ``m_low`` and
         ``m_high``, the percentile interval of level ``confidence``.  Each replicate
-        costs the job's products once more; the data are read once.
+        costs the job's products once more; the data are read once.  At most 100,000;
+        fewer than ``2 / (1 - confidence) + 1`` (41 at 0.95) warn
+        (:class:`FewReplicatesWarning`): the interval's ends then rest on the most
+        extreme replicates.
     seed : int, optional
         Seed of the permutations and bootstrap counts (default 0).
     confidence : float

@@ -7,6 +7,7 @@ naming the file, layer or value at fault and no partial output; 1 for anything e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -374,6 +375,31 @@ def _set_verbosity(args):
         logging.getLogger("rv2dist").setLevel(level)
 
 
+@contextlib.contextmanager
+def _plain_warnings(verb):
+    """rv2dist's own warnings as the errors are shown, ``rv2dist VERB: warning: ...``,
+    each text once (options are checked before the job and again when it starts);
+    other libraries' warnings as Python shows them."""
+    import warnings
+
+    shown = set()
+    python_way = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("rv2dist"):
+            return python_way(message, category, filename, lineno, file, line)
+        text = f"rv2dist {verb}: warning: {message}"
+        if text not in shown:
+            shown.add(text)
+            print(text, file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = python_way
+
+
 def main(argv=None) -> int:
     """Entry point of the ``rv2dist`` command."""
     from .cluster import ClusterLostError
@@ -381,7 +407,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _set_verbosity(args)
     try:
-        _VERBS[args.verb](args)
+        with _plain_warnings(args.verb):
+            _VERBS[args.verb](args)
     except BrokenPipeError:
         # `rv2dist info STORE | head`: the reader left; nothing more to say, and the
         # interpreter's final flush must not complain either

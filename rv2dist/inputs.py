@@ -12,6 +12,7 @@ observations, whatever its name).  Further dimensions are flattened into units l
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -107,6 +108,9 @@ def as_array(name, value):
         raise TypeError(f"layer {name!r} is a {type(value).__module__}.{type(value).__name__}; "
                         f"accepted: {ACCEPTED}")
     check_dtype(name, value.dtype)
+    if any(math.isnan(size) for size in value.shape):
+        raise ValueError(f"layer {name!r} is a dask array of unknown size {value.shape} (after boolean "
+                         "indexing?); call its .compute_chunk_sizes() first")
     return value
 
 
@@ -116,6 +120,8 @@ def _from_torch(name, tensor):
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"layer {name!r} is a {type(tensor).__name__}, not a tensor; accepted: {ACCEPTED}")
     tensor = tensor.detach()  # shares memory: no copy, no gradient tracking
+    if tensor.layout != torch.strided:
+        raise TypeError(f"layer {name!r} is a tensor of layout {tensor.layout}; pass it dense (.to_dense())")
     if tensor.is_complex():
         raise TypeError(f"layer {name!r} has dtype {tensor.dtype}, not a real number type")
     if tensor.dtype in (torch.float16, torch.bfloat16):

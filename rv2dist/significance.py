@@ -227,6 +227,13 @@ def permutation_p(name, stats, permuted):
     return p
 
 
+def fewest_replicates(confidence):
+    """The fewest bootstrap replicates whose ``confidence`` percentile interval does
+    not rest on the most extreme replicates (its ends lie between the second smallest
+    and the second largest)."""
+    return math.ceil(2.0 / (1.0 - confidence) - 1e-9) + 1
+
+
 def percentile_interval(replicates, confidence):
     """The ``confidence`` percentile interval of bootstrap replicates, cell by cell."""
     values = np.stack(replicates)

@@ -50,6 +50,8 @@ def test_layer_with_no_units(good):
 def test_unknown_metric_route_precision_layer(good):
     with pytest.raises(ValueError, match=r"unknown metric 'rv3'"):
         rv2dist.similarity(good, metric="rv3")
+    with pytest.raises(ValueError, match=r"metric 'cka' is asked for more than once"):
+        rv2dist.similarity(good, metric=["cka", "rv2", "cka"])
     with pytest.raises(ValueError, match=r"unknown route 'fast'"):
         rv2dist.similarity(good, route="fast")
     with pytest.raises(ValueError, match=r"unknown precision 'half'"):
@@ -87,3 +89,16 @@ def test_uncentred_constant_layer_is_defined_but_zero_layer_is_not(good):
     with pytest.warns(rv2dist.UndefinedLayerWarning, match="'zero'"):
         got = rv2dist.similarity(good, metric="rv", center=False)
     assert np.isfinite(got.values[2, 2]) and np.all(np.isnan(got.values[3]))
+
+
+def test_dask_array_of_unknown_size_is_named(good):
+    x = da.from_array(good["c1"], chunks=5)
+    unknown = x[x[:, 0] > -np.inf]  # boolean indexing leaves the row count unknown
+    with pytest.raises(ValueError, match=r"layer 'u' is a dask array of unknown size \(nan, 3\).*compute_chunk_sizes"):
+        rv2dist.similarity({"u": unknown}, good)
+
+
+def test_sparse_tensor_is_named(good):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"layer 's' is a tensor of layout torch.sparse_coo; pass it dense"):
+        rv2dist.similarity({"s": torch.tensor(good["c1"]).to_sparse()}, good)

@@ -4,6 +4,7 @@ the dense formulas and the dense formulas on resampled data."""
 
 import dataclasses
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -202,6 +203,9 @@ def test_unrelated_layers_are_not_significant_related_ones_are(rng):
     ("seed", -1, "seed must be a non-negative integer, not -1"),
     ("confidence", 95, "confidence must be a number between 0 and 1, not 95"),
     ("correction", "fdr", "unknown correction 'fdr'"),
+    # a graph of a trillion passes would exhaust memory long before it ran
+    ("permutations", 10**12, "permutations=1,000,000,000,000 is more than rv2dist runs (at most 100,000"),
+    ("bootstrap", 100_001, "bootstrap=100,001 is more than rv2dist runs"),
 ])
 def test_bad_resampling_options_name_the_value(rng, option, value, message):
     x = rng.standard_normal((20, 2))
@@ -366,3 +370,21 @@ def test_bootstrap_and_permutations_are_the_same_on_one_or_two_workers(rng):
                                            seed=8, client=client))
     for name in runs[0].data_vars:
         np.testing.assert_allclose(runs[1][name].values, runs[0][name].values, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("confidence, fewest", [(0.95, 41), (0.9, 21), (0.99, 201), (0.5, 5)])
+def test_too_few_replicates_for_the_interval_warn(rng, confidence, fewest):
+    """Below ``fewest`` replicates the interval's ends rest on the extreme replicates
+    (lie beyond the second smallest and second largest); from it on they do not."""
+    x, y = rng.standard_normal((30, 2)), rng.standard_normal((30, 3))
+    for count in (fewest - 1, fewest):
+        replicates = rng.standard_normal((count, 1))
+        low, high = significance.percentile_interval(list(replicates), confidence)
+        ordered = np.sort(replicates[:, 0])
+        extremes = low[0] < ordered[1] or high[0] > ordered[-2]
+        assert extremes == (count < fewest)
+    with pytest.warns(rv2dist.FewReplicatesWarning, match=f"fewer than {fewest} replicates"):
+        rv2dist.similarity({"x": x}, {"y": y}, bootstrap=fewest - 1, confidence=confidence, compute=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rv2dist.FewReplicatesWarning)
+        rv2dist.similarity({"x": x}, {"y": y}, bootstrap=fewest, confidence=confidence, compute=False)

@@ -113,3 +113,12 @@ def test_demo_runs_end_to_end(tmp_path):
     assert values[5, 5] > values[5, 7] > values[5, 10]
     assert "synthetic" in done.stdout and "compare_models" in done.stdout
     assert (tmp_path / "demo" / "rv2.png").exists()
+
+
+def test_cli_shows_rv2dists_warnings_once_as_plain_lines(rng, tmp_path):
+    rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 60, (3, 4)))
+    done = _run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc", "--bootstrap", "5")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "replicates" in line]
+    assert lines == ["rv2dist compare: warning: bootstrap=5: with fewer than 41 replicates the 0.95 interval's "
+                     "ends rest on the most extreme replicates; use 41 or more (1,000 for a paper)"], done.stderr
