@@ -330,8 +330,9 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     client : distributed.Client, optional
         Run on this cluster; default: the current dask scheduler (threads, or the
         active distributed client).
-    memory_budget : int, optional
-        Bytes a task may use; default: half of worker memory per thread.
+    memory_budget : int or str, optional
+        Bytes a task may use (or a size such as ``"4GB"``); default: half of worker
+        memory per thread.
     precision : {"auto", "input", "float64"}
         Dtype of the per-chunk products (see :func:`rv2dist.plan.make_plan`):
         ``"auto"`` keeps float32 input in float32 on CPUs and uses float64 on GPUs.

@@ -142,6 +142,23 @@ def _even_chunks(n: int, rows: int) -> tuple[int, ...]:
     return tuple(base + (i < extra) for i in range(count))
 
 
+def _budget_bytes(memory_budget):
+    """``memory_budget`` as bytes: a positive number, or text such as ``"4GB"`` or
+    ``"512 MiB"`` (dask's notation)."""
+    budget = memory_budget
+    if isinstance(budget, str):
+        from dask.utils import parse_bytes
+
+        try:
+            budget = parse_bytes(budget)
+        except ValueError:
+            pass
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes or a size such as '4GB', "
+                         f"got {memory_budget!r}")
+    return budget
+
+
 def _choose_compute_dtype(input_dtype: str, precision: str, device: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -348,8 +365,9 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         ``"feature"`` sums cross-products ``X_l' X_m`` over row chunks (cost ~ n p q per
         pair); ``"gram"`` sums Frobenius products of off-diagonal Gram tiles
         (cost ~ n^2 (sum p + L^2) / 2); ``"auto"`` takes the one with fewer operations.
-    memory_budget : int
-        Bytes one task may use (worker memory per thread, or GPU memory).
+    memory_budget : int or str
+        Bytes one task may use (worker memory per thread, or GPU memory); text such
+        as ``"4GB"`` is read as dask reads sizes.
     parallelism : int
         Number of tasks that run at once; the planner aims for at least twice as many
         row chunks (feature) or tiles (gram).
@@ -375,8 +393,7 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     """
     if n_obs < 2:
         raise ValueError(f"need at least 2 observations, got {n_obs}")
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float)) or not memory_budget > 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    memory_budget = _budget_bytes(memory_budget)
     names = tuple(name for name, _ in layers_a) + tuple(name for name, _ in (layers_b or ()))
     widths_a = tuple(int(w) for _, w in layers_a)
     widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None

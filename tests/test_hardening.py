@@ -439,8 +439,15 @@ def test_smaller_faults_are_messages(rng, tmp_path):
     path, _ = _chunked_store(tmp_path, rng)
     _assert_clean_failure(_cli("plot", path, "--out", tmp_path / "p.png"), "net.zarr: not an rv2dist result")
     assert not (tmp_path / "p.png").exists()
-    with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes, got -1"):
+    with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes or a size such as "
+                                         "'4GB', got -1"):
         rv2dist.similarity(path, memory_budget=-1)
+    for text in ("lots", "0B", "-1GB"):
+        with pytest.raises(ValueError, match=f"got '{text}'"):
+            rv2dist.similarity(path, memory_budget=text)
+    # a size as dask writes it is the same budget as its bytes
+    assert rv2dist.plan(path, memory_budget="64kiB") == rv2dist.plan(path, memory_budget=64 * 1024)
+    assert "of a 64 KiB budget" in str(rv2dist.plan(path, memory_budget="64kiB"))
     with pytest.raises(ValueError, match="layer 'maps': channel_axis 7 is out of range for shape"):
         rv2dist.preprocess({"maps": np.zeros((4, 3, 2, 2))}, pool=True, channel_axis=7)
     np.savez(tmp_path / "maps.npz", maps=rng.standard_normal((6, 3, 2, 2)))
