@@ -86,6 +86,10 @@ def convert(source, out, *, layers=None, network=None, pool=False, channel_axis=
         arrays = {name: da.from_array(a, chunks=(rows,) + tuple(a.shape[1:])) for name, a in arrays.items()}
     first = next(iter(arrays))
     for name, array in arrays.items():
+        if array.ndim == 0:
+            raise store.StoreError(f"{source}: layer {name!r} is a single number, not an array of "
+                                   "observations x units")
+    for name, array in arrays.items():
         if array.shape[0] != arrays[first].shape[0]:
             raise store.StoreError(f"{source}: layer {name!r} has {array.shape[0]} observations "
                                    f"but {first!r} has {arrays[first].shape[0]}")

@@ -320,6 +320,9 @@ def test_import_numpy_files_and_stores(rng, tmp_path):
     ]
     (tmp_path / "broken.npz").write_text("not a zip")
     cases.append(((tmp_path / "broken.npz", "--out", tmp_path / "x.zarr"), "broken.npz: not an .npz archive"))
+    np.savez(tmp_path / "scalar.npz", fc1=layers["fc1"], mean=np.float64(0.5))
+    cases.append(((tmp_path / "scalar.npz", "--out", tmp_path / "x.zarr"),
+                  "scalar.npz: layer 'mean' is a single number, not an array of observations x units"))
     for args, named in cases:
         done = _run_cli("import", *args)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
