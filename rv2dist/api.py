@@ -586,6 +586,12 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
             UndefinedLayerWarning,
             stacklevel=2,
         )
+    if job_plan.self_job:
+        # (not the permuted sets: a layer against another's shuffled rows is no symmetric pair)
+        statistics = {flag: metrics.symmetrised(stats) for flag, stats in statistics.items()}
+        if "bootstrap" in resampled:
+            resampled["bootstrap"] = {flag: [metrics.symmetrised(r) for r in sets]
+                                      for flag, sets in resampled["bootstrap"].items()}
     la = job_plan.n_layers_a
     rows = slice(0, la)
     cols = slice(0, la) if job_plan.self_job else slice(la, job_plan.n_layers)

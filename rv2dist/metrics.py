@@ -58,10 +58,13 @@ def scale_faults(stats, widths, compute_dtype):
 
 def _geometric_means(diagonal):
     """``sqrt(d_l d_m)`` for every pair, as ``sqrt(d_l) sqrt(d_m)``: the product itself
-    leaves float64's range for layers of large or small scale (sums past 2^512)."""
+    leaves float64's range for layers of large or small scale (sums past 2^512).  On
+    the diagonal ``|d_l|`` itself, so that a layer against itself is exactly 1."""
     with np.errstate(invalid="ignore"):
         root = np.sqrt(diagonal)
-    return np.outer(root, root)
+    means = np.outer(root, root)
+    np.fill_diagonal(means, np.abs(diagonal))
+    return means
 
 
 def _normalise(numerator):
@@ -118,6 +121,12 @@ def rv2_null(stats):
 _FORMULAS = {"rv2": rv2, "rv": rv, "cka": rv, "cka_debiased": cka_debiased, "rv2_null": rv2_null}
 # the inner product each ratio metric divides by its diagonal's geometric mean
 NUMERATORS = {"rv2": _off_diagonal_inner, "rv": _gram_inner, "cka": _gram_inner, "cka_debiased": _unbiased_hsic}
+
+
+def symmetrised(stats):
+    """``stats`` of a network against itself with each pair's two cells made one value:
+    the same sums, accumulated in different orders, differ in their last bits."""
+    return {**stats, **{key: (stats[key] + stats[key].T) / 2 for key in ("cross", "rowdot")}}
 
 
 def metric_matrix(name, stats):

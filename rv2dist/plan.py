@@ -142,9 +142,9 @@ def _even_chunks(n: int, rows: int) -> tuple[int, ...]:
     return tuple(base + (i < extra) for i in range(count))
 
 
-def _budget_bytes(memory_budget):
+def budget_bytes(memory_budget, option="memory_budget"):
     """``memory_budget`` as bytes: a positive number, or text such as ``"4GB"`` or
-    ``"512 MiB"`` (dask's notation)."""
+    ``"512 MiB"`` (dask's notation); errors name it ``option``."""
     budget = memory_budget
     if isinstance(budget, str):
         from dask.utils import parse_bytes
@@ -154,7 +154,7 @@ def _budget_bytes(memory_budget):
         except ValueError:
             pass
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes or a size such as '4GB', "
+        raise ValueError(f"{option} must be a positive number of bytes or a size such as '4GB', "
                          f"got {memory_budget!r}")
     return budget
 
@@ -393,7 +393,7 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     """
     if n_obs < 2:
         raise ValueError(f"need at least 2 observations, got {n_obs}")
-    memory_budget = _budget_bytes(memory_budget)
+    memory_budget = budget_bytes(memory_budget)
     names = tuple(name for name, _ in layers_a) + tuple(name for name, _ in (layers_b or ()))
     widths_a = tuple(int(w) for _, w in layers_a)
     widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None

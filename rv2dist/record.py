@@ -23,6 +23,7 @@ from .transforms import StreamingDownsampler
 
 POOLS = ("mean", "cls", "first", "last", "max")
 INPUT_KEYS = ("inputs", "input", "x")
+STORED_DTYPES = ("float16", "float32", "float64")
 # module types whose 3-D output has a known layout: channels first (N, C, L) or last (N, L, C)
 CHANNELS_FIRST = ("Conv1d", "ConvTranspose1d", "BatchNorm1d", "InstanceNorm1d", "MaxPool1d", "AvgPool1d",
                   "AdaptiveAvgPool1d", "AdaptiveMaxPool1d")
@@ -159,6 +160,39 @@ def _call(model, batch, device):
     return model(_to_device(batch, device))
 
 
+def _layer_names(layers):
+    """Module paths as a list; one path given as a string is one layer (not its letters)."""
+    return [layers] if isinstance(layers, str) else list(layers)
+
+
+def _describe(batch):
+    """A loader batch in a few words: its tensors' shapes."""
+    if isinstance(batch, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in batch.items()) + "}"
+    if isinstance(batch, (tuple, list)):
+        return "(" + ", ".join(_describe(v) for v in batch) + ")"
+    shape = getattr(batch, "shape", None)
+    return f"shape {tuple(shape)}" if shape is not None else type(batch).__name__
+
+
+def _choose_dtype(dtype):
+    if dtype not in STORED_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
+    return dtype
+
+
+def _check_device(device):
+    """``device`` as a torch.device that exists here."""
+    torch = _torch()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device: {error}") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _batch_mask(batch, mask):
     """The (N, positions) mask of a batch: ``mask(batch)`` if given, else a mapping
     batch's ``attention_mask``, else None."""
@@ -176,15 +210,16 @@ class _Recorder:
 
     def __init__(self, model, layers, *, pool=True, channel_axis=None, output=None, device=None, dtype="float32"):
         torch = _torch()
-        self.model, self.layers = model, list(layers)
+        self.model, self.layers = model, _layer_names(layers)
         if not self.layers:
             raise ValueError("no layers to record")
         self.modules = _modules(model, self.layers)
-        self.pool, self.channel_axis, self.output, self.dtype = _choose_pool(pool), channel_axis, output, dtype
+        self.pool, self.channel_axis, self.output = _choose_pool(pool), channel_axis, output
+        self.dtype = _choose_dtype(dtype)
         if device is None:
             first = next(model.parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
-        self.device = device
+        self.device = _check_device(device)
         self._captured, self._mask, self._handles, self._modes = {}, None, [], {}
 
     def __enter__(self):
@@ -213,7 +248,11 @@ class _Recorder:
         self._captured.clear()
         self._mask = mask
         with torch.inference_mode():
-            _call(self.model, batch, self.device)
+            try:
+                _call(self.model, batch, self.device)
+            except Exception as error:
+                raise ValueError(f"the model ({type(self.model).__name__}) failed on a batch of "
+                                 f"{_describe(batch)}: {type(error).__name__}: {error}") from error
         missing = [name for name in self.layers if name not in self._captured]
         if missing:
             raise ValueError(f"layer {missing[0]!r} did not run in the model's forward pass")
@@ -292,7 +331,7 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
         Every k-th observation, or the mean of each block of k.
     device : str or torch.device, optional
         Where the inputs go; default: the device of the model's first parameter.
-    dtype : str
+    dtype : {"float32", "float16", "float64"}
         Dtype of the stored activations (default float32).
     attrs : mapping, optional
         Extra provenance for the store's attrs.
@@ -332,7 +371,8 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     Parameters
     ----------
     model_a, model_b : torch.nn.Module
-        The two models (the same object twice compares a model with itself).
+        The two models.  The same object twice, with the same layers, compares a
+        model with itself: one recording, and a symmetric job with a unit diagonal.
     loader : iterable
         Batches, as :func:`record_activations` takes them.
     layers_a, layers_b : list of str
@@ -343,9 +383,9 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
         Network names for the result; default the models' class names.
     pool, channel_axis, mask, output, downsample_by, method, device, dtype
         As :func:`record_activations`, for both models.
-    memory_budget : int, optional
-        Bytes of activations held in memory for both models together; default a
-        quarter of the free memory.
+    memory_budget : int or str, optional
+        Bytes of activations held in memory for both models together (or a size such
+        as ``"4GB"``); default a quarter of the free memory.
     spill_dir : str or Path, optional
         Where temporary stores go beyond the budget; default the system's temporary folder.
     progress : bool
@@ -362,19 +402,31 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
 
     from .api import similarity
 
-    layers_b = list(layers_a) if layers_b is None else list(layers_b)
+    from .plan import budget_bytes
+
+    layers_a = _layer_names(layers_a)
+    layers_b = layers_a if layers_b is None else _layer_names(layers_b)
     names = names or (type(model_a).__name__, type(model_b).__name__)
+    if isinstance(names, str) or len(names) != 2 or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"names must be two network names, got {names!r}")
     if memory_budget is None:
         import psutil
 
         memory_budget = psutil.virtual_memory().available // 4
+    memory_budget = budget_bytes(memory_budget)
+    # a model against itself is one recording and a symmetric job: each product once,
+    # and a diagonal of exactly 1
+    itself = model_a is model_b and layers_a == layers_b
+    sides = ((model_a, layers_a),) if itself else ((model_a, layers_a), (model_b, layers_b))
     recorders = [_Recorder(model, layers, pool=pool, channel_axis=channel_axis, output=output, device=device,
-                           dtype=dtype) for model, layers in ((model_a, layers_a), (model_b, layers_b))]
+                           dtype=dtype) for model, layers in sides]
     with tempfile.TemporaryDirectory(prefix="rv2dist-compare-", dir=spill_dir) as folder:
-        sinks = [_Sink(f"{folder}/{side}.zarr", memory_budget / 2, name) for side, name in zip("ab", names)]
+        sinks = [_Sink(f"{folder}/{side}.zarr", memory_budget / len(sides), name)
+                 for side, name, _ in zip("ab", names, sides)]
         downsamplers = [StreamingDownsampler(downsample_by, method) for _ in recorders]
         seen = 0
-        for batch in _batches(loader, f"recording {names[0]} and {names[1]}", progress):
+        label = f"recording {names[0]}" if itself else f"recording {names[0]} and {names[1]}"
+        for batch in _batches(loader, label, progress):
             batch_mask = _batch_mask(batch, mask)
             for recorder, sink, downsampler in zip(recorders, sinks, downsamplers):
                 # one model at a time in eval mode: the same object may be both models
@@ -383,8 +435,8 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
                 rows = len(next(iter(host.values())))
                 sink.append(*downsampler.feed(host, np.arange(seen, seen + rows)))
             seen += rows
-        a, b = (sink.finish() for sink in sinks)
-        result = similarity(a, b, metric=metric, **options)
+        recorded = [sink.finish() for sink in sinks]
+        result = similarity(*recorded, metric=metric, **options)
     result.attrs.update(network_a=str(names[0]), network_b=str(names[1]))
     return result
 

@@ -154,8 +154,12 @@ def test_compare_models_equals_recording_both_and_comparing(tmp_path, capsys):
     _same(spilled, want)
     assert "spilling to the temporary store" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr", "b.zarr"]  # temporary stores removed
-    itself = rv2dist.compare_models(a, a, batches, LAYERS, progress=False)
-    np.testing.assert_allclose(np.diag(itself.values), 1.0, atol=1e-6)
+    itself = rv2dist.compare_models(a, a, batches, LAYERS, metric=METRICS, progress=False)
+    # one recording, a symmetric job: the diagonal exactly 1, as a store against itself
+    _same(itself, rv2dist.similarity(tmp_path / "a.zarr", metric=METRICS))
+    for metric in METRICS:
+        assert np.array_equal(np.diag(itself[metric].values), np.ones(len(LAYERS)))
+        assert np.array_equal(itself[metric].values, itself[metric].values.T)
 
 
 class Channels(torch.nn.Module):
@@ -180,6 +184,21 @@ def test_bad_models_batches_and_masks_are_named(tmp_path):
         rv2dist.record_activations(tmp_path / "c.zarr", plain, square, ["0"], progress=False)
     rv2dist.record_activations(tmp_path / "c.zarr", plain, square, ["0"], channel_axis=1, progress=False)
     assert rv2dist.open_activations(tmp_path / "c.zarr")["0"].shape == (4, 6)
+    # one module path as a string is one layer, not its letters
+    assert list(rv2dist.compare_models(model, model, batches, "embed", progress=False).layer_a.values) == ["embed"]
+    wrong = [{"input_ids": torch.zeros(4, 3, 2, dtype=torch.long)}]
+    with pytest.raises(ValueError, match=r"the model \(TinyEncoder\) failed on a batch of \{'input_ids': "
+                                         r"shape \(4, 3, 2\)\}: "):
+        rv2dist.compare_models(model, model, wrong, LAYERS, progress=False)
+    for options, message in [({"dtype": "int8"}, "dtype must be one of float16, float32, float64, not 'int8'"),
+                             ({"names": "ab"}, "names must be two network names, got 'ab'"),
+                             ({"memory_budget": 0}, "memory_budget must be a positive number of bytes"),
+                             ({"device": "cuda:99"}, "device 'cuda:99': this machine has")]:
+        with pytest.raises(ValueError, match=message):
+            rv2dist.compare_models(model, TinyEncoder(seed=1), batches, LAYERS, progress=False, **options)
+    half = rv2dist.compare_models(model, TinyEncoder(seed=1), batches, LAYERS, memory_budget="1MB", dtype="float16",
+                                  progress=False)
+    assert half.shape == (len(LAYERS), len(LAYERS))
 
 
 @pytest.mark.gpu

@@ -206,3 +206,15 @@ def test_in_memory_jobs_leave_distributed_unimported():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("route", ["feature", "gram"])
+def test_a_network_against_itself_is_exactly_symmetric_with_unit_diagonal(rng, route):
+    layers = relu_network(rng, 90, (5, 40, 7))
+    layers = {name: value.astype(np.float32) for name, value in layers.items()}
+    metric = ["rv2", "rv", "cka", "cka_debiased"]
+    got = rv2dist.similarity(layers, metric=metric, route=route, bootstrap=41)
+    for name in metric + [f"{m}_{end}" for m in metric for end in ("low", "high")]:
+        assert np.array_equal(got[name].values, got[name].values.T), name
+    for name in metric:
+        assert np.array_equal(np.diag(got[name].values), np.ones(3)), name
