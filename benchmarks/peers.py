@@ -32,9 +32,12 @@ rv2dist itself runs without ``DIR`` on the path.
 The model-level tools see the activations through a replay model whose forward pass
 hands each layer's stored rows to an identity module (their hooks' way in); the batch
 index is the model's input.  Also timed here: the float32 A'B of the concatenated layers
-with numpy's BLAS and with torch's, to say which one the BLAS floor should use.
+with numpy's BLAS and with torch's, to say which one the BLAS floor should use, and the
+floor of all the exact products, printed with their operation count beside a minibatch
+estimator's at each ``--batch`` (the estimator skips the cross-batch pairs: about
+``2 n m (P_a + P_b)`` operations for batches of ``m`` rows against the exact ``2 n P_a P_b``).
 
-    python benchmarks/peers.py [--n-obs 2000 23582] [--peers DIR] [--batch 256]
+    python benchmarks/peers.py [--n-obs 2000 23582] [--peers DIR] [--batch 256 ...]
         [--memory-cap 16] [--time-cap 900]
 """
 
@@ -51,7 +54,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
-from paper_scale import network  # noqa: E402
+from paper_scale import floor_products, network  # noqa: E402
 
 # each tool's modules, imported before its clock starts
 MODULES = {
@@ -65,6 +68,7 @@ MODULES = {
     "rsatoolbox": ["rsatoolbox"],
 }
 TOOLS = tuple(MODULES)
+MINIBATCH = ("pytorch-cka minibatch", "cka-pytorch", "torch-cka")
 
 
 def activations(n):
@@ -247,33 +251,50 @@ def watched(tool, n, batch, peers, memory_cap, time_cap, folder):
         return {key: saved[key] for key in saved.files}
 
 
-def blas_check(n):
-    """float32 A'B of the concatenated layers: numpy's BLAS against torch's, best of 3."""
+def _best_of_3(function):
+    function()
+    best = float("inf")
+    for _ in range(3):
+        begin = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - begin)
+    return best
+
+
+def blas_check(n, batches):
+    """float32 A'B of the concatenated layers with numpy's BLAS and torch's, and the
+    floor of all the exact products (A'B and each layer's X'X), best of 3; with the
+    operation counts of the exact products and of a minibatch estimator."""
     import torch
 
     a, b = activations(n)
     cat_a, cat_b = np.hstack(list(a.values())), np.hstack(list(b.values()))
     ta, tb = torch.from_numpy(cat_a), torch.from_numpy(cat_b)
-    times = {}
-    for name, product in (("numpy", lambda: cat_a.T @ cat_b), ("torch", lambda: ta.T @ tb)):
-        product()
-        best = float("inf")
-        for _ in range(3):
-            begin = time.perf_counter()
-            product()
-            best = min(best, time.perf_counter() - begin)
-        times[name] = best
-    flop = 2.0 * cat_a.shape[0] * cat_a.shape[1] * cat_b.shape[1]
-    print(f"BLAS check, A'B of {cat_a.shape[1]:,} x {cat_b.shape[1]:,} over {n:,} rows, float32, "
+    times = {name: _best_of_3(product) for name, product in (("numpy", lambda: cat_a.T @ cat_b),
+                                                               ("torch", lambda: ta.T @ tb))}
+    width_a, width_b = cat_a.shape[1], cat_b.shape[1]
+    flop = 2.0 * n * width_a * width_b
+    print(f"BLAS check, A'B of {width_a:,} x {width_b:,} over {n:,} rows, float32, "
           f"{torch.get_num_threads()} threads: numpy {times['numpy']:.2f} s ({flop / times['numpy'] / 1e9:.0f} GFLOP/s), "
           f"torch {times['torch']:.2f} s ({flop / times['torch'] / 1e9:.0f} GFLOP/s)")
+    exact = flop + sum(2.0 * n * x.shape[1] ** 2 for x in list(a.values()) + list(b.values()))
+    print(f"n {n:,}: floor of the exact products (A'B and each layer's X'X, numpy) {_best_of_3(floor_products(a, b)):.2f} s, "
+          f"{exact / 1e9:,.0f} GFLOP")
+    # per batch of m rows: each layer's m x m Gram (2 m^2 p) and, per layer pair, the
+    # HSIC of two centred Grams (about 3 m^2): 2 n m (P_a + P_b) + 3 n m L_a L_b in all
+    for m in batches:
+        estimate = 2.0 * n * m * (width_a + width_b) + 3.0 * n * m * len(a) * len(b)
+        print(f"  minibatch estimator, {m:,}-row batches: about {estimate / 1e9:,.0f} GFLOP, "
+              f"{exact / estimate:.1f}x fewer than the exact products")
+    print(f"  equal counts at batches of about {exact / (2.0 * n * (width_a + width_b) + 3.0 * n * len(a) * len(b)):,.0f} rows")
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-obs", type=int, nargs="+", default=[2000, 23582])
     parser.add_argument("--peers", default=None, help="folder the peers are installed in (PYTHONPATH)")
-    parser.add_argument("--batch", type=int, default=256, help="rows per minibatch of the minibatch tools")
+    parser.add_argument("--batch", type=int, nargs="+", default=[256],
+                        help="rows per minibatch of the minibatch tools (each size a run of its own)")
     parser.add_argument("--memory-cap", type=float, default=16, help="GB of resident memory a tool may reach")
     parser.add_argument("--time-cap", type=float, default=900, help="seconds a tool may run")
     parser.add_argument("--tools", default=",".join(TOOLS))
@@ -281,12 +302,12 @@ def main():
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.n_obs[0], args.batch, args.out)
+        return worker(args.worker, args.n_obs[0], args.batch[0], args.out)
     if args.peers:
         sys.path.insert(0, args.peers)
     tools = args.tools.split(",")
-    print(f"machine: {os.cpu_count()} cores; minibatch tools: {args.batch} rows per batch")
-    blas_check(max(args.n_obs))
+    print(f"machine: {os.cpu_count()} cores; minibatch tools: {', '.join(map(str, args.batch))} rows per batch")
+    blas_check(max(args.n_obs), args.batch)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for n in args.n_obs:
@@ -300,9 +321,11 @@ def main():
                 print(f"n {n:,}: feature-space reference against the dense n x n formulas: {check:.1e}")
             del a, b
             for tool in tools:
-                result = watched(tool, n, args.batch, args.peers, args.memory_cap * 1e9, args.time_cap, folder)
-                rows.append((n, tool, result, expected))
-                print(_line(n, tool, result, expected), flush=True)
+                for batch in args.batch if tool in MINIBATCH else args.batch[:1]:
+                    label = f"{tool} ({batch} rows)" if tool in MINIBATCH and len(args.batch) > 1 else tool
+                    result = watched(tool, n, batch, args.peers, args.memory_cap * 1e9, args.time_cap, folder)
+                    rows.append((n, label, result, expected))
+                    print(_line(n, label, result, expected), flush=True)
     print("\n| n | tool | time | peak memory | worst difference from float64 (linear CKA / debiased CKA) |")
     print("|---|---|---|---|---|")
     for n, tool, result, expected in rows:
