@@ -454,6 +454,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
             job_finished(seconds=seconds)
     computed = client.compute(result, sync=True)
     job_finished(client, seconds)
+    warn_undefined(computed)
     return computed
 
 
@@ -531,6 +532,26 @@ def compute_locally(lazy):
     return get_sync(graph, lazy.key) if threads == 1 else get(graph, lazy.key, num_workers=threads)
 
 
+def _undefined_message(names, center):
+    return (f"layer(s) {', '.join(map(repr, names))} have zero variance"
+            f"{'' if center else ' (or are all zeros, or too small to square)'}: their rows/columns are NaN")
+
+
+def undefined_message(result):
+    """What a result's ``undefined_layers`` attr says, as the warning puts it (None
+    when every layer is defined)."""
+    names = list(result.attrs.get("undefined_layers", ()))
+    return _undefined_message(names, bool(result.attrs.get("center", 1))) if names else None
+
+
+def warn_undefined(result, stacklevel=2):
+    """Warn of the layers a result computed on a cluster marks undefined: the task that
+    found them ran on a worker, whose warnings go to its own stderr."""
+    message = undefined_message(result)
+    if message:
+        warnings.warn(message, UndefinedLayerWarning, stacklevel=stacklevel + 1)
+
+
 def _gpu_annotation(client, device):
     """Restrict tasks to workers with a ``GPU`` resource when the cluster declares one
     (a mixed CPU/GPU cluster); otherwise annotate nothing, so no task waits forever."""
@@ -554,6 +575,8 @@ def _network_label(source, side):
 def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, networks, single, kinds,
               resampled, resampling):
     import xarray as xr
+
+    from .graph import on_worker
 
     tests, correction, permutations, bootstrap, seed, confidence = resampling
     statistics = dict(zip(flags, statistics))
@@ -579,13 +602,9 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
                              f"scale){wider}")
     undefined = sorted({layer_names[i] for stats in statistics.values()
                         for i, u in enumerate(stats["undefined"]) if u})
-    if undefined:
-        warnings.warn(
-            f"layer(s) {', '.join(map(repr, undefined))} have zero variance"
-            f"{'' if center else ' (or are all zeros, or too small to square)'}: their rows/columns are NaN",
-            UndefinedLayerWarning,
-            stacklevel=2,
-        )
+    if undefined and not on_worker():
+        # a worker's warning would go to its own stderr: there the client warns, from the attrs
+        warnings.warn(_undefined_message(undefined, center), UndefinedLayerWarning, stacklevel=2)
     if job_plan.self_job:
         # (not the permuted sets: a layer against another's shuffled rows is no symmetric pair)
         statistics = {flag: metrics.symmetrised(stats) for flag, stats in statistics.items()}
@@ -635,6 +654,8 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         "precision": job_plan.compute_dtype,
         "device": device,
     }
+    if undefined:
+        attrs.update(undefined_layers=undefined)
     if tests:
         attrs.update(tests=1, correction=correction)
     if permutations or bootstrap:

@@ -153,7 +153,7 @@ def _check_output(path, suffixes, what):
 def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False,
              precision="auto", memory_budget=None, resampling=None):
     from . import store
-    from .api import similarity
+    from .api import similarity, warn_undefined
     from .jobs import label_result
     from .plot import heatmap
 
@@ -161,6 +161,7 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
                         client=client, device=_device(gpus, client), align_obs=align_obs, precision=precision,
                         memory_budget=memory_budget, compute=False, **(resampling or {}))
     result = _compute_with_progress(result, client)
+    warn_undefined(result)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
     net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
     result = label_result(result, store_a=a, store_b=b or a, network_a=net_a, network_b=net_b, metrics=metric)

@@ -87,12 +87,13 @@ def _first_rows_mean(chunk, dtype):
 def _chunk_sums(chunks, **arguments):
     # a distributed worker keeps only its read buffers: its memory limit counts kept
     # arrays as unmanaged memory, and the results waiting for a reduction need the room
-    slabs = None if _on_worker() else KEPT_BUFFERS
+    slabs = None if on_worker() else KEPT_BUFFERS
     with _reading(chunks) as arrays:
         return kernels.chunk_sums(arrays, buffers=slabs, **arguments)
 
 
-def _on_worker() -> bool:
+def on_worker() -> bool:
+    """Whether this runs in a task on a distributed worker (else the local scheduler)."""
     distributed = sys.modules.get("distributed")
     if distributed is None:
         return False

@@ -399,7 +399,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         After every other comparison has finished, when some failed (naming them).
     """
     from . import dashboard
-    from .api import plan, similarity
+    from .api import plan, similarity, undefined_message
     from .cluster import ClusterLostError, watch
     from .progress import ProgressBar
 
@@ -494,6 +494,8 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
                                                         seconds[comparison])})
                     print(f"  done {comparison.name} ({len(computed)}/{len(todo)}): {job.result_path(comparison)}",
                           file=stream, flush=True)
+                    if result.attrs.get("undefined_layers"):
+                        print(f"  note {comparison.name}: {undefined_message(result)}", file=stream, flush=True)
                 bar.update()
     except BaseException as error:
         # best effort only: with the scheduler gone these fail too, and must not hide why

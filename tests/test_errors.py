@@ -83,6 +83,19 @@ def test_zero_variance_layer_gives_nan_and_one_warning(good, route):
         assert np.all(np.isfinite(m[:2, :2]))
 
 
+def test_zero_variance_on_a_cluster_warns_once_in_the_client(good):
+    from distributed import Client, LocalCluster
+
+    good["flat"] = np.full((20, 5), 3.25)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = rv2dist.similarity(good, client=client)
+    relevant = [w for w in caught if issubclass(w.category, rv2dist.UndefinedLayerWarning)]
+    assert len(relevant) == 1 and "'flat'" in str(relevant[0].message)
+    assert got.attrs["undefined_layers"] == ["flat"] and np.all(np.isnan(got.values[2]))
+
+
 def test_uncentred_constant_layer_is_defined_but_zero_layer_is_not(good):
     good["flat"] = np.full((20, 5), 3.25)
     good["zero"] = np.zeros((20, 2))

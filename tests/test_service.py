@@ -308,6 +308,20 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
     assert "skip ref__y" in lines.getvalue() and "skip y__y" in lines.getvalue()
 
 
+def test_a_job_notes_undefined_layers_per_comparison(rng, tmp_path):
+    from distributed import Client, LocalCluster
+
+    _stores(tmp_path, rng, {"p": 80})
+    rv2dist.write_activations(tmp_path / "q.zarr", {"flat": np.full((80, 3), 2.0), **relu_network(rng, 80, (4,))},
+                              network="q")
+    job_file = _write_job(tmp_path, ["p", "q"], [{"pairs": [["p", "q"]]}], metrics=["rv2"], plots=False)
+    lines = io.StringIO()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
+    assert "  note p__q: layer(s) 'flat' have zero variance: their rows/columns are NaN" in lines.getvalue()
+
+
 def _dump_dom(url, profile):
     return subprocess.run(
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
