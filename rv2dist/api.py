@@ -14,7 +14,7 @@ from . import metrics, significance
 from .inputs import as_layers, backend, check_ids, check_obs, is_dask, select, split_layer_selection
 from .plan import make_plan
 
-__all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning"]
+__all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning", "FewReplicatesWarning"]
 
 
 class UndefinedLayerWarning(RuntimeWarning):
@@ -405,9 +405,8 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
-    from .graph import TaskGraph, build_statistics
-
     from .buffers import finish_job, job_finished, keep_seconds
+    from .graph import TaskGraph, build_statistics
 
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     seconds = keep_seconds()

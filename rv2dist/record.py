@@ -401,7 +401,6 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     import tempfile
 
     from .api import similarity
-
     from .plan import budget_bytes
 
     layers_a = _layer_names(layers_a)

@@ -121,8 +121,8 @@ def test_cli_shows_rv2dists_warnings_once_as_plain_lines(rng, tmp_path):
     done = _run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc", "--bootstrap", "5")
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if "replicates" in line]
-    assert lines == ["rv2dist compare: warning: bootstrap=5: with fewer than 41 replicates the 0.95 interval's "
-                     "ends rest on the most extreme replicates; use 41 or more (1,000 for a paper)"], done.stderr
+    assert lines == [("rv2dist compare: warning: bootstrap=5: with fewer than 41 replicates the 0.95 interval's "
+                      "ends rest on the most extreme replicates; use 41 or more (1,000 for a paper)")], done.stderr
     # found in a task on a worker process, told by the command
     rv2dist.write_activations(tmp_path / "flat.zarr", {"flat": np.full((60, 2), 3.0), **layers})
     done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "flat.zarr", "--out", tmp_path / "f.nc")
