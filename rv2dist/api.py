@@ -227,8 +227,8 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
 
 def _per_side(names):
     """``names=`` for both sides: one list, or a pair of lists (a's, b's)."""
-    if isinstance(names, tuple) and len(names) == 2 and not isinstance(names[0], str):
-        return names
+    if isinstance(names, (tuple, list)) and len(names) == 2 and not any(isinstance(n, str) for n in names):
+        return tuple(names)
     return names, names
 
 

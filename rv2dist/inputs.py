@@ -73,6 +73,10 @@ def as_layers(obj, side, *, names=None, obs_dim=None):
         names = [names] if isinstance(names, str) else list(names)
         if len(names) != len(obj):
             raise ValueError(f"{side}: {len(names)} names for {len(obj)} arrays")
+        repeated = [name for i, name in enumerate(names) if name in names[:i]]
+        if repeated:
+            # a mapping would keep only the last array of that name
+            raise ValueError(f"{side}: layer name {repeated[0]!r} is given to more than one array")
         obj = dict(zip(names, obj))
     if not isinstance(obj, Mapping):
         raise TypeError(f"{side} must be {ACCEPTED}; got {type(obj).__name__}")

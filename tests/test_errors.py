@@ -115,3 +115,13 @@ def test_sparse_tensor_is_named(good):
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"layer 's' is a tensor of layout torch.sparse_coo; pass it dense"):
         rv2dist.similarity({"s": torch.tensor(good["c1"]).to_sparse()}, good)
+
+
+def test_names_for_a_sequence_are_checked(good):
+    arrays = list(good.values())
+    # one name twice would keep only the last array of it in a mapping
+    with pytest.raises(ValueError, match=r"a: layer name 'x' is given to more than one array"):
+        rv2dist.similarity(arrays, names=["x", "x"])
+    pair = rv2dist.similarity(arrays, arrays[:1], names=[["p", "q"], ["r"]])
+    assert list(pair.layer_a.values) == ["p", "q"] and list(pair.layer_b.values) == ["r"]
+    np.testing.assert_array_equal(pair.values, rv2dist.similarity(good, {"r": good["c1"]}).values)
