@@ -162,7 +162,11 @@ def _call(model, batch, device):
 
 def _layer_names(layers):
     """Module paths as a list; one path given as a string is one layer (not its letters)."""
-    return [layers] if isinstance(layers, str) else list(layers)
+    names = [layers] if isinstance(layers, str) else list(layers)
+    repeated = [name for i, name in enumerate(names) if name in names[:i]]
+    if repeated:
+        raise ValueError(f"layer {repeated[0]!r} is named twice")
+    return names
 
 
 def _describe(batch):

@@ -186,6 +186,8 @@ def test_bad_models_batches_and_masks_are_named(tmp_path):
     assert rv2dist.open_activations(tmp_path / "c.zarr")["0"].shape == (4, 6)
     # one module path as a string is one layer, not its letters
     assert list(rv2dist.compare_models(model, model, batches, "embed", progress=False).layer_a.values) == ["embed"]
+    with pytest.raises(ValueError, match="layer 'embed' is named twice"):
+        rv2dist.record_activations(tmp_path / "d.zarr", model, batches, ["embed", "embed"], progress=False)
     wrong = [{"input_ids": torch.zeros(4, 3, 2, dtype=torch.long)}]
     with pytest.raises(ValueError, match=r"the model \(TinyEncoder\) failed on a batch of \{'input_ids': "
                                          r"shape \(4, 3, 2\)\}: "):
