@@ -382,7 +382,9 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Level of the bootstrap intervals (default 0.95).
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
-        computed; nothing is read or computed before that.  Its tasks keep the arrays
+        computed; nothing is read or computed before that.  Its result names layers of
+        zero variance in its ``undefined_layers`` attr, without the warning a computed
+        call gives (see :func:`warn_undefined`).  Its tasks keep the arrays
         they read stored rows into (and, on the local scheduler, their slabs) for the next
         task and job, for ``rv2dist.keep-buffers`` seconds after its last task (the
         process that ran that task; on a cluster, the other workers keep theirs until a
@@ -448,11 +450,12 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         return result
     if client is None:
         try:
-            return compute_locally(result)
+            computed = compute_locally(result)
         finally:
             job_finished(seconds=seconds)
-    computed = client.compute(result, sync=True)
-    job_finished(client, seconds)
+    else:
+        computed = client.compute(result, sync=True)
+        job_finished(client, seconds)
     warn_undefined(computed)
     return computed
 
@@ -544,8 +547,8 @@ def undefined_message(result):
 
 
 def warn_undefined(result, stacklevel=2):
-    """Warn of the layers a result computed on a cluster marks undefined: the task that
-    found them ran on a worker, whose warnings go to its own stderr."""
+    """Warn of the layers a computed result marks undefined (its ``undefined_layers``
+    attr), in the caller's process: the task that found them may have run on a worker."""
     message = undefined_message(result)
     if message:
         warnings.warn(message, UndefinedLayerWarning, stacklevel=stacklevel + 1)
@@ -575,8 +578,6 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
               resampled, resampling):
     import xarray as xr
 
-    from .graph import on_worker
-
     tests, correction, permutations, bootstrap, seed, confidence = resampling
     statistics = dict(zip(flags, statistics))
     # (task arguments hold keys in lists only: dask does not look inside dicts)
@@ -599,11 +600,9 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
             wider = ", or pass precision='float64'" if job_plan.compute_dtype == "float32" else ""
             raise ValueError(f"{layer(i)} {fault}; multiply it by a constant (no metric depends on a layer's "
                              f"scale){wider}")
+    # told by the caller from the attrs: a warning here, on a worker, would go to its stderr
     undefined = sorted({layer_names[i] for stats in statistics.values()
                         for i, u in enumerate(stats["undefined"]) if u})
-    if undefined and not on_worker():
-        # a worker's warning would go to its own stderr: there the client warns, from the attrs
-        warnings.warn(_undefined_message(undefined, center), UndefinedLayerWarning, stacklevel=2)
     if job_plan.self_job:
         # (not the permuted sets: a layer against another's shuffled rows is no symmetric pair)
         statistics = {flag: metrics.symmetrised(stats) for flag, stats in statistics.items()}

@@ -125,3 +125,14 @@ def test_names_for_a_sequence_are_checked(good):
     pair = rv2dist.similarity(arrays, arrays[:1], names=[["p", "q"], ["r"]])
     assert list(pair.layer_a.values) == ["p", "q"] and list(pair.layer_b.values) == ["r"]
     np.testing.assert_array_equal(pair.values, rv2dist.similarity(good, {"r": good["c1"]}).values)
+
+
+def test_a_lazy_result_names_undefined_layers_in_its_attrs(good):
+    good["flat"] = np.zeros((20, 2))
+    lazy = rv2dist.similarity(good, compute=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rv2dist.UndefinedLayerWarning)
+        got = lazy.compute()
+    assert got.attrs["undefined_layers"] == ["flat"] and np.all(np.isnan(got.values[2]))
+    with pytest.warns(rv2dist.UndefinedLayerWarning, match="'flat'"):
+        rv2dist.api.warn_undefined(got)
