@@ -386,10 +386,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         zero variance in its ``undefined_layers`` attr, without the warning a computed
         call gives (see :func:`warn_undefined`).  Its tasks keep the arrays
         they read stored rows into (and, on the local scheduler, their slabs) for the next
-        task and job, for ``rv2dist.keep-buffers`` seconds after its last task (the
-        process that ran that task; on a cluster, the other workers keep theirs until a
-        job ends there); :func:`rv2dist.release_buffers` frees them at once (see
-        :mod:`rv2dist.buffers`).
+        task and job: on the local scheduler for ``rv2dist.keep-buffers`` seconds after
+        its last task, on a cluster's workers until a job ends there (as
+        :func:`similarity` ends its own); :func:`rv2dist.release_buffers` frees them at
+        once (see :mod:`rv2dist.buffers`).
 
     Returns
     -------

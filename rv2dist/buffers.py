@@ -92,14 +92,11 @@ class KeptBuffers:
 
     def job_finished(self, keep_seconds):
         """Drop the kept arrays no task lent since the last job ended (other shapes); free
-        the rest after ``keep_seconds`` unless a task lends one before.  An end with no
-        lending since the last (the same job's end announced twice) drops nothing."""
+        the rest after ``keep_seconds`` unless a task lends one before."""
         with self._lock:
             self._reclaim()
-            if self._used:
-                self._free = {key: kept for key, kept in
-                              ((key, [a for a in kept if id(a) in self._used]) for key, kept in self._free.items())
-                              if kept}
+            self._free = {key: kept for key, kept in
+                          ((key, [a for a in kept if id(a) in self._used]) for key, kept in self._free.items()) if kept}
             self._used = set()
             self._cancel_release()
             if keep_seconds > 0:
@@ -180,9 +177,23 @@ def _job_finished_here(seconds):
 
 def finish_job(result, seconds):
     """The last task of a job computed later (``compute=False``): ``result``, once the
-    job has ended in the process that ran it."""
-    KEPT_BUFFERS.job_finished(seconds)
+    job has ended on the local scheduler.  A distributed worker's read buffers wait for
+    the end a client announces to every worker (as the command line and jobs do)."""
+    if not on_worker():
+        KEPT_BUFFERS.job_finished(seconds)
     return result
+
+
+def on_worker() -> bool:
+    """Whether this runs in a task on a distributed worker (else the local scheduler)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def release_buffers(client=None):

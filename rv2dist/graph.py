@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 
 from . import kernels
-from .buffers import KEPT_BUFFERS
+from .buffers import KEPT_BUFFERS, on_worker
 from .plan import SPLIT_EVERY
 
 
@@ -90,18 +89,6 @@ def _chunk_sums(chunks, **arguments):
     slabs = None if on_worker() else KEPT_BUFFERS
     with _reading(chunks) as arrays:
         return kernels.chunk_sums(arrays, buffers=slabs, **arguments)
-
-
-def on_worker() -> bool:
-    """Whether this runs in a task on a distributed worker (else the local scheduler)."""
-    distributed = sys.modules.get("distributed")
-    if distributed is None:
-        return False
-    try:
-        distributed.get_worker()
-    except ValueError:
-        return False
-    return True
 
 
 def feature_statistics(graph, chunks, plan, center, label="", weights=None):

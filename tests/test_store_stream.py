@@ -382,16 +382,6 @@ def test_a_job_computed_later_still_ends(rng):
         assert KEPT_BUFFERS.nbytes == 0
 
 
-def test_a_job_ended_twice_keeps_its_arrays():
-    pool = KeptBuffers()
-    pool.give_back(pool.lend((10, 3), "float64"))
-    pool.job_finished(60)
-    pool.job_finished(60)
-    assert pool.nbytes == 10 * 3 * 8
-    pool.job_finished(60)
-    pool.release()
-
-
 @pytest.mark.parametrize("value", ["soon", -1, "inf", "nan", [30]])
 def test_a_malformed_keep_buffers_setting_is_refused_before_any_work(rng, tmp_path, value):
     layers = relu_network(rng, 60, (3, 4))
