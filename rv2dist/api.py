@@ -26,7 +26,8 @@ class FewReplicatesWarning(UserWarning):
     most extreme replicates."""
 
 
-def _check_metrics(metric):
+def check_metrics(metric):
+    """``metric`` as a list of known, distinct metric names."""
     if not isinstance(metric, (str, list, tuple)):
         raise TypeError(f"metric must be a metric name or a list of them, not {metric!r}")
     names = [metric] if isinstance(metric, str) else list(metric)
@@ -164,7 +165,7 @@ def check_resampling(tests, correction, permutations, bootstrap, seed, confidenc
 
 def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
              layer_names=None, obs_dim=None, resampling=(False, "holm", 0, 0, 0, 0.95)):
-    names = _check_metrics(metric)
+    names = check_metrics(metric)
     tests, _, permutations, bootstrap, _, _ = resampling
     for option, value in (("center", center), ("align_obs", align_obs)):
         if not isinstance(value, (bool, np.bool_)):
@@ -180,7 +181,7 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         if align_obs and (ids_a is None or ids_b is None):
             raise ValueError("align_obs=True needs observation ids on both sides: give stores or Datasets "
                              "(arrays in a mapping have none)")
-        order = check_ids(ids_a, ids_b, align_obs)
+        order = check_ids(ids_a, ids_b, align_obs, labels=(_network_label(a, "a"), _network_label(b, "b")))
         if order is not None:
             layers_b = [(name, array[order]) for name, array in layers_b]
     everything = layers_a + (layers_b or [])

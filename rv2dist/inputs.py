@@ -197,15 +197,17 @@ def check_obs(layers):
     return n
 
 
-def check_ids(ids_a, ids_b, align_obs=False):
+def check_ids(ids_a, ids_b, align_obs=False, labels=("a", "b")):
     """None when the ids match in order; with ``align_obs``, the permutation that puts
     b's rows in a's order when both hold the same ids; otherwise a ValueError naming
-    the first mismatch."""
+    the first mismatch, and the networks by ``labels``."""
     if ids_a is None or ids_b is None:
         return None
     ids_a, ids_b = np.asarray(ids_a), np.asarray(ids_b)
+    label_a, label_b = labels
     if len(ids_a) != len(ids_b):
-        raise ValueError(f"the networks hold {len(ids_a)} and {len(ids_b)} observations")
+        raise ValueError(f"{label_a} holds {len(ids_a)} observations and {label_b} {len(ids_b)}; "
+                         "the two must hold the same observations")
     mismatch = np.flatnonzero(ids_a != ids_b)
     if not mismatch.size:
         return None
@@ -217,11 +219,11 @@ def check_ids(ids_a, ids_b, align_obs=False):
         if found.all():
             return order_b[position]
         i = int(np.flatnonzero(~found)[0])
-        raise ValueError(f"cannot align by id: observation {ids_a[i].item()!r} of a is not in b")
+        raise ValueError(f"cannot align by id: observation {ids_a[i].item()!r} of {label_a} is not in {label_b}")
     i = int(mismatch[0])
     raise ValueError(
         f"observation ids differ first at position {i}: {ids_a[i].item()!r} against {ids_b[i].item()!r}"
-        " (pass align_obs=True to reorder b when both hold the same ids)"
+        f" ({label_a} against {label_b}; pass align_obs=True to reorder b when both hold the same ids)"
     )
 
 

@@ -164,7 +164,7 @@ def load_job(path, out=None) -> Job:
         # TOML's true is no count (bool is an int subclass in Python)
         if key in spec and (not isinstance(spec[key], kind) or (kind is not bool and isinstance(spec[key], bool))):
             raise JobError(f"{path}: {key} must be {JOB_TYPE_NAMES[key]}, not {spec[key]!r}")
-    from .api import check_resampling
+    from .api import check_metrics, check_resampling
 
     resampling = {key: spec[key] for key in RESAMPLING_KEYS if key in spec}
     try:
@@ -182,12 +182,12 @@ def load_job(path, out=None) -> Job:
     networks = {name: (base / location) for name, location in networks.items()}
     comparisons = _comparisons(path, spec.get("compare"), list(networks))
     metrics = spec.get("metrics", ["rv2"])
-    metrics = [metrics] if isinstance(metrics, str) else metrics
-    if not metrics:
+    if isinstance(metrics, list) and not metrics:
         raise JobError(f"{path}: metrics is empty; name at least one of {', '.join(metric_names.METRICS)}")
-    for metric in metrics:
-        if metric not in metric_names.METRICS:
-            raise JobError(f"{path}: unknown metric {metric!r}; choose from {', '.join(metric_names.METRICS)}")
+    try:
+        metrics = check_metrics(metrics)
+    except (TypeError, ValueError) as error:
+        raise JobError(f"{path}: {error}") from None
     result_format = spec.get("format", "nc")
     if result_format not in RESULT_FORMATS:
         raise JobError(f"{path}: format must be one of {', '.join(RESULT_FORMATS)}, not {result_format!r}")

@@ -343,6 +343,10 @@ def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng,
         write(extra)
         with pytest.raises(jobs.JobError, match=named):
             jobs.load_job(job_file)
+    job_file.write_text('metrics = ["rv2", "rv2"]\n[networks]\na = "a.zarr"\nb = "b.zarr"\n'
+                        '[[compare]]\npairs = [["a", "b"]]\n')
+    with pytest.raises(jobs.JobError, match=f"{job_file}: metric 'rv2' is asked for more than once"):
+        jobs.load_job(job_file)
     write("tests = true\nbootstrap = 3")
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:

@@ -48,8 +48,13 @@ def test_bad_stores_name_the_fault(rng, tmp_path):
     rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 20, (2,)), obs=[f"s{i}" for i in range(20)])
     rv2dist.write_activations(tmp_path / "b.zarr", relu_network(rng, 20, (2,)),
                               obs=[f"s{i}" for i in range(19)] + ["other"])
-    with pytest.raises(ValueError, match="observation ids differ first at position 19: 's19' against 'other'"):
+    with pytest.raises(ValueError, match="observation ids differ first at position 19: 's19' against 'other' "
+                                         r"\(network a \(.*a.zarr\) against network b \(.*b.zarr\);"):
         rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr")
+    rv2dist.write_activations(tmp_path / "c.zarr", relu_network(rng, 15, (2,)))
+    with pytest.raises(ValueError, match=r"network a \(.*a.zarr\) holds 20 observations and network b "
+                                         r"\(.*c.zarr\) 15; the two must hold the same observations"):
+        rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "c.zarr")
 
 
 def _run_cli(*args):

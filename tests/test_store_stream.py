@@ -137,7 +137,8 @@ def test_align_by_id_reorders_b(rng, tmp_path):
     aligned = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", align_obs=True, metric="rv")
     assert np.allclose(np.diag(aligned.values), 1, atol=1e-12)
     rv2dist.write_activations(tmp_path / "c.zarr", a, obs=np.r_[ids[:-1], ["extra"]])
-    with pytest.raises(ValueError, match="observation 's119' of a is not in b"):
+    with pytest.raises(ValueError, match=r"observation 's119' of network a \(.*a.zarr\) is not in network b "
+                                         r"\(.*c.zarr\)"):
         rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "c.zarr", align_obs=True)
 
 
