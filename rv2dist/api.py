@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from . import metrics, significance
-from .inputs import as_layers, backend, check_ids, check_obs, is_dask, select, split_layer_selection
+from .inputs import as_layers, backend, check_ids, check_obs, first_repeated, is_dask, select, split_layer_selection
 from .plan import make_plan
 
 __all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning", "FewReplicatesWarning"]
@@ -36,9 +36,9 @@ def check_metrics(metric):
     for name in names:
         if name not in metrics.METRICS:
             raise ValueError(f"unknown metric {name!r}; choose from {', '.join(metrics.METRICS)}")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(f"metric {repeated[0]!r} is asked for more than once")
+    repeated = first_repeated(names)
+    if repeated is not None:
+        raise ValueError(f"metric {repeated!r} is asked for more than once")
     return names
 
 

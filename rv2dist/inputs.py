@@ -73,10 +73,10 @@ def as_layers(obj, side, *, names=None, obs_dim=None):
         names = [names] if isinstance(names, str) else list(names)
         if len(names) != len(obj):
             raise ValueError(f"{side}: {len(names)} names for {len(obj)} arrays")
-        repeated = [name for i, name in enumerate(names) if name in names[:i]]
-        if repeated:
+        repeated = first_repeated(names)
+        if repeated is not None:
             # a mapping would keep only the last array of that name
-            raise ValueError(f"{side}: layer name {repeated[0]!r} is given to more than one array")
+            raise ValueError(f"{side}: layer name {repeated!r} is given to more than one array")
         obj = dict(zip(names, obj))
     if not isinstance(obj, Mapping):
         raise TypeError(f"{side} must be {ACCEPTED}; got {type(obj).__name__}")
@@ -176,7 +176,7 @@ def _layer_list(names):
     names = [names] if isinstance(names, str) else list(names)  # "fc1" is one layer, not three
     if not names:
         raise ValueError("layers is empty; name the layers to compare, or leave it out for all")
-    repeated = next((name for name in names if names.count(name) > 1), None)
+    repeated = first_repeated(names)
     if repeated is not None:
         raise ValueError(f"layers names {repeated!r} twice")
     return names
@@ -195,6 +195,16 @@ def check_obs(layers):
                 "all layers must hold the same observations in the same order"
             )
     return n
+
+
+def first_repeated(items):
+    """The first item equal to one before it, or None."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
 
 
 def check_ids(ids_a, ids_b, align_obs=False, labels=("a", "b")):

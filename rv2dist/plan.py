@@ -142,9 +142,9 @@ def _even_chunks(n: int, rows: int) -> tuple[int, ...]:
     return tuple(base + (i < extra) for i in range(count))
 
 
-def budget_bytes(memory_budget, option="memory_budget"):
+def budget_bytes(memory_budget):
     """``memory_budget`` as bytes: a positive number, or text such as ``"4GB"`` or
-    ``"512 MiB"`` (dask's notation); errors name it ``option``."""
+    ``"512 MiB"`` (dask's notation)."""
     budget = memory_budget
     if isinstance(budget, str):
         from dask.utils import parse_bytes
@@ -154,7 +154,7 @@ def budget_bytes(memory_budget, option="memory_budget"):
         except ValueError:
             pass
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"{option} must be a positive number of bytes or a size such as '4GB', "
+        raise ValueError(f"memory_budget must be a positive number of bytes or a size such as '4GB', "
                          f"got {memory_budget!r}")
     return budget
 

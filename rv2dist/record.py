@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .inputs import first_repeated
 from .progress import ProgressBar
 from .store import DEFAULT_CHUNK_BYTES, ActivationWriter, StoreError
 from .transforms import StreamingDownsampler
@@ -163,9 +164,9 @@ def _call(model, batch, device):
 def _layer_names(layers):
     """Module paths as a list; one path given as a string is one layer (not its letters)."""
     names = [layers] if isinstance(layers, str) else list(layers)
-    repeated = [name for i, name in enumerate(names) if name in names[:i]]
-    if repeated:
-        raise ValueError(f"layer {repeated[0]!r} is named twice")
+    repeated = first_repeated(names)
+    if repeated is not None:
+        raise ValueError(f"layer {repeated!r} is named twice")
     return names
 
 
