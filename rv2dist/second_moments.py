@@ -174,19 +174,16 @@ class PairBlocks:
         """The pair the other way round (``y`` against ``x``), with no product."""
         return PairBlocks(self.y, self.x, self.rotated.T)
 
-    @property
-    def forced_ones(self) -> int:
-        """How many canonical correlations equal 1 by dimension alone (Kornblith et al.
-        2019): ``r_x + r_y - (n - 1)`` when positive (see :func:`forced_ones`)."""
-        return forced_ones(self)
-
 
 def pair_blocks(x: LayerBlocks, y: LayerBlocks, cross) -> PairBlocks:
     """Prepare a pair from its two layers and ``cross = C_xy`` (p x q), the cross-product
     sum of the same kind (centred or not) as theirs.  The same :class:`LayerBlocks` for
     both sides stands for a layer against itself, and ``cross`` is then its own ``C``."""
     xp = namespace(x.vectors)
-    rotated = xp.diag(x.values) if x is y else x.vectors.T @ cross @ y.vectors
+    if x is y:
+        rotated = xp.eye(x.values.shape[0], dtype=x.values.dtype) * xp.reshape(x.values, (1, -1))
+    else:
+        rotated = x.vectors.T @ cross @ y.vectors
     return PairBlocks(x, y, rotated)
 
 
