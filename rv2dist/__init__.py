@@ -1,6 +1,6 @@
 """rv2dist: RV2, RV and CKA similarity between network layers, on Dask, without n x n matrices."""
 
-from .api import FewReplicatesWarning, UndefinedLayerWarning, plan, rv2, similarity
+from .api import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning, plan, rv2, similarity
 from .plan import Plan, PlanError
 
 __version__ = "0.1.0"
@@ -21,7 +21,8 @@ _LAZY = {
     "release_buffers": "buffers",
 }
 
-__all__ = ["FewReplicatesWarning", "Plan", "PlanError", "UndefinedLayerWarning", "plan", "rv2", "similarity", *_LAZY]
+__all__ = ["FewReplicatesWarning", "Plan", "PlanError", "UndefinedLayerWarning", "UndefinedReplicateWarning", "plan", "rv2",
+           "similarity", *_LAZY]
 
 
 def __getattr__(name):

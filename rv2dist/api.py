@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -11,14 +12,20 @@ import warnings
 import numpy as np
 
 from . import metrics, significance
-from .inputs import as_layers, backend, check_ids, check_obs, first_repeated, is_dask, select, split_layer_selection
+from .inputs import (as_layers, backend, check_ids, check_obs, first_repeated, is_dask, is_pair, real_number, select,
+                     split_layer_selection)
 from .plan import make_plan
 
-__all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning", "FewReplicatesWarning"]
+__all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning", "UndefinedReplicateWarning", "FewReplicatesWarning"]
 
 
 class UndefinedLayerWarning(RuntimeWarning):
     """A layer has zero variance (or, uncentred, is all zeros): its metrics are NaN."""
+
+
+class UndefinedReplicateWarning(RuntimeWarning):
+    """Bootstrap replicates whose weights leave a metric undefined were left out of the
+    intervals (the ``undefined_replicates`` attr of the interval variables)."""
 
 
 class FewReplicatesWarning(UserWarning):
@@ -153,7 +160,7 @@ def check_resampling(tests, correction, permutations, bootstrap, seed, confidenc
         seed = 0
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
-    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+    if not real_number(confidence) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number between 0 and 1, not {confidence!r}")
     fewest = significance.fewest_replicates(confidence)
     if 0 < bootstrap < fewest:
@@ -187,8 +194,9 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     everything = layers_a + (layers_b or [])
     n = check_obs(everything)
     needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
-    if "cka_debiased" in names and n < 4:
-        raise ValueError(f"cka_debiased needs at least 4 observations, got {n}")
+    for name in names:
+        if n < metrics.MIN_OBS.get(name, 0):
+            raise ValueError(f"{name} needs at least {metrics.MIN_OBS[name]} observations, got {n}")
     if tests and n < significance.MIN_OBS:
         raise ValueError(f"tests need at least {significance.MIN_OBS} observations (the permutation variance "
                          f"divides by n - 3), got n = {n}")
@@ -228,9 +236,7 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
 
 def _per_side(names):
     """``names=`` for both sides: one list, or a pair of lists (a's, b's)."""
-    if isinstance(names, (tuple, list)) and len(names) == 2 and not any(isinstance(n, str) for n in names):
-        return tuple(names)
-    return names, names
+    return tuple(names) if is_pair(names) else (names, names)
 
 
 def _units(array) -> int:
@@ -291,8 +297,9 @@ def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", cli
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
-    return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-                    layer_names=names, obs_dim=obs_dim, resampling=resampling)[3]
+    with client_for(client) as client:
+        return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
+                        layer_names=names, obs_dim=obs_dim, resampling=resampling)[3]
 
 
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
@@ -328,9 +335,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     route : {"auto", "feature", "gram"}
         The exact route (see :func:`rv2dist.plan.make_plan`); ``"auto"`` lets the
         planner choose from the shapes.
-    client : distributed.Client, optional
-        Run on this cluster; default: the current dask scheduler (threads, or the
-        active distributed client).
+    client : distributed.Client or str, optional
+        Run on this cluster, or on the scheduler at this address (``"tcp://host:8786"``;
+        connected for the call, and with ``compute=False`` only to plan); default: the
+        current dask scheduler (threads, or the active distributed client).
     memory_budget : int or str, optional
         Bytes a task may use (or a size such as ``"4GB"``); default: half of worker
         memory per thread.
@@ -405,17 +413,39 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Naming the layer or value at fault: differing observation counts, NaN or Inf,
         non-numeric dtypes, empty layers, unknown metric, route or layer.
     """
-    from dask.delayed import Delayed
-    from dask.highlevelgraph import HighLevelGraph
-
-    from .buffers import finish_job, job_finished, keep_seconds
-    from .graph import TaskGraph, build_statistics
+    from .buffers import job_finished, keep_seconds
 
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
     seconds = keep_seconds()
+    with client_for(client) as client:
+        result = _lazy_result(a, b, metric, center, layers, route, client, memory_budget, precision, device,
+                              align_obs, names, obs_dim, resampling, compute, seconds)
+        if not compute:
+            return result
+        if client is None:
+            try:
+                computed = compute_locally(result)
+            finally:
+                job_finished(seconds=seconds)
+        else:
+            computed = client.compute(result, sync=True)
+            job_finished(client, seconds)
+    warn_undefined(computed)
+    return computed
+
+
+def _lazy_result(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
+                 layer_names, obs_dim, resampling, compute, seconds):
+    """The :class:`dask.delayed.Delayed` that :func:`similarity` computes (see there)."""
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    from .buffers import finish_job
+    from .graph import TaskGraph, build_statistics
+
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-        layer_names=names, obs_dim=obs_dim, resampling=resampling,
+        layer_names=layer_names, obs_dim=obs_dim, resampling=resampling,
     )
     graph = TaskGraph(_inputs_token(everything))
     collections = []
@@ -439,26 +469,33 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     final = graph.add("result", (), _assemble, statistics, needed, names, center, device, job_plan,
                       [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)],
                       [_network_label(a, "a"), _network_label(b, "b")],
-                      isinstance(metric, str) and not (tests or resampled), list(resampled), list(resampled.values()),
-                      resampling)
+                      isinstance(metric, str) and not (resampling[0] or resampled), list(resampled),
+                      list(resampled.values()), resampling)
     if not compute:
         # computed by whoever, the job's end still starts the clock on its kept arrays
         final = graph.add("job-end", (), finish_job, final, seconds)
     with _gpu_annotation(client, device):
         layer = HighLevelGraph.from_collections(final[0], graph.tasks, dependencies=collections)
-    result = Delayed(final, layer, layer=final[0])
-    if not compute:
-        return result
-    if client is None:
-        try:
-            computed = compute_locally(result)
-        finally:
-            job_finished(seconds=seconds)
-    else:
-        computed = client.compute(result, sync=True)
-        job_finished(client, seconds)
-    warn_undefined(computed)
-    return computed
+    return Delayed(final, layer, layer=final[0])
+
+
+@contextlib.contextmanager
+def client_for(client):
+    """``client=`` as a :class:`distributed.Client` (or None): one given, or one
+    connected to a scheduler address for the block and closed after it."""
+    if isinstance(client, str):
+        from .cluster import connect
+
+        with connect(scheduler=client) as connected:
+            yield connected
+        return
+    if client is not None:
+        from distributed import Client
+
+        if not isinstance(client, Client):
+            raise TypeError(f"client must be a distributed.Client or a scheduler address such as "
+                            f"'tcp://host:8786', not a {type(client).__module__}.{type(client).__name__}")
+    yield client
 
 
 def _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, n_layers_a, self_job, seed):
@@ -547,12 +584,28 @@ def undefined_message(result):
     return _undefined_message(names, bool(result.attrs.get("center", 1))) if names else None
 
 
+def replicates_message(result):
+    """What the ``undefined_replicates`` attrs of a result's interval variables say, in
+    one sentence (None when every bootstrap replicate was defined)."""
+    variables = result.data_vars.values() if hasattr(result, "data_vars") else ()
+    counts = {v.attrs["metric"]: v.attrs["undefined_replicates"] for v in variables
+              if "undefined_replicates" in v.attrs and v.name.endswith("_low")}
+    if not counts:
+        return None
+    listed = ", ".join(f"{metric}: {count:,}" for metric, count in counts.items())
+    return (f"bootstrap replicates whose weights leave a metric undefined (too few weighted observations, or a "
+            f"layer without variance in the resample) are left out of the intervals ({listed} of "
+            f"{result.attrs.get('bootstrap', '?'):,})")
+
+
 def warn_undefined(result, stacklevel=2):
     """Warn of the layers a computed result marks undefined (its ``undefined_layers``
-    attr), in the caller's process: the task that found them may have run on a worker."""
-    message = undefined_message(result)
-    if message:
-        warnings.warn(message, UndefinedLayerWarning, stacklevel=stacklevel + 1)
+    attr) and of bootstrap replicates left out of its intervals, in the caller's
+    process: the task that found them may have run on a worker."""
+    for message, category in ((undefined_message(result), UndefinedLayerWarning),
+                              (replicates_message(result), UndefinedReplicateWarning)):
+        if message:
+            warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
 def _gpu_annotation(client, device):
@@ -610,6 +663,10 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         if "bootstrap" in resampled:
             resampled["bootstrap"] = {flag: [metrics.symmetrised(r) for r in sets]
                                       for flag, sets in resampled["bootstrap"].items()}
+        if "permutation" in resampled:
+            # computed as the network against a permuted copy of itself: twice its layers
+            resampled["permutation"] = {flag: [metrics.against_copy(r, job_plan.n_layers_a) for r in sets]
+                                        for flag, sets in resampled["permutation"].items()}
     la = job_plan.n_layers_a
     rows = slice(0, la)
     cols = slice(0, la) if job_plan.self_job else slice(la, job_plan.n_layers)
@@ -637,15 +694,21 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         if permutations and tested:
             extra["p_permutation"] = significance.permutation_p(
                 name, stats, resampled["permutation"][centred])[rows, cols]
+        undefined_replicates = 0
         if bootstrap:
-            extra["low"], extra["high"] = significance.percentile_interval(
-                [metrics.metric_matrix(name, r)[rows, cols] for r in resampled["bootstrap"][centred]], confidence)
+            replicates = [metrics.metric_matrix(name, r)[rows, cols] for r in resampled["bootstrap"][centred]]
+            undefined_replicates = significance.undefined_replicates(replicates, values[rows, cols])
+            extra["low"], extra["high"] = significance.percentile_interval(replicates, confidence)
         for suffix, array in extra.items():
             long_name, description = significance.DESCRIPTIONS[suffix]
+            more = {"correction": correction} if suffix == "p_corrected" else {}
+            if suffix in ("low", "high") and undefined_replicates:
+                description += significance.LEFT_OUT
+                more["undefined_replicates"] = undefined_replicates
             variables[f"{name}_{suffix}"] = variable(
                 array, f"{name}_{suffix}", f"{long_name} of {name}", description.format(
-                    correction=correction, permutations=permutations, bootstrap=bootstrap,
-                    confidence=confidence), metric=name)
+                    correction=correction, permutations=permutations, bootstrap=bootstrap, confidence=confidence,
+                    undefined=undefined_replicates), metric=name, **more)
     attrs = {
         "n_obs": int(job_plan.n_obs),
         "center": int(bool(center)),

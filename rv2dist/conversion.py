@@ -84,17 +84,15 @@ def convert(source, out, *, layers=None, network=None, pool=False, channel_axis=
         arrays, ids = store.read_numpy_layers(source, layers)
         rows = store.chunk_rows(arrays, chunk_bytes)
         arrays = {name: da.from_array(a, chunks=(rows,) + tuple(a.shape[1:])) for name, a in arrays.items()}
-    first = next(iter(arrays))
     for name, array in arrays.items():
         if array.ndim == 0:
             raise store.StoreError(f"{source}: layer {name!r} is a single number, not an array of "
                                    "observations x units")
-    for name, array in arrays.items():
-        if array.shape[0] != arrays[first].shape[0]:
-            raise store.StoreError(f"{source}: layer {name!r} has {array.shape[0]} observations "
-                                   f"but {first!r} has {arrays[first].shape[0]}")
-    processed, kept_ids = preprocess(arrays, obs=ids, pool=pool, channel_axis=channel_axis,
-                                     downsample_by=downsample_by, method=method)
+    try:
+        processed, kept_ids = preprocess(arrays, obs=ids, pool=pool, channel_axis=channel_axis,
+                                         downsample_by=downsample_by, method=method)
+    except ValueError as error:
+        raise store.StoreError(f"{source}: {error}") from None
     store.write_activations(out, processed, obs=kept_ids, network=network,
                             attrs={**provenance, **dict(attrs or {})},
                             chunk_bytes=chunk_bytes, overwrite=overwrite)

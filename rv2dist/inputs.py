@@ -13,7 +13,9 @@ observations, whatever its name).  Further dimensions are flattened into units l
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -54,7 +56,7 @@ def as_layers(obj, side, *, names=None, obs_dim=None):
 
     if isinstance(obj, (str, os.PathLike)):
         dataset = store.open_activations(obj)
-        return store.layer_arrays(dataset), store.observation_ids(dataset)
+        return store.layer_arrays(dataset), check_id_values(store.observation_ids(dataset), f"{side} ({obj})")
     if _is_xarray(obj, "Dataset"):
         if obs_dim is not None and obs_dim != "obs":
             if obs_dim not in obj.dims:
@@ -63,14 +65,12 @@ def as_layers(obj, side, *, names=None, obs_dim=None):
         elif "obs" not in obj.dims:
             raise ValueError(f"{side}: the Dataset has no 'obs' dimension; name its sample dimension with "
                              f"obs_dim= (it has {', '.join(map(str, obj.dims))})")
-        dataset = store.validate_dataset(obj, source=f"{side} (Dataset)")
-        return store.layer_arrays(dataset), store.observation_ids(dataset)
+        dataset = store.validate_dataset(_observations_first(obj, side), source=f"{side} (Dataset)")
+        return store.layer_arrays(dataset), check_id_values(store.observation_ids(dataset), f"{side} (Dataset)")
     if _is_xarray(obj, "DataArray"):
         obj = {str(obj.name) if obj.name is not None else "0": obj}
     elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)) and not hasattr(obj, "shape"):
-        if names is None:
-            names = [str(i) for i in range(len(obj))]
-        names = [names] if isinstance(names, str) else list(names)
+        names = [str(i) for i in range(len(obj))] if names is None else name_list(names, "names")
         if len(names) != len(obj):
             raise ValueError(f"{side}: {len(names)} names for {len(obj)} arrays")
         repeated = first_repeated(names)
@@ -94,6 +94,52 @@ def as_layers(obj, side, *, names=None, obs_dim=None):
             raise ValueError(f"layer {name!r} has no units (shape {tuple(array.shape)})")
         layers.append((name, array))
     return layers, None
+
+
+def _observations_first(dataset, side):
+    """A Dataset's variables over ``obs`` with ``obs`` first (a layer stored units by
+    observations is still a layer); variables without ``obs`` are left out with a
+    warning naming them, unless the Dataset's ``layers`` attr lists its layers."""
+    if "layers" in dataset.attrs:
+        return dataset
+    skipped = [str(name) for name, variable in dataset.data_vars.items() if "obs" not in variable.dims]
+    if skipped:
+        warnings.warn(f"{side}: the Dataset's variable(s) {', '.join(map(repr, skipped))} have no 'obs' dimension "
+                      "and are not layers; they are left out", UserWarning, stacklevel=4)
+    return dataset.drop_vars(skipped).transpose("obs", ...)
+
+
+def check_id_values(ids, where, first=0):
+    """``ids`` when every one can identify an observation: NaN equals nothing, not
+    even itself, so no NaN (or NaT) id is taken.  ``first``: the position of ``ids[0]``
+    among all observations, for the message."""
+    values = np.asarray(ids) if ids is not None else None
+    if values is not None and values.dtype.kind in "fcmM":
+        missing = np.flatnonzero(np.isnan(values))
+        if missing.size:
+            raise ValueError(f"{where}: the observation id at position {first + missing[0]:,} is "
+                             f"{'NaT' if values.dtype.kind in 'mM' else 'NaN'}, which identifies nothing; "
+                             "give every observation its own id")
+    return ids
+
+
+def real_number(value) -> bool:
+    """Whether ``value`` is a real number: Python's or a numpy scalar, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def name_list(names, option):
+    """``names`` (one name, or a list, tuple or other iterable of names) as a list of
+    strings; a TypeError naming ``option`` otherwise."""
+    if isinstance(names, str):
+        return [names]
+    try:
+        listed = list(names)
+    except TypeError:
+        listed = None
+    if isinstance(names, bytes) or listed is None or not all(isinstance(name, str) for name in listed):
+        raise TypeError(f"{option} must be a name or a list of names (strings), not {names!r}")
+    return listed
 
 
 def as_array(name, value):
@@ -124,6 +170,12 @@ def _from_torch(name, tensor):
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"layer {name!r} is a {type(tensor).__name__}, not a tensor; accepted: {ACCEPTED}")
     tensor = tensor.detach()  # shares memory: no copy, no gradient tracking
+    if tensor.is_nested:
+        raise TypeError(f"layer {name!r} is a nested tensor (sequences of different lengths), not one array "
+                        "of observations x units; pool each sequence to one vector, e.g. "
+                        "torch.stack([s.mean(0) for s in tensor.unbind()])")
+    if tensor.is_quantized:
+        tensor = tensor.dequantize()  # the real values it stands for, as float32
     if tensor.layout != torch.strided:
         raise TypeError(f"layer {name!r} is a tensor of layout {tensor.layout}; pass it dense (.to_dense())")
     if tensor.is_complex():
@@ -162,10 +214,16 @@ def select(layers, wanted, side):
     return [(w, by_name[w]) for w in wanted]
 
 
+def is_pair(value) -> bool:
+    """Whether an option's value is a pair ``(a's, b's)`` of lists rather than one list."""
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(side, (list, tuple)) for side in value))
+
+
 def split_layer_selection(layers, self_job):
     if layers is None:
         return None, None
-    if isinstance(layers, tuple) and len(layers) == 2 and not isinstance(layers[0], str):
+    if is_pair(layers):
         if self_job:
             raise ValueError("layers=(a, b) needs b; for a against itself give one list")
         return _layer_list(layers[0]), _layer_list(layers[1])
@@ -173,7 +231,11 @@ def split_layer_selection(layers, self_job):
 
 
 def _layer_list(names):
-    names = [names] if isinstance(names, str) else list(names)  # "fc1" is one layer, not three
+    try:
+        names = name_list(names, "layers")  # "fc1" is one layer, not three
+    except TypeError:
+        raise TypeError(f"layers must be a layer name, a list of names, or a pair (a's, b's) of lists, "
+                        f"not {names!r}") from None
     if not names:
         raise ValueError("layers is empty; name the layers to compare, or leave it out for all")
     repeated = first_repeated(names)

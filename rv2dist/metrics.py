@@ -25,6 +25,8 @@ DESCRIPTIONS = {
                  "shuffled: the level an RV2 is compared against"),
 }
 CENTRED_ONLY = frozenset({"cka", "cka_debiased"})
+# the unbiased HSIC divides by n (n - 3)
+MIN_OBS = {"cka_debiased": 4}
 
 
 # float32 products of values of smaller mean square lose bits in the subnormals
@@ -129,8 +131,20 @@ def symmetrised(stats):
     return {**stats, **{key: (stats[key] + stats[key].T) / 2 for key in ("cross", "rowdot")}}
 
 
+def against_copy(stats, n_layers):
+    """Statistics of a network's ``n_layers`` layers against a (permuted) copy of
+    themselves, computed as ``2 n_layers`` layers of which only the cross block is
+    filled, in the ``(n_layers, n_layers)`` layout of the network against itself."""
+    rows, cols = slice(0, n_layers), slice(n_layers, 2 * n_layers)
+    return {key: value[rows, cols] if np.ndim(value) == 2 else value[rows] if np.ndim(value) == 1 else value
+            for key, value in stats.items()}
+
+
 def metric_matrix(name, stats):
-    """The full (L, L) matrix of metric ``name``; undefined layers give NaN rows/columns."""
+    """The full (L, L) matrix of metric ``name``; undefined layers give NaN rows/columns,
+    and fewer (weighted) observations than the metric needs an all-NaN matrix."""
+    if stats["n"] < MIN_OBS.get(name, 0):
+        return np.full(np.shape(stats["cross"]), np.nan)
     values = _FORMULAS[name](stats)
     undefined = np.asarray(stats["undefined"], dtype=bool)
     values[undefined, :] = np.nan

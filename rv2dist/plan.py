@@ -10,6 +10,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from .inputs import real_number
 from .kernels import MAX_CUBED_WIDTH, SUB_ROWS
 
 logger = logging.getLogger(__name__)
@@ -153,8 +154,8 @@ def budget_bytes(memory_budget):
             budget = parse_bytes(budget)
         except ValueError:
             pass
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes or a size such as '4GB', "
+    if not real_number(budget) or not 0 < budget < math.inf:
+        raise ValueError(f"memory_budget must be a positive, finite number of bytes or a size such as '4GB', "
                          f"got {memory_budget!r}")
     return budget
 

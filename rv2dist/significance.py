@@ -244,6 +244,17 @@ def percentile_interval(replicates, confidence):
     return low, high
 
 
+def undefined_replicates(replicates, observed):
+    """How many bootstrap replicates are undefined (NaN) in a cell where the observed
+    value is defined: their weights left too few observations, or a layer without
+    variance, for the metric."""
+    defined = np.isfinite(observed)
+    return int(sum(bool(np.isnan(r[defined]).any()) for r in replicates))
+
+
+# said in the interval's description when some replicates were undefined
+LEFT_OUT = ("; {undefined} of the {bootstrap} replicates left the metric undefined (too few weighted observations, "
+            "or a layer without variance in the resample) and are left out")
 # long_name (completed with "of <metric>") and description of each added variable
 DESCRIPTIONS = {
     "z": ("z-score", "(value - mean) / sd, the mean and variance exact under random permutation of the "

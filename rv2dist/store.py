@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .buffers import KEPT_BUFFERS
+from .inputs import check_id_values
 
 COMPLETE_ATTR = "rv2dist_complete"
 # per array (layers and "obs"), the CRC-32 of each row chunk as written: what the store
@@ -247,6 +248,7 @@ class ActivationWriter:
             raise StoreError(f"{self.path}: give observation ids with every batch or with none")
         if obs is not None and len(obs) != rows:
             raise StoreError(f"{self.path}: {len(obs)} observation ids for a batch of {rows}")
+        check_id_values(obs, self.path, first=self.n_obs)
         return rows
 
     def _check_finite(self, name, array, ids):

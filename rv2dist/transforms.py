@@ -95,7 +95,17 @@ def preprocess(layers, *, obs=None, pool=False, channel_axis=1, downsample_by=1,
         The transformed layers, in the same order, and their observation ids.
     """
     n = next(iter(layers.values())).shape[0]
+    for name, array in layers.items():
+        if array.shape[0] != n:
+            raise ValueError(f"layer {name!r} has {array.shape[0]} observations but {next(iter(layers))!r} has {n}")
     ids = np.arange(n) if obs is None else np.asarray(obs)
+    if ids.shape != (n,):
+        raise ValueError(f"{len(ids)} observation ids for {n} observations")
+    _check_downsample(downsample_by, method)
+    kept = n // downsample_by if method == "mean" else -(-n // downsample_by)
+    if kept < 2:
+        raise ValueError(f"downsampling {n:,} observations by {downsample_by:,} ({method}) would leave {kept}; "
+                         "a comparison needs at least 2")
     out = {}
     for name, array in layers.items():
         if pool:
