@@ -105,7 +105,7 @@ def _parser():
     info.add_argument("store", help="the activation store (checks that every chunk is there)")
 
     plot = verbs.add_parser("plot", help="draw a result as a heatmap (a job's combined result: one per comparison)")
-    plot.add_argument("result", help="result file (.nc or .zarr), or a job's combined.nc")
+    plot.add_argument("result", help="result file (.nc or .zarr), a job's combined.nc, or a job's results folder")
     plot.add_argument("--out", required=True, help="image file (.png, .svg or .pdf)")
     plot.add_argument("--metric", help="metric to draw (default: the first)")
     plot.add_argument("--significance", type=float, default=MARK_LEVEL, metavar="LEVEL",
@@ -203,7 +203,7 @@ def _device(gpus, client):
     return "gpu" if workers and all("GPU" in w.get("resources", {}) for w in workers) else "cpu"
 
 
-def _connect(args):
+def _connect(args, links=True):
     import logging
 
     from .cluster import EMBEDDED_LOG_LEVEL, connect, dashboard_link
@@ -222,7 +222,7 @@ def _connect(args):
                      gpus=getattr(args, "gpus", False), workers=getattr(args, "workers", None))
     from . import dashboard
 
-    link = dashboard_link(client)
+    link = dashboard_link(client) if links else None
     if link:
         print(f"dashboard: {link}", flush=True)
         if dashboard.install(client):
@@ -245,7 +245,8 @@ def _run_demo(args):
         store.write_activations(path, layers, network=name, overwrite=True,
                                 attrs={"source": "rv2dist demo: synthetic activations, not a trained network"})
         paths.append(path)
-    with _connect(args) as client:
+    # (no dashboard links: the cluster and its pages go when the demo ends in seconds)
+    with _connect(args, links=False) as client:
         result = _compare(paths[0], paths[1], metric=["rv2", "cka"], center=True, route="auto",
                           layers=None, out=out / "result.nc", plot=out / "rv2.png", client=client,
                           gpus=args.gpus)
@@ -327,16 +328,15 @@ def _run_info(args):
 
 
 def _run_plot(args):
-    from . import store
+    from . import results
     from .plot import heatmap, job_grid
 
     _check_output(args.out, (".png", ".svg", ".pdf"), "plot")
     if not 0 <= args.significance < 1:
         raise UsageError(f"--significance must be a level between 0 and 1, not {args.significance}")
-    result = store.read_result(args.result)
-    if "comparison" in result.dims:  # a job's combined result: one panel per comparison
-        job_grid(result, metric=args.metric or next(iter(result.data_vars)), path=args.out,
-                 significance=args.significance or None)
+    result = results.read(args.result)
+    if result.sizes.get("comparison", 1) > 1:  # a job's combined result: one panel per comparison
+        job_grid(result, metric=args.metric, path=args.out, significance=args.significance or None)
     else:
         heatmap(result, args.out, metric=args.metric, significance=args.significance or None)
     print(f"heatmap: {args.out}")
@@ -416,17 +416,24 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except ClusterLostError as error:
-        print(f"rv2dist {args.verb}: error: {error}", file=sys.stderr)
+        print(f"rv2dist {args.verb}: error: {_said(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
         # Ctrl-C: results already written stay (each is written whole or not at all)
         print(f"\nrv2dist {args.verb}: interrupted" + (f"; {error}" if str(error) else ""), file=sys.stderr)
         return 130
     except _BAD_INPUT as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"rv2dist {args.verb}: error: {message}", file=sys.stderr)
+        print(f"rv2dist {args.verb}: error: {_said(error)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _said(error):
+    """What an error says, never an empty line: its message without leading or
+    trailing blank lines, or its type when it says nothing."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = str(message).strip()
+    return text if text else type(error).__name__
 
 
 if __name__ == "__main__":

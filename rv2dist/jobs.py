@@ -60,9 +60,9 @@ import numpy as np
 
 from . import metrics as metric_names
 from . import buffers, store
+from .results import COMBINED, RESULT_FORMATS
 from .significance import MARK_LEVEL
 
-RESULT_FORMATS = ("nc", "zarr")
 JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
              "plots": bool, "align_obs": bool, "networks": dict, "compare": list, "tests": bool, "correction": str,
              "permutations": int, "bootstrap": int, "seed": int, "confidence": float}
@@ -264,9 +264,6 @@ def _comparisons(path, entries, names):
     return list(dict.fromkeys(found))  # a comparison named twice runs once
 
 
-COMBINED = "combined"  # the job's combined result: combined.nc or combined.zarr
-
-
 def inputs_of(job: Job, comparison: Comparison, store_prints) -> dict:
     """What a comparison's result depends on: both stores' content and the parameters."""
     return {"a": store_prints[comparison.a], "b": store_prints[comparison.b], "metrics": job.metrics,
@@ -288,45 +285,17 @@ def _what_changed(job, comparison, previous, now):
     return ", ".join(dict.fromkeys(changed)) or "its inputs changed"
 
 
-def open_results(folder):
-    """A job's results as one labelled Dataset: dims ``(comparison, layer_a, layer_b)``,
-    coordinates ``network_a``/``network_b`` along ``comparison``, provenance in attrs.
-
-    Parameters
-    ----------
-    folder : str or Path
-        The job's results folder (its ``combined.nc`` or ``combined.zarr``).
-    """
-    folder = Path(folder)
-    for suffix in RESULT_FORMATS:
-        path = folder / f"{COMBINED}.{suffix}"
-        if path.exists():
-            return store.read_result(path)
-    raise store.StoreError(f"{folder}: holds no combined result ({COMBINED}.nc or {COMBINED}.zarr); "
-                           "it is written by 'rv2dist run'")
-
-
 def _write_combined(job, finished, networks):
     """Combine the job's current results (done before, or computed now; in memory)
     along a ``comparison`` dimension and write them as one file."""
-    import xarray as xr
-
     from . import __version__
+    from .results import combine
 
-    parts = []
-    for comparison in job.comparisons:
-        result = finished.get(comparison)
-        if result is not None:
-            result = result.drop_vars(["network_a", "network_b"], errors="ignore")
-            parts.append(result.expand_dims(comparison=[comparison.name]).assign_coords(
-                network_a=("comparison", [networks[comparison.a]]),
-                network_b=("comparison", [networks[comparison.b]])))
+    parts = [(comparison.name, networks[comparison.a], networks[comparison.b], finished[comparison])
+             for comparison in job.comparisons if finished.get(comparison) is not None]
     if not parts:
         return None
-    combined = xr.concat(parts, dim="comparison", join="outer", combine_attrs="drop")
-    for name in parts[0].data_vars:
-        combined[name].attrs = dict(parts[0][name].attrs)
-    combined["comparison"].attrs.update(long_name="comparison", description="network a against network b")
+    combined = combine(parts)
     combined.attrs.update(job=job.name, metric=",".join(job.metrics), center=int(job.center), route=job.route,
                           stores=json.dumps({name: str(path) for name, path in job.networks.items()}),
                           rv2dist_version=__version__,
@@ -416,6 +385,9 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
           f"(inputs and parameters unchanged), {len(todo)} to compute", file=stream, flush=True)
     for comparison in skipped:
         print(f"  skip {comparison.name}: done, {job.result_path(comparison)}", file=stream, flush=True)
+        if job.plots and not job.plot_path(comparison).exists():
+            _draw(job, comparison, finished[comparison])
+            print(f"  drew {job.plot_path(comparison)}, which was missing", file=stream, flush=True)
     for comparison in todo:
         if job.result_path(comparison).exists():
             previous = _recorded_inputs(job.result_path(comparison))
@@ -528,15 +500,19 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
 
 
 def _write(job, comparison, result, networks, digest, inputs):
-    from .plot import heatmap
-
     result = label_result(result, store_a=job.networks[comparison.a], store_b=job.networks[comparison.b],
                           network_a=networks[comparison.a], network_b=networks[comparison.b], metrics=job.metrics,
                           extra={"job": job.name, "rv2dist_fingerprint": digest,
                                  "rv2dist_inputs": json.dumps(inputs)})
     store.write_result(result, job.result_path(comparison))
     if job.plots:
-        heatmap(result, job.plot_path(comparison))
+        _draw(job, comparison, result)
+
+
+def _draw(job, comparison, result):
+    from .plot import heatmap
+
+    heatmap(result, job.plot_path(comparison))
 
 
 def _board_entry(comparison, networks, status, result=None, metrics=None, seconds=None):

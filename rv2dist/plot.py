@@ -10,31 +10,58 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inputs import real_number
+from .results import network_names, panels
 from .significance import MARK_LEVEL
 
 DPI = 200
 # metrics bounded above by 1 and near 0 for unrelated layers share one scale, so that
 # panels compare; rv2_null (values near 1e-8) and negative values get their own
 BOUNDED = ("rv2", "rv", "cka", "cka_debiased")
+# short names on colour bars and titles (long names, from the results, on the diagonal's axis)
+LABELS = {"rv2": "RV2", "rv": "RV", "cka": "CKA", "cka_debiased": "debiased CKA"}
+
+
+def _label(metric):
+    return LABELS.get(metric, metric)
+
+
+def _plain(text):
+    """``text`` shown as it is: a name is never Matplotlib mathtext (``$`` escaped)."""
+    return str(text).replace("$", r"\$")
 
 
 def _matrix(result, metric):
-    """(DataArray of one metric, attrs with the network names, metric name)."""
+    """(DataArray of one metric, metric name) of a single result; ``metric=None``: rv2
+    when the result holds it, else its first metric."""
     if hasattr(result, "data_vars"):
-        metric = metric or next(iter(result.data_vars))
+        metric = metric or ("rv2" if "rv2" in result.data_vars else next(iter(result.data_vars)))
         if metric not in result.data_vars:
             raise ValueError(f"the result holds no metric {metric!r}; it has {', '.join(result.data_vars)}")
-        attrs, matrix = dict(result.attrs), result[metric]
+        matrix = result[metric]
     else:
-        attrs, matrix = dict(result.attrs), result
-        metric = metric or str(result.name)
+        if metric is not None and result.name is not None and metric != result.name:
+            raise ValueError(f"the result holds {result.name}, not {metric!r}")
+        matrix = result
+        metric = metric or (str(result.name) if result.name is not None else "value")
     if matrix.dims != ("layer_a", "layer_b"):
-        raise ValueError(f"a heatmap draws one (layer_a, layer_b) matrix; this one has dims {matrix.dims} "
-                         "(pick one comparison with .sel(comparison=...), or draw all with job_grid)")
-    for side in ("network_a", "network_b"):
-        if side in matrix.coords and matrix[side].ndim == 0:
-            attrs[side] = str(matrix[side].values)
-    return matrix, attrs, metric
+        raise ValueError(f"a heatmap draws one (layer_a, layer_b) matrix; this one has dims {matrix.dims}")
+    return matrix, metric
+
+
+def _one(result):
+    """The single result in ``result`` (see :func:`rv2dist.results.panels`)."""
+    found = panels(result)
+    if len(found) != 1:
+        raise ValueError(f"a heatmap draws one comparison; these results hold {len(found)} "
+                         f"({', '.join(label for label, _ in found)}): pick one with .sel(comparison=...) or "
+                         "comparisons= of job_grid, or draw all with job_grid")
+    return found[0][1]
+
+
+def _check_level(level):
+    if level is not None and not (real_number(level) and 0 < level < 1):
+        raise ValueError(f"significance must be a level between 0 and 1 (e.g. 0.05) or None, not {level!r}")
 
 
 def _new_axes(path, figsize, **grid):
@@ -72,14 +99,16 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
 
     Parameters
     ----------
-    result : xarray.Dataset or xarray.DataArray
-        Dims ``("layer_a", "layer_b")`` (one comparison).
+    result : xarray.Dataset, xarray.DataArray, numpy.ndarray, list or path
+        One comparison: a result with dims ``("layer_a", "layer_b")``, a 2-D array, or
+        a list, combined result, result file or results folder holding one (see
+        :mod:`rv2dist.results`).
     path : str or Path, optional
         Also save the figure here (PNG at 200 dpi, SVG or PDF by the suffix) and close it.
     ax : matplotlib.axes.Axes, optional
         Draw into these axes (a panel of a larger figure); default a new figure.
     metric : str, optional
-        Variable to draw from a Dataset; default its first.
+        Variable to draw from a Dataset; default rv2 when it holds it, else its first.
     cmap : str or Colormap
         Matplotlib colour map (default ``"viridis"``).
     vmin, vmax : float, optional
@@ -102,26 +131,27 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     -------
     matplotlib.axes.Axes
     """
-    matrix, attrs, metric = _matrix(result, metric)
+    _check_level(significance)
+    result = _one(result)
+    matrix, metric = _matrix(result, metric)
     values = np.asarray(matrix.values, dtype=float)
-    network_a, network_b = names or (attrs.get("network_a"), attrs.get("network_b", attrs.get("network_a")))
+    network_a, network_b = names or network_names(result)
     low, high = default_range(metric, values)
     if ax is None:
         rows, cols = values.shape
         _, ax = _new_axes(path, (1.6 + 0.45 * cols, 1.2 + 0.42 * rows))
     image = ax.imshow(values, vmin=low if vmin is None else vmin, vmax=high if vmax is None else vmax,
                       cmap=cmap, origin="upper")
-    ax.set_xticks(range(values.shape[1]), [str(v) for v in matrix["layer_b"].values], rotation=90)
-    ax.set_yticks(range(values.shape[0]), [str(v) for v in matrix["layer_a"].values])
-    ax.set_xlabel(f"{network_b} (layer)" if network_b else "layer of network b")
-    ax.set_ylabel(f"{network_a} (layer)" if network_a else "layer of network a")
-    label = metric.upper() if metric in BOUNDED or metric == "rv" else metric
+    ax.set_xticks(range(values.shape[1]), [_plain(v) for v in matrix["layer_b"].values], rotation=90)
+    ax.set_yticks(range(values.shape[0]), [_plain(v) for v in matrix["layer_a"].values])
+    ax.set_xlabel(f"{_plain(network_b)} (layer)" if network_b else "layer of network b")
+    ax.set_ylabel(f"{_plain(network_a)} (layer)" if network_a else "layer of network a")
+    label = _plain(_label(metric))
     marked = _significant(result, metric, significance)
     if title is None:
-        title = f"{network_a} vs {network_b}: {label}" if network_a else label
+        title = f"{_plain(network_a)} vs {_plain(network_b)}: {label}" if network_a else label
         if marked is not None:
-            correction = result.attrs.get("correction", "corrected")
-            title += f"\n* corrected p < {significance:g} ({correction})"
+            title += f"\n* corrected p < {significance:g} ({_correction([result], metric)})"
     ax.set_title(title)
     if annotate:
         _annotate(ax, image, values, annotate if isinstance(annotate, str) else ".2f")
@@ -143,6 +173,13 @@ def _significant(result, metric, level):
     return np.nan_to_num(np.asarray(result[name].values, dtype=float), nan=1.0) < level
 
 
+def _correction(results, metric):
+    """The correction(s) behind the ``<metric>_p_corrected`` of ``results``, by name."""
+    names = {r[f"{metric}_p_corrected"].attrs.get("correction", r.attrs.get("correction")) for r in results
+             if hasattr(r, "data_vars") and f"{metric}_p_corrected" in r.data_vars}
+    return "/".join(sorted(str(name) for name in names if name)) or "corrected"
+
+
 def _text_colour(image, value):
     red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (1, 1, 1, 1)
     return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
@@ -161,37 +198,21 @@ def _annotate(ax, image, values, fmt):
                 fontsize=6, color=_text_colour(image, value))
 
 
-def _comparisons(results, comparisons):
-    """``[(label, one-comparison result)]`` from a combined result (``comparison``
-    dimension, as :func:`rv2dist.open_results` gives) or a sequence of results."""
-    if hasattr(results, "dims") and "comparison" in results.dims:
-        chosen = list(results["comparison"].values) if comparisons is None else list(comparisons)
-        out = []
-        for name in chosen:
-            one = results.sel(comparison=name)
-            # a new attrs dict: a selection shares the caller's
-            one.attrs = {**one.attrs, "network_a": str(one["network_a"].values),
-                         "network_b": str(one["network_b"].values)}
-            out.append((str(name), one.drop_vars(["comparison", "network_a", "network_b"])))
-        return out
-    results = list(results)
-    labels = comparisons or [f"{r.attrs.get('network_a', i)} vs {r.attrs.get('network_b', '')}"
-                             for i, r in enumerate(results)]
-    return list(zip(labels, results))
-
-
-def job_grid(results, comparisons=None, *, metric="rv2", ncols=None, titles=None, path=None, **options):
+def job_grid(results, comparisons=None, *, metric=None, ncols=None, titles=None, path=None, **options):
     """One heatmap per comparison on a shared colour scale and bar (the seed study's
     Figures 1, 2 and 4).
 
     Parameters
     ----------
-    results : xarray.Dataset or sequence of results
-        A job's combined result (:func:`rv2dist.open_results`) or single results.
+    results : xarray.Dataset, xarray.DataArray, list or path
+        A job's combined result (:func:`rv2dist.open_results`), a single result, a
+        list of results, a result file or a results folder (see :mod:`rv2dist.results`).
     comparisons : list of str, optional
-        Which comparisons, in order (default all).
-    metric : str
-        The metric drawn.
+        Which comparisons, in order (default all): a combined result's comparison
+        names, else ``"<a>__<b>"`` from the network names (see
+        :func:`rv2dist.results.panels`).
+    metric : str, optional
+        The metric drawn; default rv2 when the results hold it, else their first.
     ncols : int, optional
         Panels per row (default up to 5).
     titles : list of str, optional
@@ -206,44 +227,51 @@ def job_grid(results, comparisons=None, *, metric="rv2", ncols=None, titles=None
     -------
     matplotlib.figure.Figure
     """
-    panels = _comparisons(results, comparisons)
-    if not panels:
+    _check_level(options.get("significance", MARK_LEVEL))
+    drawn = panels(results, comparisons)
+    if not drawn:
         raise ValueError("no comparisons to draw")
-    ncols = ncols or min(5, len(panels))
-    nrows = -(-len(panels) // ncols)
+    metric = _matrix(drawn[0][1], metric)[1]
+    ncols = ncols or min(5, len(drawn))
+    nrows = -(-len(drawn) // ncols)
     figure, axes = _new_axes(path, (3.6 * ncols, 3.4 * nrows), nrows=nrows, ncols=ncols, squeeze=False)
-    values = np.concatenate([np.ravel(_matrix(r, metric)[0].values) for _, r in panels]).astype(float)
+    values = np.concatenate([np.ravel(_matrix(r, metric)[0].values) for _, r in drawn]).astype(float)
     low, high = default_range(metric, values)
     options = {"vmin": low, "vmax": high, **options}
-    for index, (ax, (label, result)) in enumerate(zip(axes.flat, panels)):
-        network_a, network_b = result.attrs.get("network_a"), result.attrs.get("network_b")
-        title = titles[index] if titles else (f"{network_a} vs {network_b}" if network_a else label)
+    for index, (ax, (label, result)) in enumerate(zip(axes.flat, drawn)):
+        title = titles[index] if titles else _comparison_name(result, label)
         heatmap(result, ax=ax, metric=metric, title=title, colorbar=False, **options)
         image = ax.images[0]
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(drawn):]:
         ax.set_visible(False)
-    figure.colorbar(image, ax=axes, label=metric.upper() if metric in BOUNDED else metric)
+    figure.colorbar(image, ax=axes, label=_plain(_label(metric)))
     level = options.get("significance", MARK_LEVEL)
-    if any(_significant(result, metric, level) is not None for _, result in panels):
-        correction = panels[0][1].attrs.get("correction", "corrected")
+    if any(_significant(result, metric, level) is not None for _, result in drawn):
+        correction = _correction([result for _, result in drawn], metric)
         figure.suptitle(f"* corrected p < {level:g} ({correction})", fontsize="small")
     if path is not None:
         _save(figure, path)
     return figure
 
 
-def diagonal(results, comparisons=None, *, metric="rv2", ax=None, labels=None, path=None):
+def _comparison_name(result, label):
+    """``"<a> vs <b>"`` from a single result's network names, else its label."""
+    network_a, network_b = network_names(result)
+    return f"{_plain(network_a)} vs {_plain(network_b)}" if network_a else _plain(label)
+
+
+def diagonal(results, comparisons=None, *, metric=None, ax=None, labels=None, path=None):
     """The similarity of corresponding layers (the diagonal of each comparison) against
     depth, one line per comparison (the seed study's Figures 3 and 4 in one panel).
 
     Parameters
     ----------
-    results : xarray.Dataset or sequence of results
+    results : xarray.Dataset, xarray.DataArray, list or path
         As :func:`job_grid`; rows and columns are matched by layer name.
     comparisons : list of str, optional
-        Which comparisons (default all).
-    metric : str
-        The metric drawn.
+        Which comparisons (default all), as :func:`job_grid` names them.
+    metric : str, optional
+        The metric drawn; default rv2 when the results hold it, else their first.
     ax : matplotlib.axes.Axes, optional
         Draw into these axes.
     labels : list of str, optional
@@ -255,20 +283,24 @@ def diagonal(results, comparisons=None, *, metric="rv2", ax=None, labels=None, p
     -------
     matplotlib.axes.Axes
     """
-    panels = _comparisons(results, comparisons)
+    drawn = panels(results, comparisons)
+    if not drawn:
+        raise ValueError("no comparisons to draw")
+    metric = _matrix(drawn[0][1], metric)[1]
     if ax is None:
         _, ax = _new_axes(path, (6.5, 3.8))
-    for index, (label, result) in enumerate(panels):
+    positions, lines = {}, []  # layers along x in order of first appearance, as a categorical axis has them
+    for index, (label, result) in enumerate(drawn):
         matrix = _matrix(result, metric)[0]
         shared = [str(v) for v in matrix["layer_a"].values if v in set(matrix["layer_b"].values)]
         values = [float(matrix.sel(layer_a=name, layer_b=name)) for name in shared]
-        network_a, network_b = result.attrs.get("network_a"), result.attrs.get("network_b")
-        name = labels[index] if labels else (f"{network_a} vs {network_b}" if network_a else label)
-        ax.plot(shared, values, "o-", label=name)
-    ax.set_xlabel("layer")
-    ax.set_ylabel(f"{metric.upper() if metric in BOUNDED else metric} of corresponding layers")
-    ax.tick_params(axis="x", rotation=90)
-    ax.legend(fontsize=7)
+        name = labels[index] if labels else _comparison_name(result, label)
+        lines += ax.plot([positions.setdefault(layer, len(positions)) for layer in shared], values, "o-", label=name)
+    ax.set_xticks(range(len(positions)), [_plain(layer) for layer in positions], rotation=90)
+    ax.set_xlabel("layer (of a against the same layer of b)")
+    ax.set_ylabel(_plain(_matrix(drawn[0][1], metric)[0].attrs.get("long_name") or _label(metric)))
+    # labels given with their lines: legend() would leave out those starting with "_"
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
     if path is not None:
         _save(ax.figure, path)
     return ax

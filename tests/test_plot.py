@@ -75,3 +75,137 @@ def test_job_grid_and_diagonal_from_a_combined_result(result, tmp_path):
     assert combined.attrs == attrs  # drawing leaves the caller's result alone
     job_grid([result, result], titles=["first", "second"], path=tmp_path / "grid.png")
     assert round(Image.open(tmp_path / "grid.png").info["dpi"][0]) == 200
+
+
+# --- names are text; one result works everywhere --------------------------------------------
+
+TEX = {"a$\\foo": 3, "$x^2$": 4, "_": 2, "b$": 3}
+
+
+def _tex_result(rng, network_a="a$\\foo", network_b="b$"):
+    layers = {name: rng.standard_normal((40, width)) for name, width in TEX.items()}
+    result = rv2dist.similarity(layers, dict(layers), metric=["rv2", "cka"], tests=True)
+    result.attrs.update(network_a=network_a, network_b=network_b)
+    return result
+
+
+def _shown(text):
+    """What Matplotlib draws for ``text``: None when it would parse it as mathtext."""
+    from matplotlib import cbook
+
+    return None if cbook.is_math_text(text) else text.replace("\\$", "$")
+
+
+def test_names_are_text_never_mathtext(rng, tmp_path):
+    result = _tex_result(rng)
+    ax = heatmap(result, tmp_path / "h.png")
+    assert [_shown(t.get_text()) for t in ax.get_xticklabels()] == list(TEX)
+    assert [_shown(t.get_text()) for t in ax.get_yticklabels()] == list(TEX)
+    assert _shown(ax.get_title()).startswith("a$\\foo vs b$: RV2") and _shown(ax.get_xlabel()) == "b$ (layer)"
+    figure = job_grid([result, _tex_result(rng, "_", "$x^2$")], path=tmp_path / "g.png")
+    assert [_shown(ax.get_title()) for ax in figure.axes if ax.images] == ["a$\\foo vs b$", "_ vs $x^2$"]
+    ax = diagonal([result, _tex_result(rng, "_", "$x^2$")], path=tmp_path / "d.png")
+    assert [_shown(t.get_text()) for t in ax.get_xticklabels()] == list(TEX)
+    # a label starting with "_" is no hidden one: each line is in the legend
+    assert [_shown(t.get_text()) for t in ax.get_legend().get_texts()] == ["a$\\foo vs b$", "_ vs $x^2$"]
+    for name in ("h", "g", "d"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_one_result_works_in_every_reader_and_figure(result, tmp_path):
+    from rv2dist import store
+
+    single = result.cka.assign_attrs(network_a="pretrained", network_b="random")  # as compare_models gives it
+    figure, ax = plt.subplots()
+    assert diagonal(single, ax=ax) is ax and ax.get_legend().get_texts()[0].get_text() == "pretrained vs random"
+    assert ax.get_ylabel() == "linear CKA"
+    grid = job_grid(single)
+    assert [a.get_title() for a in grid.axes if a.images] == ["pretrained vs random"]
+    plt.close("all")
+    np.testing.assert_array_equal(heatmap(result.rv2.values, metric="rv2").images[0].get_array(), result.rv2.values)
+    plt.close("all")
+    path = tmp_path / "r.nc"
+    store.write_result(result.assign_attrs(network_a="x", network_b="y"), path)
+    for source in (path, [path, result], result, single, result.rv2.values):
+        opened = rv2dist.open_results(source)
+        assert next(iter(opened.data_vars.values())).dims == ("comparison", "layer_a", "layer_b")
+    opened = rv2dist.open_results(path)
+    assert list(opened.comparison.values) == ["x__y"] and opened.attrs["n_obs"] == 200
+    np.testing.assert_array_equal(opened.cka.sel(comparison="x__y").values, result.cka.values)
+    both = rv2dist.open_results([path, single])
+    assert list(both.comparison.values) == ["x__y", "pretrained__random"]
+    assert list(both.network_b.values) == ["y", "random"] and np.isnan(both.rv2.sel(comparison="pretrained__random")).all()
+    heatmap(path, tmp_path / "from-file.png", metric="cka")
+    assert "x vs y" in heatmap(both.sel(comparison=["x__y"]), metric="cka").get_title()
+    plt.close("all")
+
+
+def test_plot_arguments_are_checked(result):
+    combined = _combined(result)
+    with pytest.raises(ValueError, match="no comparison 'x__q' among the results; they hold x__y, x__z"):
+        job_grid(combined, ["x__y", "x__q"])
+    with pytest.raises(ValueError, match="significance must be a level between 0 and 1 .* not 2"):
+        heatmap(result, significance=2)
+    with pytest.raises(ValueError, match="significance must be a level"):
+        job_grid(combined, significance=True)
+    with pytest.raises(ValueError, match="holds rv2, not 'cka'"):
+        heatmap(result.rv2, metric="cka")
+    with pytest.raises(ValueError, match=r"one \(layers of a, layers of b\) matrix; this one has shape \(3,\)"):
+        heatmap(np.ones(3))
+    with pytest.raises(TypeError, match="expected a result .* got builtins.dict"):
+        diagonal({"rv2": result.rv2})
+    assert heatmap(result, significance=np.float32(0.01)) is not None
+    plt.close("all")
+
+
+def test_correction_and_long_names_in_figures(rng):
+    a, b = relu_network(rng, 120, (4, 6)), relu_network(rng, 120, (4, 6))
+    results = [rv2dist.similarity(a, b, metric=["rv2", "cka_debiased"], tests=True, correction="bh")
+               .assign_attrs(network_a="a", network_b=name) for name in ("b", "c")]
+    combined = rv2dist.open_results(results)
+    figure = job_grid(combined, metric="rv2")
+    assert figure.get_suptitle() == "* corrected p < 0.05 (bh)"
+    assert heatmap(combined.sel(comparison="a__c"), metric="rv2").get_title().endswith("(bh)")
+    ax = diagonal(combined, metric="cka_debiased")
+    assert ax.get_ylabel() == "debiased linear CKA"
+    assert heatmap(results[0], metric="cka_debiased").get_title().startswith("a vs b: debiased CKA\n")
+    plt.close("all")
+
+
+def test_a_job_draws_tex_names_and_a_rerun_draws_a_missing_figure(rng, tmp_path):
+    import io
+
+    from distributed import Client
+
+    from rv2dist import jobs
+
+    for name, network in (("a", "a$\\foo"), ("b", "b$")):
+        # (a store's layer names hold no backslash: a path separator on Windows)
+        rv2dist.write_activations(tmp_path / f"{name}.zarr", {layer: rng.standard_normal((50, 3))
+                                                              for layer in ("$x^2$", "_", "b$", "a$b$c")},
+                                  network=network)
+    (tmp_path / "job.toml").write_text('[networks]\na = "a.zarr"\nb = "b.zarr"\n[[compare]]\nreference = "a"\n'
+                                       '[[compare]]\nself = ["b"]\n')
+    with Client(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as client:
+        jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=io.StringIO())
+        figures = sorted(p.name for p in (tmp_path / "results").glob("*.png"))
+        assert figures == ["a__b.png", "b__b.png"]
+        (tmp_path / "results" / "a__b.png").unlink()
+        lines = io.StringIO()
+        summary = jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=lines)
+    assert summary["computed"] == [] and (tmp_path / "results" / "a__b.png").stat().st_size > 0
+    assert f"drew {tmp_path / 'results' / 'a__b.png'}, which was missing" in lines.getvalue()
+    assert "b__b.png" not in lines.getvalue()
+
+
+def test_an_error_without_words_is_named_by_its_type(monkeypatch, capsys):
+    from rv2dist import cli
+
+    for raised, said in ((ValueError(), "ValueError"), (KeyError(""), "KeyError"),
+                         (ValueError("\n  \nlayer 'x' is bad\n"), "layer 'x' is bad")):
+        def fail(args, raised=raised):
+            raise raised
+
+        monkeypatch.setitem(cli._VERBS, "info", fail)
+        assert cli.main(["info", "nowhere.zarr"]) == 2
+        assert capsys.readouterr().err == f"rv2dist info: error: {said}\n"

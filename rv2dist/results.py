@@ -1,0 +1,172 @@
+"""Results in every form they come in, made one: a single result (a DataArray of one
+metric, or a Dataset), a 2-D numpy array, a list of any of these, a job's combined
+result (a ``comparison`` dimension), a result file, or a job's results folder.
+
+:func:`open_results` gives them as one combined Dataset; :func:`panels` as the list of
+single comparisons the figures draw.  Files are read through :mod:`rv2dist.store`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+
+RESULT_FORMATS = ("nc", "zarr")
+COMBINED = "combined"  # a job's combined result: combined.nc or combined.zarr
+ACCEPTED = ("a result (xarray DataArray or Dataset, or a 2-D array), a list of results, a job's combined result, "
+            "a result file (.nc or .zarr) or a job's results folder")
+
+
+def read(path):
+    """A result file (a single or a combined result), or a results folder's combined
+    result, as written (fully loaded)."""
+    path = Path(path)
+    if path.is_dir() and path.suffix != ".zarr":
+        for suffix in RESULT_FORMATS:
+            combined = path / f"{COMBINED}.{suffix}"
+            if combined.exists():
+                return store.read_result(combined)
+        raise store.StoreError(f"{path}: holds no combined result ({COMBINED}.nc or {COMBINED}.zarr, written by "
+                               "'rv2dist run'); give a result file instead")
+    return store.read_result(path)
+
+
+def network_names(result):
+    """``(network a, network b)`` of a single result, from its attrs or scalar
+    coordinates; ``(None, None)`` when it names none."""
+    names = []
+    for side in ("network_a", "network_b"):
+        name = result.attrs.get(side)
+        if name is None and side in result.coords and result[side].ndim == 0:
+            name = str(result[side].values)
+        names.append(None if name is None else str(name))
+    return names[0], names[1] if names[1] is not None else names[0]
+
+
+def panels(source, comparisons=None):
+    """``[(label, single result)]``: every comparison in ``source`` (see the module
+    docstring), in order, each with ``network_a``/``network_b`` attrs where known.
+
+    Parameters
+    ----------
+    source : result, list of results, combined result, path
+        What to take apart.
+    comparisons : list of str, optional
+        Which comparisons, in this order, by label: a combined result's ``comparison``
+        names, else ``"<a>__<b>"`` from the network names (``"result"`` without them;
+        repeated labels get `` (2)``, `` (3)``, ...).
+
+    Raises
+    ------
+    ValueError
+        For a label ``source`` does not hold, naming those it does.
+    TypeError
+        For anything not listed in the module docstring.
+    """
+    found = _taken_apart(source)
+    labels = {}
+    for index, (label, _) in enumerate(found):
+        unique, count = label, 1
+        while unique in labels:
+            count += 1
+            unique = f"{label} ({count})"
+        labels[unique] = index
+    if comparisons is None:
+        return [(label, found[index][1]) for label, index in labels.items()]
+    if isinstance(comparisons, str):
+        comparisons = [comparisons]
+    unknown = [name for name in comparisons if name not in labels]
+    if unknown:
+        raise ValueError(f"no comparison {unknown[0]!r} among the results; they hold {', '.join(labels)}")
+    return [(name, found[labels[name]][1]) for name in comparisons]
+
+
+def _taken_apart(source):
+    if isinstance(source, (str, os.PathLike)):
+        return _taken_apart(read(source))
+    kind = type(source).__name__ if type(source).__module__.startswith("xarray") else None
+    if kind in ("Dataset", "DataArray"):
+        if "comparison" in source.dims:
+            return [_selected(source, name) for name in source["comparison"].values]
+        network_a, network_b = network_names(source)
+        return [(f"{network_a}__{network_b}" if network_a else "result", source)]
+    if isinstance(source, np.ndarray):
+        return _taken_apart(_as_matrix(source))
+    if isinstance(source, (list, tuple)):
+        return [part for item in source for part in _taken_apart(item)]
+    raise TypeError(f"expected {ACCEPTED}; got {type(source).__module__}.{type(source).__name__}")
+
+
+def _selected(combined, name):
+    one = combined.sel(comparison=name)
+    # a new attrs dict: a selection shares the caller's
+    one.attrs = {**one.attrs, "network_a": str(one["network_a"].values), "network_b": str(one["network_b"].values)}
+    return str(name), one.drop_vars(["comparison", "network_a", "network_b"])
+
+
+def _as_matrix(array):
+    import xarray as xr
+
+    if array.ndim != 2:
+        raise ValueError(f"a result array is one (layers of a, layers of b) matrix; this one has shape {array.shape}")
+    rows, cols = array.shape
+    return xr.DataArray(np.asarray(array, dtype=float), dims=("layer_a", "layer_b"),
+                        coords={"layer_a": [str(i) for i in range(rows)], "layer_b": [str(j) for j in range(cols)]})
+
+
+def combine(parts):
+    """One Dataset of single results along a ``comparison`` dimension, with
+    ``network_a``/``network_b`` coordinates along it.
+
+    Parameters
+    ----------
+    parts : list of (str, str, str, xarray.Dataset or DataArray)
+        ``(comparison label, network a, network b, result)``; a DataArray becomes a
+        Dataset of its one metric.  Variables keep the first result's attrs; the
+        Dataset's own attrs are left to the caller.
+    """
+    import xarray as xr
+
+    labelled = []
+    for label, network_a, network_b, result in parts:
+        if not hasattr(result, "data_vars"):
+            result = result.to_dataset(name=result.name if result.name is not None else "value")
+        result = result.drop_vars(["network_a", "network_b"], errors="ignore")
+        labelled.append(result.expand_dims(comparison=[label]).assign_coords(
+            network_a=("comparison", [network_a or ""]), network_b=("comparison", [network_b or ""])))
+    combined = xr.concat(labelled, dim="comparison", join="outer", combine_attrs="drop")
+    for name in labelled[0].data_vars:
+        combined[name].attrs = dict(labelled[0][name].attrs)
+    combined["comparison"].attrs.update(long_name="comparison", description="network a against network b")
+    return combined
+
+
+def open_results(source):
+    """Results as one labelled Dataset: dims ``(comparison, layer_a, layer_b)``,
+    coordinates ``network_a``/``network_b`` along ``comparison``, provenance in attrs.
+
+    Parameters
+    ----------
+    source : str, Path, result or list of results
+        A job's results folder (its ``combined.nc`` or ``combined.zarr``), a result
+        file (single or combined), or results in memory: a single result (from
+        :func:`rv2dist.similarity` or :func:`rv2dist.compare_models`), a list of them,
+        or a combined result (returned as it is).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = read(source)
+        if "comparison" in source.dims:
+            return source
+    elif hasattr(source, "dims") and "comparison" in source.dims:
+        return source
+    found = panels(source)
+    if not found:
+        raise ValueError("no results to open (an empty list)")
+    combined = combine([(label, *network_names(result), result) for label, result in found])
+    if len(found) == 1:
+        combined.attrs.update({k: v for k, v in found[0][1].attrs.items() if k not in ("network_a", "network_b")})
+    return combined
