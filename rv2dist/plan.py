@@ -155,7 +155,7 @@ def budget_bytes(memory_budget):
         except ValueError:
             pass
     if not real_number(budget) or not 0 < budget < math.inf:
-        raise ValueError(f"memory_budget must be a positive, finite number of bytes or a size such as '4GB', "
+        raise ValueError(f"memory_budget must be a positive number of bytes or a size such as '4GB', "
                          f"got {memory_budget!r}")
     return budget
 

@@ -71,7 +71,8 @@ class ProgressBar:
         """The bar as one line of text, as tqdm formats it (count, rate, elapsed, ETA)."""
         from tqdm import tqdm
 
-        return tqdm.format_meter(self.done, self.total, time.perf_counter() - self._start, ncols=100,
+        # no width: a log line is never cut (a fixed one would clip long labels and details)
+        return tqdm.format_meter(self.done, self.total, time.perf_counter() - self._start, ncols=None,
                                  prefix=self.label, unit=self.unit, postfix=self.detail or None, ascii=True)
 
     def close(self):

@@ -385,7 +385,8 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     metric : str or list of str
         As :func:`rv2dist.similarity`.
     names : (str, str), optional
-        Network names for the result; default the models' class names.
+        Network names for the result; default the models' class names, or ``"a"`` and
+        ``"b"`` for two models of one class (with a warning saying how to name them).
     pool, channel_axis, mask, output, downsample_by, method, device, dtype
         As :func:`record_activations`, for both models.
     memory_budget : int or str, optional
@@ -410,7 +411,7 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
 
     layers_a = _layer_names(layers_a)
     layers_b = layers_a if layers_b is None else _layer_names(layers_b)
-    names = names or (type(model_a).__name__, type(model_b).__name__)
+    names = names or _default_names(model_a, model_b)
     if isinstance(names, str) or len(names) != 2 or not all(isinstance(name, str) for name in names):
         raise ValueError(f"names must be two network names, got {names!r}")
     if memory_budget is None:
@@ -443,6 +444,19 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
         result = similarity(*recorded, metric=metric, **options)
     result.attrs.update(network_a=str(names[0]), network_b=str(names[1]))
     return result
+
+
+def _default_names(model_a, model_b):
+    """The models' class names; ``("a", "b")`` for two models of one class, which
+    "BertModel vs BertModel" would not tell apart."""
+    names = (type(model_a).__name__, type(model_b).__name__)
+    if model_a is model_b or names[0] != names[1]:
+        return names
+    import warnings
+
+    warnings.warn(f"both models are {names[0]}: the result calls them 'a' and 'b'; name them with "
+                  "names=('pretrained', 'random'), say", UserWarning, stacklevel=3)
+    return "a", "b"
 
 
 class _Sink:

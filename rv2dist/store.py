@@ -866,12 +866,14 @@ def describe(path) -> str:
         f"network    {network_name(dataset)}",
         f"n_obs      {n:,}",
         f"size       {size / 2**20:.1f} MiB on disk",
-        "layers     name        units     dtype     row chunks",
     ]
-    for name, array in layer_arrays(dataset):
+    layers = layer_arrays(dataset)
+    width = max(11, *(len(name) for name, _ in layers))  # the longest name sets the column
+    lines.append(f"layers     {'name':<{width}} units     dtype     row chunks")
+    for name, array in layers:
         units = int(np.prod(array.shape[1:], dtype=np.int64))
         chunks = array.chunks[0] if hasattr(array, "chunks") else (n,)
-        lines.append(f"           {name:<11} {units:<9,} {str(array.dtype):<9} {len(chunks)} x <= {max(chunks):,}")
+        lines.append(f"           {name:<{width}} {units:<9,} {str(array.dtype):<9} {len(chunks)} x <= {max(chunks):,}")
     path = Path(path)
     recorded = _verify_chunks(path) is not None
     lines.append("chunks     " + ("all present (checked against the writer's record)" if recorded

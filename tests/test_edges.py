@@ -1,6 +1,7 @@
-"""Arguments and inputs at the edges of the API: a network against itself with
-permutations, undefined bootstrap replicates, odd option values, ids that identify
-nothing, torch tensors that are no plain arrays; each a right answer or a clear error."""
+"""At the edges: a network against itself with permutations, undefined bootstrap
+replicates, odd option values, ids that identify nothing, torch tensors that are no
+plain arrays (each a right answer or a clear error); and outputs that stay readable
+with long names."""
 
 import warnings
 
@@ -22,13 +23,14 @@ def net(rng):
 
 @pytest.fixture
 def threads_cluster(monkeypatch):
-    """The command line's embedded cluster as threads in this process (fast to start)."""
+    """The command line's embedded cluster as threads in this process (fast to start),
+    with a dashboard."""
     from distributed import Client
 
     from rv2dist import cluster
 
     monkeypatch.setattr(cluster, "connect", lambda **_: Client(n_workers=1, threads_per_worker=2, processes=False,
-                                                               dashboard_address=None))
+                                                               dashboard_address="127.0.0.1:0"))
 
 
 # --- a network against itself with permutations ---------------------------------------------
@@ -105,7 +107,8 @@ def test_defined_bootstrap_replicates_say_nothing(rng):
 @pytest.mark.parametrize("options, message", [
     ({"layers": 5}, "layers must be a layer name, a list of names, or a pair (a's, b's) of lists, not 5"),
     ({"layers": (["l0"],)}, "layers must be a layer name, a list of names, or a pair"),
-    ({"memory_budget": float("inf")}, "memory_budget must be a positive, finite number of bytes"),
+    ({"memory_budget": float("inf")}, "memory_budget must be a positive number of bytes or a size such as '4GB', "
+                                      "got inf"),
     ({"client": object()}, "client must be a distributed.Client or a scheduler address"),
 ])
 def test_bad_options_are_named(net, options, message):
@@ -196,3 +199,56 @@ def test_nested_tensors_are_refused_and_quantized_ones_dequantized(rng):
     for tensor in nested:
         with pytest.raises(TypeError, match="layer 'n' is a nested tensor .* pool each sequence to one vector"):
             rv2dist.similarity({"n": tensor}, {"y": y})
+
+
+def test_two_models_of_one_class_are_called_a_and_b(rng):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(4, 3)) for _ in range(2)]
+    batches = [torch.from_numpy(rng.standard_normal((10, 4)).astype(np.float32)) for _ in range(3)]
+    with pytest.warns(UserWarning, match=r"both models are Sequential: the result calls them 'a' and 'b'; "
+                                         r"name them with names=\('pretrained', 'random'\)"):
+        result = rv2dist.compare_models(*models, batches, ["0"], progress=False)
+    assert (result.attrs["network_a"], result.attrs["network_b"]) == ("a", "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        named = rv2dist.compare_models(*models, batches, ["0"], names=("x", "y"), progress=False)
+        itself = rv2dist.compare_models(models[0], models[0], batches, ["0"], progress=False)
+    assert named.attrs["network_b"] == "y" and itself.attrs["network_b"] == "Sequential"
+
+
+# --- readable outputs ------------------------------------------------------------------------
+
+def test_progress_lines_in_logs_are_whole():
+    import io
+
+    from rv2dist.progress import ProgressBar
+
+    stream = io.StringIO()
+    detail = ", ".join(f"encoder.layer.{i}__encoder.layer.{i} {10 * i}%" for i in range(6))
+    with ProgressBar(4, "job a long job name", unit="comparison", stream=stream) as bar:
+        bar.detail = detail
+        bar.update(4)
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("job a long job name: 100%") and line.endswith(detail + "]")
+
+
+def test_info_columns_align_for_long_layer_names(tmp_path):
+    from rv2dist import store
+
+    layers = {"encoder.layer.11.attention.output.dense": np.ones((10, 3)) * np.arange(10)[:, None],
+              "fc": np.ones((10, 300)) * np.arange(10)[:, None]}
+    rv2dist.write_activations(tmp_path / "s.zarr", layers)
+    lines = store.describe(tmp_path / "s.zarr").splitlines()
+    header = next(line for line in lines if line.startswith("layers"))
+    rows = [line for line in lines if line.split()[0] in layers]
+    assert [row.index(" 3 ") + 1 if "dense" in row else row.index("300") for row in rows] == [header.index("units")] * 2
+    assert len({row.index("float64") for row in rows} | {header.index("dtype")}) == 1
+
+
+def test_the_demo_prints_paths_not_links_that_die_with_it(tmp_path, capsys, threads_cluster):
+    from rv2dist import cli
+
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--n-obs", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "http" not in out and f"result:  {tmp_path / 'demo' / 'result.nc'}" in out
