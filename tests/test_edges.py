@@ -252,3 +252,59 @@ def test_the_demo_prints_paths_not_links_that_die_with_it(tmp_path, capsys, thre
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--n-obs", "300"]) == 0
     out = capsys.readouterr().out
     assert "http" not in out and f"result:  {tmp_path / 'demo' / 'result.nc'}" in out
+
+
+CHECK_LABELS = """<script>
+// every text of every heatmap inside its picture, and no layer name over the cells
+const found = {outside: [], over: []};
+for (const svg of document.querySelectorAll("svg.heatmap")) {
+  const box = svg.getBoundingClientRect(), cells = [...svg.querySelectorAll("rect.cell")].map(r => r.getBoundingClientRect());
+  const grid = {left: Math.min(...cells.map(r => r.left)), top: Math.min(...cells.map(r => r.top))};
+  for (const text of svg.querySelectorAll("text")) {
+    const r = text.getBoundingClientRect();
+    if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5)
+      found.outside.push(text.textContent);
+  }
+  const layers = new Set(DATA.jobs.flatMap(job => job.comparisons.flatMap(c => [...c.layers_a, ...c.layers_b])));
+  for (const text of [...svg.querySelectorAll("text")].filter(t => layers.has(t.textContent) || t.textContent.endsWith("\u2026"))) {
+    const r = text.getBoundingClientRect();
+    if (r.right > grid.left + 0.5 && r.bottom > grid.top + 0.5) found.over.push(text.textContent);
+  }
+}
+document.body.setAttribute("data-found", JSON.stringify(found));
+</script></body>"""
+
+
+def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
+    """Layer names of every length are shown whole (a very long one cut with an
+    ellipsis, whole on hover), beside and above the cells, inside the picture."""
+    import html
+    import json
+    import re
+
+    from test_service import _chromium, _dump_dom
+
+    from rv2dist import dashboard, store
+
+    if not _chromium():
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    long = [f"encoder.layer.{i}.attention.output.dense" for i in range(4)]
+
+    def comparison(name, layers_a, layers_b, network_a):
+        values = np.linspace(0, 1, len(layers_a) * len(layers_b)).reshape(len(layers_a), -1).tolist()
+        return {"name": name, "network_a": network_a, "network_b": "b", "status": "done", "matrices": {"cka": values},
+                "layers_a": layers_a, "layers_b": layers_b}
+
+    data = {"jobs": [{"id": "j", "name": "j", "status": "finished", "comparisons_done": 3, "comparisons_total": 3,
+                      "comparisons": [comparison("long", long, long, "sentence-transformers/all-MiniLM-L6-v2"),
+                                      comparison("short", ["c1", "c2"], ["c1", "c2"], "c"),
+                                      comparison("huge", ["x" * 150, "l"], long[:2], "e")]}]}
+    page = dashboard.page_html(data).replace("</body>", CHECK_LABELS)
+    store.write_text(tmp_path / "report.html", page)
+    dom = _dump_dom((tmp_path / "report.html").as_uri(), tmp_path / "chromium")
+    found = json.loads(html.unescape(re.search(r'data-found="([^"]*)"', dom).group(1)))
+    assert found == {"outside": [], "over": []}
+    shown = re.findall(r'<text[^>]*>([^<]*)', dom)
+    assert all(name in shown for name in long) and "c1" in shown
+    assert any(name.startswith("xxxx") and name.endswith("\u2026") for name in shown)
+    assert f"<title>{'x' * 150}</title>" in dom
