@@ -209,3 +209,17 @@ def test_an_error_without_words_is_named_by_its_type(monkeypatch, capsys):
         monkeypatch.setitem(cli._VERBS, "info", fail)
         assert cli.main(["info", "nowhere.zarr"]) == 2
         assert capsys.readouterr().err == f"rv2dist info: error: {said}\n"
+
+
+def test_rv2dist_plot_draws_a_results_folder_or_a_file(result, tmp_path, capsys):
+    from rv2dist import cli, store
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    store.write_result(_combined(result), folder / "combined.nc")
+    store.write_result(rv2dist.open_results(result.assign_attrs(network_a="x", network_b="y")), tmp_path / "one.nc")
+    for source, name in ((folder, "grid.png"), (tmp_path / "one.nc", "one.png")):
+        assert cli.main(["plot", str(source), "--out", str(tmp_path / name), "--metric", "cka"]) == 0
+        assert (tmp_path / name).stat().st_size > 0
+    assert cli.main(["plot", str(tmp_path), "--out", str(tmp_path / "none.png")]) == 2
+    assert "holds no combined result" in capsys.readouterr().err and not (tmp_path / "none.png").exists()
