@@ -227,14 +227,18 @@ def job_grid(results, comparisons=None, *, metric=None, ncols=None, titles=None,
     -------
     matplotlib.figure.Figure
     """
-    _check_level(options.get("significance", MARK_LEVEL))
+    level = options.get("significance", MARK_LEVEL)
+    _check_level(level)
     drawn = panels(results, comparisons)
     if not drawn:
         raise ValueError("no comparisons to draw")
     metric = _matrix(drawn[0][1], metric)[1]
     ncols = ncols or min(5, len(drawn))
     nrows = -(-len(drawn) // ncols)
-    figure, axes = _new_axes(path, (3.6 * ncols, 3.4 * nrows), nrows=nrows, ncols=ncols, squeeze=False)
+    starred = any(_significant(result, metric, level) is not None for _, result in drawn)
+    # a line more for the stars' caption, which would otherwise push the axis labels out
+    figure, axes = _new_axes(path, (3.6 * ncols, 3.4 * nrows + 0.3 * starred), nrows=nrows, ncols=ncols,
+                             squeeze=False)
     values = np.concatenate([np.ravel(_matrix(r, metric)[0].values) for _, r in drawn]).astype(float)
     low, high = default_range(metric, values)
     options = {"vmin": low, "vmax": high, **options}
@@ -245,8 +249,7 @@ def job_grid(results, comparisons=None, *, metric=None, ncols=None, titles=None,
     for ax in list(axes.flat)[len(drawn):]:
         ax.set_visible(False)
     figure.colorbar(image, ax=axes, label=_plain(_label(metric)))
-    level = options.get("significance", MARK_LEVEL)
-    if any(_significant(result, metric, level) is not None for _, result in drawn):
+    if starred:
         correction = _correction([result for _, result in drawn], metric)
         figure.suptitle(f"* corrected p < {level:g} ({correction})", fontsize="small")
     if path is not None:

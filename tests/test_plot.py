@@ -165,6 +165,8 @@ def test_correction_and_long_names_in_figures(rng):
     combined = rv2dist.open_results(results)
     figure = job_grid(combined, metric="rv2")
     assert figure.get_suptitle() == "* corrected p < 0.05 (bh)"
+    figure.canvas.draw()  # the caption leaves the axis labels inside the figure
+    assert all(ax.xaxis.label.get_window_extent().y0 >= 0 for ax in figure.axes if ax.images)
     assert heatmap(combined.sel(comparison="a__c"), metric="rv2").get_title().endswith("(bh)")
     ax = diagonal(combined, metric="cka_debiased")
     assert ax.get_ylabel() == "debiased linear CKA"
