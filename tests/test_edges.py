@@ -291,9 +291,10 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
     long = [f"encoder.layer.{i}.attention.output.dense" for i in range(4)]
 
     def comparison(name, layers_a, layers_b, network_a):
-        values = np.linspace(0, 1, len(layers_a) * len(layers_b)).reshape(len(layers_a), -1).tolist()
-        return {"name": name, "network_a": network_a, "network_b": "b", "status": "done", "matrices": {"cka": values},
-                "layers_a": layers_a, "layers_b": layers_b}
+        values = np.linspace(0, 1, len(layers_a) * len(layers_b)).reshape(len(layers_a), -1)
+        return {"name": name, "network_a": network_a, "network_b": "b", "status": "done",
+                "matrices": {"cka": values.tolist()}, "layers_a": layers_a, "layers_b": layers_b,
+                "significant": {"cka": (values > 0.5).tolist()}, "significance": "* corrected p < 0.05 (holm)"}
 
     data = {"jobs": [{"id": "j", "name": "j", "status": "finished", "comparisons_done": 3, "comparisons_total": 3,
                       "comparisons": [comparison("long", long, long, "sentence-transformers/all-MiniLM-L6-v2"),
