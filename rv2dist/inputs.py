@@ -137,7 +137,7 @@ def name_list(names, option):
         listed = list(names)
     except TypeError:
         listed = None
-    if isinstance(names, bytes) or listed is None or not all(isinstance(name, str) for name in listed):
+    if listed is None or not all(isinstance(name, str) for name in listed):
         raise TypeError(f"{option} must be a name or a list of names (strings), not {names!r}")
     return listed
 
@@ -215,9 +215,13 @@ def select(layers, wanted, side):
 
 
 def is_pair(value) -> bool:
-    """Whether an option's value is a pair ``(a's, b's)`` of lists rather than one list."""
-    return (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(side, (list, tuple)) for side in value))
+    """Whether an option's value is a pair ``(a's, b's)`` of name lists (or a name
+    and a list) rather than one list of names."""
+    def names(side):
+        return isinstance(side, str) or (hasattr(side, "__iter__") and not isinstance(side, (bytes, Mapping)))
+
+    return (isinstance(value, (tuple, list)) and len(value) == 2 and all(names(side) for side in value)
+            and not all(isinstance(side, str) for side in value))
 
 
 def split_layer_selection(layers, self_job):

@@ -130,6 +130,8 @@ def test_numpy_numbers_and_iterables_of_names_are_taken(net):
     np.testing.assert_allclose(numpy.rv2_low.values, plain.rv2_low.values, rtol=1e-6)  # float32's 0.9
     pair = rv2dist.similarity(net, dict(net), layers=[["l0"], ["l1", "l2"]])
     assert list(pair.layer_a.values) == ["l0"] and list(pair.layer_b.values) == ["l1", "l2"]
+    pair = rv2dist.similarity(net, dict(net), layers=(net.keys(), "l1"))
+    assert list(pair.layer_a.values) == ["l0", "l1", "l2"] and list(pair.layer_b.values) == ["l1"]
 
 
 def test_client_as_a_scheduler_address(net):
