@@ -14,6 +14,7 @@ _LAZY = {
     "convert": "conversion",
     "record_activations": "record",
     "compare_models": "record",
+    "plan_models": "record",
     "open_results": "results",
     "preprocess": "transforms",
     "pool_units": "transforms",

@@ -305,7 +305,7 @@ def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", cli
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
                memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
                tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
-               compute=True):
+               compute=True, progress=True):
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
@@ -399,6 +399,11 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         its last task, on a cluster's workers until a job ends there (as
         :func:`similarity` ends its own); :func:`rv2dist.release_buffers` frees them at
         once (see :mod:`rv2dist.buffers`).
+    progress : bool
+        Before computing a job whose work passes 100 GFLOP (products and resampling
+        together: seconds or more), print its cost in one line on stderr (see
+        :func:`rv2dist.progress.announce_cost`); ``False``, ``compute=False`` or the
+        command line's ``-q``: no line.
 
     Returns
     -------
@@ -419,7 +424,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     seconds = keep_seconds()
     with client_for(client) as client:
         result = _lazy_result(a, b, metric, center, layers, route, client, memory_budget, precision, device,
-                              align_obs, names, obs_dim, resampling, compute, seconds)
+                              align_obs, names, obs_dim, resampling, compute, seconds, progress)
         if not compute:
             return result
         if client is None:
@@ -435,18 +440,20 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
 
 
 def _lazy_result(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-                 layer_names, obs_dim, resampling, compute, seconds):
+                 layer_names, obs_dim, resampling, compute, seconds, progress):
     """The :class:`dask.delayed.Delayed` that :func:`similarity` computes (see there)."""
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
     from .buffers import finish_job
     from .graph import TaskGraph, build_statistics
+    from .progress import announce_cost
 
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
         layer_names=layer_names, obs_dim=obs_dim, resampling=resampling,
     )
+    announce_cost(job_plan, enabled=progress and compute)
     graph = TaskGraph(_inputs_token(everything))
     collections = []
     layouts = {}

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import metrics
+from .record_verb import add_record_parser, run_record
 from .significance import MARK_LEVEL
 
 # OSError: a read-only or full output folder, a folder where a file should go (the
@@ -101,6 +102,8 @@ def _parser():
                          help="every K-th observation, or the mean of each block of K (default: stride)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing STORE")
 
+    add_record_parser(verbs)
+
     info = verbs.add_parser("info", help="describe an activation store")
     info.add_argument("store", help="the activation store (checks that every chunk is there)")
 
@@ -153,13 +156,16 @@ def _check_output(path, suffixes, what):
 def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False,
              precision="auto", memory_budget=None, resampling=None):
     from . import store
-    from .api import similarity, warn_undefined
+    from .api import plan, similarity, warn_undefined
     from .jobs import label_result
     from .plot import heatmap
+    from .progress import announce_cost
 
-    result = similarity(a, b, metric=list(metric), center=center, route=route, layers=layers,
-                        client=client, device=_device(gpus, client), align_obs=align_obs, precision=precision,
-                        memory_budget=memory_budget, compute=False, **(resampling or {}))
+    options = dict(metric=list(metric), center=center, route=route, layers=layers, client=client,
+                   device=_device(gpus, client), align_obs=align_obs, precision=precision,
+                   memory_budget=memory_budget, **(resampling or {}))
+    announce_cost(plan(a, b, **options))  # a long job says what it costs before it starts
+    result = similarity(a, b, **options, compute=False)
     result = _compute_with_progress(result, client)
     warn_undefined(result)
     net_a = store.network_name(store.open_activations(a), Path(a).stem)
@@ -358,7 +364,7 @@ def _run_cluster(args):
 
 
 _VERBS = {"demo": _run_demo, "run": _run_job, "compare": _run_compare, "info": _run_info, "import": _run_import, "plot": _run_plot,
-          "cluster": _run_cluster}
+          "cluster": _run_cluster, "record": run_record}
 
 
 def _set_verbosity(args):

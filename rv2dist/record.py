@@ -2,10 +2,12 @@
 
 :func:`record_activations` streams one model's layers into a store;
 :func:`compare_models` runs two models over one loader in a single pass and returns
-their similarity matrix.  Both understand the batches and outputs of real models:
-``(inputs, targets)`` tuples, mapping batches passed as keyword arguments
-(HuggingFace's ``BatchEncoding`` with its ``attention_mask``), tuples and
-``ModelOutput`` objects, and sequence outputs pooled over tokens under their mask.
+their similarity matrix, and :func:`plan_models` says what that matrix will cost from
+one batch.  They understand the batches and outputs of real models (see
+:mod:`rv2dist.hooks`): ``(inputs, targets)`` tuples, mapping batches passed as keyword
+arguments (HuggingFace's ``BatchEncoding`` with its ``attention_mask``), any other
+batch through ``call=``, tuples and ``ModelOutput`` objects, and sequence outputs
+pooled over tokens under their mask, or each real token taken as an observation.
 
 Needs the optional extra ``torch`` (imported only when recording).
 """
@@ -13,266 +15,14 @@ Needs the optional extra ``torch`` (imported only when recording).
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import first_repeated
+from .hooks import Recorder, layer_names
 from .progress import ProgressBar
 from .store import DEFAULT_CHUNK_BYTES, ActivationWriter, StoreError
 from .transforms import StreamingDownsampler
-
-POOLS = ("mean", "cls", "first", "last", "max")
-INPUT_KEYS = ("inputs", "input", "x")
-STORED_DTYPES = ("float16", "float32", "float64")
-# module types whose 3-D output has a known layout: channels first (N, C, L) or last (N, L, C)
-CHANNELS_FIRST = ("Conv1d", "ConvTranspose1d", "BatchNorm1d", "InstanceNorm1d", "MaxPool1d", "AvgPool1d",
-                  "AdaptiveAvgPool1d", "AdaptiveMaxPool1d")
-CHANNELS_LAST = ("Linear", "LayerNorm", "Embedding", "TransformerEncoderLayer", "TransformerDecoderLayer",
-                 "TransformerEncoder", "TransformerDecoder", "MultiheadAttention", "RNN", "LSTM", "GRU")
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("recording needs PyTorch: pip install 'rv2dist[torch]'") from None
-    return torch
-
-
-def _choose_pool(pool):
-    """``True`` is ``"mean"``; ``False``/``None`` keep outputs whole."""
-    if pool is True:
-        return "mean"
-    if pool is False or pool is None:
-        return None
-    if pool not in POOLS:
-        raise ValueError(f"unknown pool {pool!r}; choose True, False or one of {', '.join(POOLS)}")
-    return pool
-
-
-def _modules(model, names):
-    modules = {}
-    known = dict(model.named_modules())
-    for name in names:
-        if not isinstance(name, str) or name not in known or name == "":
-            import difflib
-
-            close = difflib.get_close_matches(str(name), [n for n in known if n], n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
-                f"; its top-level modules are: {', '.join(n for n in known if n and '.' not in n)}")
-            raise ValueError(f"the model ({type(model).__name__}) has no module {name!r}{hint}")
-        modules[name] = known[name]
-    return modules
-
-
-def _output_tensor(output, name, field):
-    """The tensor a module returned: ``field`` of a ModelOutput/mapping/tuple if given,
-    else the output itself, the first tensor of a tuple, or a ModelOutput's first field."""
-    torch = _torch()
-    if field is not None:
-        try:
-            output = output[field] if isinstance(field, int) or isinstance(output, Mapping) else getattr(output, field)
-        except (KeyError, IndexError, AttributeError, TypeError):
-            raise ValueError(f"layer {name!r} returned {type(output).__name__}, which has no {field!r}") from None
-    while not isinstance(output, torch.Tensor):
-        if isinstance(output, Mapping) and output:
-            output = next(iter(output.values()))
-        elif isinstance(output, (tuple, list)) and output:
-            output = output[0]
-        else:
-            raise ValueError(f"layer {name!r} returned {type(output).__name__}, not a tensor; "
-                             "pick one of its fields with output=")
-    return output
-
-
-def _channel_axis(name, module, tensor, channel_axis, mask):
-    """The channel axis of an output of 3 or more dims: as given; 1 for feature maps of
-    4+ dims (PyTorch's NCHW); for 3-D outputs, from the module type or the mask's length;
-    otherwise an error (NCL convolutions and NLC sequences look alike)."""
-    if channel_axis is not None:
-        if not -tensor.ndim <= channel_axis < tensor.ndim or channel_axis % tensor.ndim == 0:
-            raise ValueError(f"layer {name!r}: channel_axis {channel_axis} does not fit its output "
-                             f"of shape {tuple(tensor.shape)}")
-        return channel_axis % tensor.ndim
-    if tensor.ndim > 3:
-        return 1
-    kind = type(module).__name__
-    if kind in CHANNELS_FIRST:
-        return 1
-    if kind in CHANNELS_LAST:
-        return 2
-    if mask is not None and tensor.shape[1] != tensor.shape[2]:
-        if tensor.shape[1] == mask.shape[1]:
-            return 2
-        if tensor.shape[2] == mask.shape[1]:
-            return 1
-    raise ValueError(f"layer {name!r} ({kind}) returned {tuple(tensor.shape)}: is that (N, C, L) channels first "
-                     "or (N, L, C) tokens/time first? Pass channel_axis=1 or channel_axis=-1")
-
-
-def _pool(name, module, tensor, how, channel_axis, mask):
-    """Pool an output over its positions: (N, C) from (N, ..., C) after moving channels last."""
-    torch = _torch()
-    if how is None or tensor.ndim <= 2:
-        return tensor
-    axis = _channel_axis(name, module, tensor, channel_axis, mask)
-    flat = torch.movedim(tensor, axis, -1).reshape(tensor.shape[0], -1, tensor.shape[axis])
-    if mask is not None and tensor.ndim == 3:
-        if tuple(mask.shape) != tuple(flat.shape[:2]):
-            raise ValueError(f"layer {name!r}: the mask has shape {tuple(mask.shape)} but the output has "
-                             f"{flat.shape[1]} positions for {flat.shape[0]} observations")
-        valid = mask.to(device=flat.device, dtype=torch.bool)
-        if not bool(valid.any(dim=1).all()):
-            raise ValueError(f"layer {name!r}: an observation of this batch has no unmasked position")
-    else:
-        valid = None
-    if how in ("cls", "first"):
-        return flat[:, 0]
-    if how == "last":
-        if valid is None:
-            return flat[:, -1]
-        last = valid.shape[1] - 1 - torch.argmax(valid.flip(1).to(torch.int8), dim=1)
-        return flat[torch.arange(flat.shape[0], device=flat.device), last]
-    if how == "max":
-        if valid is None:
-            return flat.amax(dim=1)
-        return flat.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
-    if valid is None:
-        return flat.mean(dim=1)
-    weights = valid[..., None].to(flat.dtype)
-    return (flat * weights).sum(dim=1) / weights.sum(dim=1)
-
-
-def _to_device(value, device):
-    return value.to(device) if hasattr(value, "to") else value
-
-
-def _call(model, batch, device):
-    """Run ``model`` on a loader batch: a mapping as keyword arguments (or its
-    ``inputs``/``x`` entry), a tuple's first element (``(inputs, targets)``), or the batch."""
-    if isinstance(batch, Mapping):
-        key = next((k for k in INPUT_KEYS if k in batch), None)
-        if key is not None:
-            return model(_to_device(batch[key], device))
-        return model(**{k: _to_device(v, device) for k, v in batch.items()})
-    if isinstance(batch, (tuple, list)):
-        return model(_to_device(batch[0], device))
-    return model(_to_device(batch, device))
-
-
-def _layer_names(layers):
-    """Module paths as a list; one path given as a string is one layer (not its letters)."""
-    names = [layers] if isinstance(layers, str) else list(layers)
-    repeated = first_repeated(names)
-    if repeated is not None:
-        raise ValueError(f"layer {repeated!r} is named twice")
-    return names
-
-
-def _describe(batch):
-    """A loader batch in a few words: its tensors' shapes."""
-    if isinstance(batch, Mapping):
-        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in batch.items()) + "}"
-    if isinstance(batch, (tuple, list)):
-        return "(" + ", ".join(_describe(v) for v in batch) + ")"
-    shape = getattr(batch, "shape", None)
-    return f"shape {tuple(shape)}" if shape is not None else type(batch).__name__
-
-
-def _choose_dtype(dtype):
-    if dtype not in STORED_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
-    return dtype
-
-
-def _check_device(device):
-    """``device`` as a torch.device that exists here."""
-    torch = _torch()
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not a torch device: {error}") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def _batch_mask(batch, mask):
-    """The (N, positions) mask of a batch: ``mask(batch)`` if given, else a mapping
-    batch's ``attention_mask``, else None."""
-    if mask is not None:
-        return mask(batch)
-    if isinstance(batch, Mapping):
-        return batch.get("attention_mask")
-    return None
-
-
-class _Recorder:
-    """Forward hooks on the named modules of one model.  Inside ``with``: the model is in
-    eval mode without gradients, and :meth:`run` returns one batch's pooled activations
-    on the host; leaving restores every module's own mode and removes the hooks."""
-
-    def __init__(self, model, layers, *, pool=True, channel_axis=None, output=None, device=None, dtype="float32"):
-        torch = _torch()
-        self.model, self.layers = model, _layer_names(layers)
-        if not self.layers:
-            raise ValueError("no layers to record")
-        self.modules = _modules(model, self.layers)
-        self.pool, self.channel_axis, self.output = _choose_pool(pool), channel_axis, output
-        self.dtype = _choose_dtype(dtype)
-        if device is None:
-            first = next(model.parameters(), None)
-            device = first.device if first is not None else torch.device("cpu")
-        self.device = _check_device(device)
-        self._captured, self._mask, self._handles, self._modes = {}, None, [], {}
-
-    def __enter__(self):
-        # each module's own mode: a frozen eval-mode part of a training model stays so
-        self._modes = {module: module.training for module in self.model.modules()}
-        self.model.eval()
-        self._handles = [module.register_forward_hook(self._hook(name, module))
-                         for name, module in self.modules.items()]
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        for module, training in self._modes.items():
-            module.training = training
-
-    def _hook(self, name, module):
-        def hook(_, inputs, output):
-            tensor = _output_tensor(output, name, self.output).detach()
-            self._captured[name] = _pool(name, module, tensor, self.pool, self.channel_axis, self._mask)
-        return hook
-
-    def run(self, batch, mask):
-        """``{layer: numpy array (N, ...)}`` of one batch (``mask`` as from :func:`_batch_mask`)."""
-        torch = _torch()
-        self._captured.clear()
-        self._mask = mask
-        with torch.inference_mode():
-            try:
-                _call(self.model, batch, self.device)
-            except Exception as error:
-                raise ValueError(f"the model ({type(self.model).__name__}) failed on a batch of "
-                                 f"{_describe(batch)}: {type(error).__name__}: {error}") from error
-        missing = [name for name in self.layers if name not in self._captured]
-        if missing:
-            raise ValueError(f"layer {missing[0]!r} did not run in the model's forward pass")
-        rows = {self._captured[name].shape[0] for name in self.layers}
-        if len(rows) > 1:
-            raise ValueError(f"the recorded layers disagree on the batch size: {sorted(rows)}")
-        return {name: _to_host(self._captured[name], self.dtype) for name in self.layers}
-
-
-def _to_host(tensor, dtype):
-    torch = _torch()
-    tensor = tensor.to("cpu")
-    if tensor.dtype not in (torch.float32, torch.float64):
-        tensor = tensor.float()  # half and bfloat16 have no numpy counterpart
-    return tensor.numpy().astype(dtype, copy=False)
 
 
 def _batches(loader, label, progress):
@@ -288,9 +38,21 @@ def _batches(loader, label, progress):
         raise ValueError("the loader yielded no batches")
 
 
+def _row_ids(recorded, ids, numbered):
+    """The ids of a recorded batch's rows: its observations' ``ids``; with
+    ``pool="tokens"``, ``"<id>:t<k>"`` for the k-th real token of each (``"s<i>:t<k>"``
+    when the observations are ``numbered``)."""
+    if recorded.index is None:
+        return ids
+    observations = np.asarray(ids)[recorded.index[:, 0]].tolist()
+    prefix = "s" if numbered else ""
+    return np.array([f"{prefix}{o}:t{k}" for o, k in zip(observations, recorded.index[:, 1].tolist())],
+                    dtype=object)
+
+
 def record_activations(path, model, loader, layers, *, network=None, obs=None, pool=True, channel_axis=None,
-                       mask=None, output=None, downsample_by=1, method="stride", device=None, dtype="float32",
-                       attrs=None, chunk_bytes=DEFAULT_CHUNK_BYTES, progress=True, overwrite=False):
+                       mask=None, call=None, output=None, downsample_by=1, method="stride", device=None,
+                       dtype="float32", attrs=None, chunk_bytes=DEFAULT_CHUNK_BYTES, progress=True, overwrite=False):
     """Run ``model`` over ``loader`` and stream the named layers' outputs into a store.
 
     Each batch's activations are pooled and downsampled on the fly, copied to the host
@@ -307,7 +69,11 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
     loader : iterable
         Batches: a tensor; a ``(inputs, targets, ...)`` tuple/list (the first element
         is the input); a mapping with an ``"inputs"`` or ``"x"`` entry; or any other
-        mapping (a HuggingFace ``BatchEncoding``), passed as ``model(**batch)``.
+        mapping (a HuggingFace ``BatchEncoding``), passed as ``model(**batch)``.  A
+        tuple whose second element looks like an attention mask (0/1 integers or
+        booleans in the first element's shape) is refused unless ``call`` says how the
+        model takes it (and ``mask`` where its mask is): run without it, the model and
+        the pooling would see the padding.
     layers : list of str
         Module paths as in ``model.named_modules()`` (``"features.3"``,
         ``"encoder.layer.2"``), in depth order.
@@ -315,23 +81,33 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
         Network name; default: the store's file name.
     obs : sequence, optional
         One id per observation of the loader, in order; default ``0, 1, ...``.
-    pool : bool or {"mean", "cls", "first", "last", "max"}
+    pool : bool or {"mean", "cls", "first", "last", "max", "tokens"}
         Pool each output of 3+ dims over its positions (spatial or token/time), so
         units are channels.  ``True`` is ``"mean"``.  Over tokens, ``"mean"`` and
         ``"max"`` skip masked positions and ``"last"`` takes the last unmasked one;
-        ``"cls"``/``"first"`` take position 0.  ``False`` keeps outputs whole.
+        ``"cls"``/``"first"`` take position 0.  ``"tokens"`` makes each real
+        (unmasked) position of each observation an observation of its own, padding
+        skipped, with id ``"s<i>:t<k>"`` (``"<obs id>:t<k>"`` with ``obs``) for the
+        k-th real token of observation i, so two models' tokens align; every layer
+        must give the same positions.  ``False`` keeps outputs whole (their positions
+        must not vary between batches).
     channel_axis : int, optional
         The channel axis of outputs of 3+ dims.  Default: 1 for feature maps of 4+
         dims (NCHW); for 3-D outputs, from the module type (``Conv1d``: 1; ``Linear``,
         transformer layers, RNNs: -1) or the mask's length, else an error asking.
     mask : callable, optional
-        ``mask(batch)`` gives the ``(N, tokens)`` mask of valid positions; default:
-        a mapping batch's ``attention_mask``.
+        ``mask(batch)`` gives the ``(N, tokens)`` mask of valid positions (``None``:
+        no mask); default: a mapping batch's ``attention_mask``.
+    call : callable, optional
+        ``call(model, batch)`` runs the model on a batch (moved to ``device``), e.g.
+        ``lambda model, batch: model(input_ids=batch[0], attention_mask=batch[1])``;
+        its return value is not used.  Default: as ``loader`` describes.
     output : str or int, optional
-        Field of the modules' outputs to record (``"last_hidden_state"``, ``0``);
-        default: the output, a tuple's first tensor or a ModelOutput's first field.
+        Field of the modules' outputs to record (``"last_hidden_state"``, ``0``), for
+        modules that return tuples, mappings or ModelOutputs (a tensor output is taken
+        whole); default: a tuple's first tensor or a ModelOutput's first field.
     downsample_by : int
-        Keep one observation in this many.
+        Keep one observation (one token, with ``pool="tokens"``) in this many.
     method : {"stride", "mean"}
         Every k-th observation, or the mean of each block of k.
     device : str or torch.device, optional
@@ -347,8 +123,8 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
     overwrite : bool
         Replace an existing store at ``path``.
     """
-    recorder = _Recorder(model, layers, pool=pool, channel_axis=channel_axis, output=output, device=device,
-                         dtype=dtype)
+    recorder = Recorder(model, layers, pool=pool, channel_axis=channel_axis, output=output, device=device,
+                        dtype=dtype, call=call, mask=mask)
     downsampler = StreamingDownsampler(downsample_by, method)
     provenance = {"recorder": "rv2dist.record_activations (PyTorch forward hooks)", "model": type(model).__name__,
                   "pool": str(recorder.pool), "downsample_by": int(downsample_by), "downsample_method": method,
@@ -357,21 +133,60 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
     with recorder, ActivationWriter(path, network=network, attrs=provenance, chunk_bytes=chunk_bytes,
                                     overwrite=overwrite) as writer:
         for batch in _batches(loader, f"recording {network or path}", progress):
-            host = recorder.run(batch, _batch_mask(batch, mask))
-            rows = len(next(iter(host.values())))
-            batch_ids = np.arange(seen, seen + rows) if obs is None else _ids_slice(obs, seen, rows)
-            seen += rows
-            writer.append(*downsampler.feed(host, batch_ids))
+            recorded = recorder.run(batch)
+            count = recorded.observations
+            ids = np.arange(seen, seen + count) if obs is None else _ids_slice(obs, seen, count)
+            seen += count
+            writer.append(*downsampler.feed(recorded.layers, _row_ids(recorded, ids, obs is None)))
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """The recorders of a comparison of two models: one when a model is compared with
+    itself (same object, same layers), else two; and the networks' names."""
+
+    recorders: tuple
+    names: tuple
+    itself: bool
+
+
+def _pair(model_a, model_b, layers_a, layers_b, names, options):
+    layers_a = layer_names(layers_a)
+    layers_b = layers_a if layers_b is None else layer_names(layers_b)
+    names = names or _default_names(model_a, model_b)
+    if isinstance(names, str) or len(names) != 2 or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"names must be two network names, got {names!r}")
+    # a model against itself is one recording and a symmetric job: each product once,
+    # and a diagonal of exactly 1
+    itself = model_a is model_b and layers_a == layers_b
+    sides = ((model_a, layers_a),) if itself else ((model_a, layers_a), (model_b, layers_b))
+    return _Pair(tuple(Recorder(model, layers, **options) for model, layers in sides), tuple(names), itself)
+
+
+def _record_pair(pair, batch):
+    """Both models' :class:`~rv2dist.hooks.RecordedBatch` of one batch."""
+    recorded = []
+    for recorder in pair.recorders:
+        # one model at a time in eval mode: the same object may be both models
+        with recorder:
+            recorded.append(recorder.run(batch))
+    if len({r.rows for r in recorded}) > 1:
+        raise ValueError(f"the models give different numbers of rows for one batch ({pair.names[0]}: "
+                         f"{recorded[0].rows}, {pair.names[1]}: {recorded[1].rows}); with pool='tokens' both "
+                         "must give the same positions")
+    return recorded
 
 
 def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric="rv2", names=None, pool=True,
-                   channel_axis=None, mask=None, output=None, downsample_by=1, method="stride", device=None,
-                   dtype="float32", memory_budget=None, spill_dir=None, progress=True, **options):
+                   channel_axis=None, mask=None, call=None, output=None, downsample_by=1, method="stride",
+                   device=None, dtype="float32", memory_budget=None, spill_dir=None, progress=True, **options):
     """Similarity between the layers of two models, from one pass over ``loader``.
 
     Both models see every batch; their pooled (and downsampled) activations stay in
     memory while they fit ``memory_budget`` and go to temporary stores beyond it (a
-    line on stderr says so), which are deleted when the result is computed.
+    line on stderr says so), which are deleted when the result is computed.  Before a
+    long computation a line on stderr says what it costs (see :func:`rv2dist.similarity`'s
+    ``progress``); :func:`plan_models` tells it beforehand.
 
     Parameters
     ----------
@@ -387,15 +202,16 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     names : (str, str), optional
         Network names for the result; default the models' class names, or ``"a"`` and
         ``"b"`` for two models of one class (with a warning saying how to name them).
-    pool, channel_axis, mask, output, downsample_by, method, device, dtype
-        As :func:`record_activations`, for both models.
+    pool, channel_axis, mask, call, output, downsample_by, method, device, dtype
+        As :func:`record_activations`, for both models (``call`` runs each of them;
+        with ``pool="tokens"`` both give the same tokens of each batch).
     memory_budget : int or str, optional
         Bytes of activations held in memory for both models together (or a size such
         as ``"4GB"``); default a quarter of the free memory.
     spill_dir : str or Path, optional
         Where temporary stores go beyond the budget; default the system's temporary folder.
     progress : bool
-        A progress bar on stderr.
+        A progress bar and the cost line on stderr.
     **options
         Passed to :func:`rv2dist.similarity` (``center``, ``route``, ``client``, ...).
 
@@ -409,39 +225,28 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     from .api import similarity
     from .plan import budget_bytes
 
-    layers_a = _layer_names(layers_a)
-    layers_b = layers_a if layers_b is None else _layer_names(layers_b)
-    names = names or _default_names(model_a, model_b)
-    if isinstance(names, str) or len(names) != 2 or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"names must be two network names, got {names!r}")
+    pair = _pair(model_a, model_b, layers_a, layers_b, names, dict(
+        pool=pool, channel_axis=channel_axis, output=output, device=device, dtype=dtype, call=call, mask=mask))
     if memory_budget is None:
         import psutil
 
         memory_budget = psutil.virtual_memory().available // 4
     memory_budget = budget_bytes(memory_budget)
-    # a model against itself is one recording and a symmetric job: each product once,
-    # and a diagonal of exactly 1
-    itself = model_a is model_b and layers_a == layers_b
-    sides = ((model_a, layers_a),) if itself else ((model_a, layers_a), (model_b, layers_b))
-    recorders = [_Recorder(model, layers, pool=pool, channel_axis=channel_axis, output=output, device=device,
-                           dtype=dtype) for model, layers in sides]
+    names = pair.names
     with tempfile.TemporaryDirectory(prefix="rv2dist-compare-", dir=spill_dir) as folder:
-        sinks = [_Sink(f"{folder}/{side}.zarr", memory_budget / len(sides), name)
-                 for side, name, _ in zip("ab", names, sides)]
-        downsamplers = [StreamingDownsampler(downsample_by, method) for _ in recorders]
+        sinks = [_Sink(f"{folder}/{side}.zarr", memory_budget / len(pair.recorders), name)
+                 for side, name, _ in zip("ab", names, pair.recorders)]
+        downsamplers = [StreamingDownsampler(downsample_by, method) for _ in pair.recorders]
         seen = 0
-        label = f"recording {names[0]}" if itself else f"recording {names[0]} and {names[1]}"
+        label = f"recording {names[0]}" if pair.itself else f"recording {names[0]} and {names[1]}"
         for batch in _batches(loader, label, progress):
-            batch_mask = _batch_mask(batch, mask)
-            for recorder, sink, downsampler in zip(recorders, sinks, downsamplers):
-                # one model at a time in eval mode: the same object may be both models
-                with recorder:
-                    host = recorder.run(batch, batch_mask)
-                rows = len(next(iter(host.values())))
-                sink.append(*downsampler.feed(host, np.arange(seen, seen + rows)))
-            seen += rows
-        recorded = [sink.finish() for sink in sinks]
-        result = similarity(*recorded, metric=metric, **options)
+            both = _record_pair(pair, batch)
+            for recorded, sink, downsampler in zip(both, sinks, downsamplers):
+                ids = _row_ids(recorded, np.arange(seen, seen + recorded.observations), numbered=True)
+                sink.append(*downsampler.feed(recorded.layers, ids))
+            seen += both[0].observations
+        activations = [sink.finish() for sink in sinks]
+        result = similarity(*activations, metric=metric, progress=progress, **options)
     result.attrs.update(network_a=str(names[0]), network_b=str(names[1]))
     return result
 
@@ -455,8 +260,59 @@ def _default_names(model_a, model_b):
     import warnings
 
     warnings.warn(f"both models are {names[0]}: the result calls them 'a' and 'b'; name them with "
-                  "names=('pretrained', 'random'), say", UserWarning, stacklevel=3)
+                  "names=('pretrained', 'random'), say", UserWarning, stacklevel=4)
     return "a", "b"
+
+
+def plan_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric="rv2", names=None, pool=True,
+                channel_axis=None, mask=None, call=None, output=None, downsample_by=1, method="stride",
+                device=None, dtype="float32", **options):
+    """The :class:`~rv2dist.plan.Plan` of the matrix :func:`compare_models` would compute
+    with these arguments, from one batch: ``print()`` it to see the route, the work in
+    FLOP (bootstrap and permutations included) and the memory per task.
+
+    Runs both models on the loader's first batch only, to learn each layer's width and
+    how many rows a batch gives (its real tokens with ``pool="tokens"``), then
+    extrapolates the number of observations: ``len(loader.dataset)`` for a loader with
+    a sized dataset (a DataLoader; at most ``len(loader)`` times the first batch's
+    size), else ``len(loader)`` times the first batch's size; with ``pool="tokens"``,
+    times the first batch's tokens per observation.  An estimate, then, where batches
+    differ; the forward passes' own cost is not in it.
+
+    Takes the arguments of :func:`compare_models`; ``memory_budget``, ``spill_dir`` and
+    ``progress``, which shape the recording, are accepted and ignored.
+
+    Raises
+    ------
+    ValueError
+        For a loader without ``len()`` (a generator: its first batch would be lost,
+        and its length is unknown), or an empty one.
+    """
+    from .api import plan
+
+    for ignored in ("memory_budget", "spill_dir", "progress"):
+        options.pop(ignored, None)
+    if not hasattr(loader, "__len__"):
+        raise ValueError(f"plan_models needs a loader with len() (a DataLoader or a list of batches), not "
+                         f"{type(loader).__name__}: it extrapolates from one batch to len(loader)")
+    batch = next(iter(loader), None)
+    if batch is None:
+        raise ValueError("the loader yielded no batches")
+    pair = _pair(model_a, model_b, layers_a, layers_b, names, dict(
+        pool=pool, channel_axis=channel_axis, output=output, device=device, dtype=dtype, call=call, mask=mask))
+    recorded = _record_pair(pair, batch)
+    first = recorded[0].observations
+    observations = first * len(loader)
+    try:
+        observations = min(observations, len(loader.dataset))
+    except (AttributeError, TypeError):
+        pass  # no sized dataset: len(loader) batches like the first
+    rows = round(observations * recorded[0].rows / first)
+    rows = -(-rows // downsample_by) if method == "stride" else rows // downsample_by
+    # zero-stride stand-ins: the planner reads shapes and dtypes only
+    stand_ins = [{name: np.broadcast_to(np.zeros((), array.dtype), (rows,) + array.shape[1:])
+                  for name, array in r.layers.items()} for r in recorded]
+    return plan(*stand_ins, metric=metric, **options)
 
 
 class _Sink:
