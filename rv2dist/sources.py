@@ -80,9 +80,10 @@ def _import(module):
         path = Path(module)
         if not path.is_file():
             raise ValueError(f"model file {module} does not exist")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
+        # a name of its own: a nets.py must not replace a module of that name
+        spec = importlib.util.spec_from_file_location(f"rv2dist_model_{path.stem}", path)
         loaded = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = loaded  # pickling and dataclasses look their module up
+        sys.modules[spec.name] = loaded  # dataclasses and pickling look their module up
         spec.loader.exec_module(loaded)
         return loaded
     sys.path.insert(0, str(Path.cwd()))

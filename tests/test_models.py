@@ -1,12 +1,15 @@
 """Bring your own model: every input kind, sequence models with padded batches, two
 models in one call (skipped without torch)."""
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
 
 import rv2dist
 from conftest import relu_network
+from reference import dense_matrix
 from rv2dist.inputs import as_array
 
 torch = pytest.importorskip("torch")
@@ -65,8 +68,9 @@ class TinyEncoder(torch.nn.Module):
         self.encoder = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
         self.head = torch.nn.Linear(width, 3)
 
-    def forward(self, input_ids, attention_mask):
-        hidden = self.encoder(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
+    def forward(self, input_ids, attention_mask=None):
+        padding = None if attention_mask is None else attention_mask == 0
+        hidden = self.encoder(self.embed(input_ids), src_key_padding_mask=padding)
         return self.head(hidden)
 
 
@@ -82,8 +86,8 @@ def _padded_batches(seed=1, n=37, batch=8, longest=11):
     return [{"input_ids": ids[i:i + batch], "attention_mask": mask[i:i + batch]} for i in range(0, n, batch)]
 
 
-def _plain_outputs(model, batches):
-    """Each layer's full output (N, T, C) by plain forward hooks, and the masks."""
+def _forward_outputs(model, batches):
+    """Each layer's full output of each batch, (N, T, C), by plain forward hooks."""
     outputs, hooks = {name: [] for name in LAYERS}, []
     modules = dict(model.named_modules())
     for name in LAYERS:
@@ -95,8 +99,29 @@ def _plain_outputs(model, batches):
             model(**batch)
     for hook in hooks:
         hook.remove()
+    return outputs
+
+
+def _plain_outputs(model, batches):
+    """Each layer's full output (N, T, C), and the masks."""
     masks = np.concatenate([b["attention_mask"].numpy() for b in batches]).astype(bool)
-    return {name: np.concatenate(parts) for name, parts in outputs.items()}, masks
+    return {name: np.concatenate(parts) for name, parts in _forward_outputs(model, batches).items()}, masks
+
+
+def _real_tokens(model, batches):
+    """Each layer's real (unmasked) tokens in order, (tokens, C) float64."""
+    masks = [b["attention_mask"].numpy().astype(bool) for b in batches]
+    return {name: np.concatenate([part[mask] for part, mask in zip(parts, masks)]).astype(np.float64)
+            for name, parts in _forward_outputs(model, batches).items()}
+
+
+def _per_batch_padding(batches):
+    """Batches padded each to its own longest sequence, as a tokenizer pads them."""
+    trimmed = []
+    for batch in batches:
+        longest = int(batch["attention_mask"].sum(dim=1).max())
+        trimmed.append({key: value[:, :longest] for key, value in batch.items()})
+    return trimmed
 
 
 def _independent_pool(values, masks, how):
@@ -201,6 +226,126 @@ def test_bad_models_batches_and_masks_are_named(tmp_path):
     half = rv2dist.compare_models(model, TinyEncoder(seed=1), batches, LAYERS, memory_budget="1MB", dtype="float16",
                                   progress=False)
     assert half.shape == (len(LAYERS), len(LAYERS))
+
+
+def _tuples(batches):
+    return [(batch["input_ids"], batch["attention_mask"]) for batch in batches]
+
+
+CALL_LINE = "call=lambda model, batch: model(input_ids=batch[0], attention_mask=batch[1])"
+CALL = lambda model, batch: model(input_ids=batch[0], attention_mask=batch[1])  # noqa: E731
+SECOND = lambda batch: batch[1]  # noqa: E731
+
+
+def test_tuple_batches_with_a_mask_run_as_told_or_are_refused(tmp_path):
+    a, b = TinyEncoder(seed=0), TinyEncoder(seed=5)
+    batches = _padded_batches()
+    tuples = _tuples(batches)
+    want = rv2dist.compare_models(a, b, batches, LAYERS, metric=METRICS, progress=False)
+    got = rv2dist.compare_models(a, b, tuples, LAYERS, metric=METRICS, call=CALL, mask=SECOND, progress=False)
+    _same(got, want, tol=1e-6)
+    # run as model(batch[0]), the model and the pooling would see the padding: refused,
+    # with the call= line (the channel_axis advice would make that wrong run succeed)
+    for options in ({}, {"mask": SECOND}, {"mask": SECOND, "channel_axis": -1}):
+        with pytest.raises(ValueError, match=re.escape(CALL_LINE)) as refused:
+            rv2dist.compare_models(a, b, tuples, LAYERS, progress=False, **options)
+        assert "channel_axis" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"pool='mean' needs to know the padding: pass mask=lambda batch: batch\[1\]"):
+        rv2dist.record_activations(tmp_path / "t.zarr", a, tuples, LAYERS, call=CALL, progress=False)
+    assert not (tmp_path / "t.zarr").exists()
+    for pool, mask in (("mean", SECOND), ("cls", None), ("cls", lambda batch: None)):
+        rv2dist.record_activations(tmp_path / "map.zarr", a, batches, LAYERS, pool=pool, progress=False, overwrite=True)
+        rv2dist.record_activations(tmp_path / "tuple.zarr", a, tuples, LAYERS, pool=pool, call=CALL, mask=mask,
+                                   progress=False, overwrite=True)
+        mapped, tupled = (rv2dist.open_activations(tmp_path / f"{n}.zarr") for n in ("map", "tuple"))
+        for name in LAYERS:
+            np.testing.assert_array_equal(tupled[name].values, mapped[name].values)
+
+
+def test_an_output_field_leaves_tensor_outputs_whole(tmp_path):
+    """output=0 picks a tuple's first element; on a tensor it would take the batch's
+    first observation, its tokens recorded as observations."""
+    model = TinyEncoder()
+    batches = _padded_batches()
+    rv2dist.record_activations(tmp_path / "a.zarr", model, batches, LAYERS, progress=False)
+    rv2dist.record_activations(tmp_path / "b.zarr", model, batches, LAYERS, output=0, progress=False)
+    whole, field = rv2dist.open_activations(tmp_path / "a.zarr"), rv2dist.open_activations(tmp_path / "b.zarr")
+    assert field.sizes["obs"] == 37
+    for name in LAYERS:
+        np.testing.assert_array_equal(field[name].values, whole[name].values)
+
+
+def test_tokens_are_observations_with_ids_that_align(tmp_path):
+    a, b = TinyEncoder(seed=0), TinyEncoder(seed=5)
+    batches = _per_batch_padding(_padded_batches(n=30))
+    assert len({batch["input_ids"].shape[1] for batch in batches}) > 1
+    got = rv2dist.compare_models(a, b, batches, LAYERS, metric=METRICS, pool="tokens", progress=False)
+    tokens_a, tokens_b = _real_tokens(a, batches), _real_tokens(b, batches)
+    lengths = [int(n) for batch in batches for n in batch["attention_mask"].sum(dim=1)]
+    assert got.attrs["n_obs"] == sum(lengths) == len(tokens_a["embed"])
+    for metric in METRICS:
+        want = dense_matrix(tokens_a, tokens_b, metric)
+        np.testing.assert_allclose(got[metric].values, want, rtol=0, atol=1e-6)
+    # in a store: an id per token, sentence and rank, which survives the store and aligns
+    rv2dist.record_activations(tmp_path / "a.zarr", a, batches, LAYERS, pool="tokens", progress=False)
+    stored = rv2dist.open_activations(tmp_path / "a.zarr")
+    ids = [f"s{i}:t{k}" for i, length in enumerate(lengths) for k in range(length)]
+    assert list(stored.obs.values) == ids
+    for name in LAYERS:
+        np.testing.assert_allclose(stored[name].values, tokens_a[name], rtol=1e-6, atol=1e-6)
+    order = np.random.default_rng(0).permutation(len(ids))
+    rv2dist.write_activations(tmp_path / "b.zarr", {name: value[order] for name, value in tokens_b.items()},
+                              obs=np.array(ids, dtype=object)[order])
+    _same(rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric=METRICS, align_obs=True), got, 1e-6)
+    named = [f"doc{i}" for i in range(30)]
+    rv2dist.record_activations(tmp_path / "n.zarr", a, batches, ["embed"], pool="tokens", obs=named, progress=False)
+    assert list(rv2dist.open_activations(tmp_path / "n.zarr").obs.values[:2]) == ["doc0:t0", "doc0:t1"]
+
+
+def test_outputs_that_cannot_be_stacked_name_the_layer(tmp_path):
+    model = TinyEncoder()
+    batches = _per_batch_padding(_padded_batches())
+    ragged = r"layer 'embed' gave \(\d+, 16\) per observation in this batch but \(\d+, 16\) before.*pool='tokens'"
+    with pytest.raises(ValueError, match=ragged):
+        rv2dist.record_activations(tmp_path / "r.zarr", model, batches, LAYERS, pool=False, progress=False)
+    assert not (tmp_path / "r.zarr").exists()
+    with pytest.raises(ValueError, match=ragged):
+        rv2dist.compare_models(model, TinyEncoder(seed=1), batches, LAYERS, pool=False, progress=False)
+    flat = torch.nn.Sequential(torch.nn.Embedding(30, 4), torch.nn.Flatten())
+    ids = [batch["input_ids"] for batch in _padded_batches()]
+    with pytest.raises(ValueError, match=r"layer '1' returned \(8, 44\), one vector per observation: no positions"):
+        rv2dist.record_activations(tmp_path / "f.zarr", flat, ids, ["0", "1"], pool="tokens", progress=False)
+
+
+def test_long_jobs_say_what_they_cost_and_plan_models_says_it_before(tmp_path, capsys, monkeypatch):
+    from rv2dist import progress
+
+    a, b = TinyEncoder(seed=0), TinyEncoder(seed=5)
+    batches = _padded_batches(n=40)  # five batches of 8: the extrapolation is exact
+    options = dict(metric=["rv2", "cka"], bootstrap=50, seed=1)
+    planned = rv2dist.plan_models(a, b, batches, LAYERS, **options)
+    rv2dist.compare_models(a, b, batches, LAYERS, **options)
+    assert "this job computes" not in capsys.readouterr().err  # small jobs stay quiet
+    for side, model in (("a", a), ("b", b)):
+        rv2dist.record_activations(tmp_path / f"{side}.zarr", model, batches, LAYERS, progress=False)
+    arrays = [{name: array.values for name, array in rv2dist.open_activations(tmp_path / f"{side}.zarr").items()}
+              for side in "ab"]
+    recorded = rv2dist.plan(*arrays, **options)
+    for field in ("route", "n_obs", "widths", "flops", "n_tasks", "input_dtype"):
+        assert getattr(planned, field) == getattr(recorded, field), field
+    assert [(kind, count, sub.flops) for kind, count, sub in planned.resampling] == [
+        (kind, count, sub.flops) for kind, count, sub in recorded.resampling]
+    monkeypatch.setattr(progress, "COST_LINE_FLOP", 0)
+    rv2dist.compare_models(a, b, batches, LAYERS, **options, progress=False)
+    rv2dist.similarity(*arrays, metric="rv2", progress=False)
+    assert "this job computes" not in capsys.readouterr().err
+    rv2dist.compare_models(a, b, batches, LAYERS, **options)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "this job computes" in line]
+    assert lines == [progress.cost_line(planned)] and "50 bootstrap replicates" in lines[0]
+    rv2dist.similarity(*arrays, metric="rv2")
+    assert "this job computes" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"plan_models needs a loader with len\(\)"):
+        rv2dist.plan_models(a, b, iter(batches), LAYERS)
 
 
 @pytest.mark.gpu
