@@ -171,6 +171,10 @@ def batch_mask(batch, mask):
     return None
 
 
+class _LayerError(ValueError):
+    """A layer's output that cannot be recorded as asked (raised in a forward hook)."""
+
+
 @dataclass(frozen=True)
 class RecordedBatch:
     """One batch's activations on the host: ``layers`` ``{name: array (rows, ...)}``
@@ -228,8 +232,11 @@ class Recorder:
 
     def _hook(self, name, module):
         def hook(_, inputs, output):
-            tensor = _output_tensor(output, name, self.output).detach()
-            self._captured[name] = pool_output(name, module, tensor, self.pool, self.channel_axis, self._mask)
+            try:
+                tensor = _output_tensor(output, name, self.output).detach()
+                self._captured[name] = pool_output(name, module, tensor, self.pool, self.channel_axis, self._mask)
+            except ValueError as error:
+                raise _LayerError(*error.args) from None
         return hook
 
     def run(self, batch):
@@ -241,6 +248,8 @@ class Recorder:
         with torch.inference_mode():
             try:
                 _run_model(self.model, batch, self.device, self.call)
+            except _LayerError:
+                raise  # names its layer already
             except Exception as error:
                 raise ValueError(f"the model ({type(self.model).__name__}) failed on a batch of "
                                  f"{describe_batch(batch)}: {type(error).__name__}: {error}") from error

@@ -221,7 +221,7 @@ def load_inputs(*, inputs=None, text=None, tokenizer=None, batch_size=32, max_le
 def _as_tensor(array, float_dtype):
     import torch
 
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    tensor = torch.from_numpy(np.array(array))  # a copy: memory-mapped rows are read-only
     return tensor.to(float_dtype) if tensor.is_floating_point() and float_dtype is not None else tensor
 
 
