@@ -105,6 +105,18 @@ def test_main_returns_two_on_bad_input(tmp_path, capsys):
     assert "missing.zarr" in capsys.readouterr().err
 
 
+def test_compare_says_what_a_long_job_costs_before_it_starts(rng, tmp_path, capsys, monkeypatch):
+    from rv2dist import progress
+
+    store.write_activations(tmp_path / "a.zarr", relu_network(rng, 200, (6, 9)))
+    monkeypatch.setattr(progress, "COST_LINE_FLOP", 0)  # as if the job were long
+    monkeypatch.setattr(progress, "ENABLED", True)
+    assert cli.main(["compare", str(tmp_path / "a.zarr"), "--out", str(tmp_path / "r.nc"), "--bootstrap", "50"]) == 0
+    want = progress.cost_line(rv2dist.plan(tmp_path / "a.zarr", bootstrap=50))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "this job computes" in line]
+    assert lines == [want] and "50 bootstrap replicates" in want
+
+
 def test_demo_runs_end_to_end(tmp_path):
     done = _run_cli("demo", "--n-obs", "600", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr
