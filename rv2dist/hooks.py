@@ -105,7 +105,7 @@ def _looks_like_mask(value, first):
     return bool(((value == 0) | (value == 1)).all())
 
 
-def check_batch(batch, call, mask, pool):
+def _check_batch(batch, call, mask, pool):
     """Refuse a ``(input_ids, attention_mask)`` tuple that would run, or be pooled,
     without its mask: a silently wrong matrix otherwise."""
     if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not _looks_like_mask(batch[1], batch[0]):
@@ -133,12 +133,12 @@ def layer_names(layers):
     return names
 
 
-def describe_batch(batch):
+def _describe(batch):
     """A loader batch in a few words: its tensors' shapes."""
     if isinstance(batch, Mapping):
-        return "{" + ", ".join(f"{k!r}: {describe_batch(v)}" for k, v in batch.items()) + "}"
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in batch.items()) + "}"
     if isinstance(batch, (tuple, list)):
-        return "(" + ", ".join(describe_batch(v) for v in batch) + ")"
+        return "(" + ", ".join(_describe(v) for v in batch) + ")"
     shape = getattr(batch, "shape", None)
     return f"shape {tuple(shape)}" if shape is not None else type(batch).__name__
 
@@ -161,7 +161,7 @@ def check_device(device):
     return device
 
 
-def batch_mask(batch, mask):
+def _batch_mask(batch, mask):
     """The (N, positions) mask of a batch: ``mask(batch)`` if given (None: no mask),
     else a mapping batch's ``attention_mask``, else None."""
     if mask is not None:
@@ -242,9 +242,9 @@ class Recorder:
     def run(self, batch):
         """One batch's :class:`RecordedBatch`."""
         torch = require_torch()
-        check_batch(batch, self.call, self.mask, self.pool)
+        _check_batch(batch, self.call, self.mask, self.pool)
         self._captured.clear()
-        self._mask = batch_mask(batch, self.mask)
+        self._mask = _batch_mask(batch, self.mask)
         with torch.inference_mode():
             try:
                 _run_model(self.model, batch, self.device, self.call)
@@ -252,7 +252,7 @@ class Recorder:
                 raise  # names its layer already
             except Exception as error:
                 raise ValueError(f"the model ({type(self.model).__name__}) failed on a batch of "
-                                 f"{describe_batch(batch)}: {type(error).__name__}: {error}") from error
+                                 f"{_describe(batch)}: {type(error).__name__}: {error}") from error
         missing = [name for name in self.layers if name not in self._captured]
         if missing:
             raise ValueError(f"layer {missing[0]!r} did not run in the model's forward pass")

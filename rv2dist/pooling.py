@@ -76,7 +76,7 @@ def _valid_positions(name, flat, mask, torch):
     if tuple(mask.shape) != tuple(flat.shape[:2]):
         raise ValueError(f"layer {name!r}: the mask has shape {tuple(mask.shape)} but the output has "
                          f"{flat.shape[1]} positions for {flat.shape[0]} observations")
-    valid = mask.to(device=flat.device, dtype=torch.bool)
+    valid = torch.as_tensor(mask).to(device=flat.device, dtype=torch.bool)  # a numpy mask too
     if not bool(valid.any(dim=1).all()):
         raise ValueError(f"layer {name!r}: an observation of this batch has no unmasked position")
     return valid

@@ -1,5 +1,6 @@
 """The one progress bar of rv2dist, drawn by tqdm: redrawn in place with an ETA on a
-terminal, and a line every tenth of the way otherwise (logs, CI), in the same format."""
+terminal, and a line every tenth of the way otherwise (logs, CI), in the same format;
+and the line a long job prints of its cost before it starts."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def cost_line(plan) -> str:
         f"{_flops(count * sub_plan.flops)}" for kind, count, sub_plan in plan.resampling]
     flops, tasks = _work(plan)
     return (f"rv2dist: this job computes about {_flops(flops)} in about {tasks:,} tasks "
-            f"({', '.join(parts)}; {plan.route} route); print(rv2dist.plan(...)) explains it")
+            f"({', '.join(parts)}; {plan.route} route); rv2dist.plan() and plan_models() tell it beforehand")
 
 
 def announce_cost(plan, enabled=True, stream=None):
