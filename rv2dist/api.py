@@ -528,10 +528,10 @@ def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=F
     moved to the GPU when the job runs there; dask collections read are appended to
     ``collections``.  ``shared``: in-memory chunks become tasks of their own, which the
     many tasks of resampling refer to instead of each carrying a copy.  ``read_in_task``:
-    a layer read from a store as it is comes as row ranges (:func:`store.row_ranges`)
+    a layer read from a store as it is comes as row ranges (:func:`chunks.row_ranges`)
     that the one task using each chunk reads itself."""
     from .graph import to_device
-    from .store import row_ranges
+    from .chunks import row_ranges
 
     chunks = []
     for i, (_, array) in enumerate(layers):

@@ -65,7 +65,7 @@ def _head(chunk, count):
 @contextlib.contextmanager
 def _reading(chunks):
     """The chunks as arrays: one given as a row range (see
-    :func:`rv2dist.store.row_ranges`) read here, in the task that uses it, into a buffer
+    :func:`rv2dist.chunks.row_ranges`) read here, in the task that uses it, into a buffer
     given back when the block ends; any other chunk as it is."""
     arrays = []
     try:

@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as metric_names
-from . import buffers, store
+from . import buffers, chunks, store
 from .results import COMBINED, RESULT_FORMATS
 from .significance import MARK_LEVEL
 
@@ -341,6 +341,26 @@ def _finished_result(path: Path, wanted: str):
     return result if result.attrs.get("rv2dist_fingerprint") == wanted else None
 
 
+def _check_kept_inputs(client, datasets, kept, stream):
+    """Read every chunk of the stores of the ``kept`` comparisons on the cluster, each
+    checked against its checksum: a chunk rewritten other than by rv2dist's writer leaves
+    the store's fingerprint (its metadata and recorded checksums) as it was, and must not
+    keep a result of the old data.  Costs one read of those stores, no products."""
+    from .cluster import watch
+
+    names = sorted({name for comparison in kept for name in (comparison.a, comparison.b)})
+    checks = [task for name in names for task in chunks.chunk_checks(datasets[name])]
+    if not checks:
+        return
+    print(f"  check {', '.join(names)}: every chunk against its checksum (results kept rest on them)",
+          file=stream, flush=True)
+    futures = client.compute(checks)
+    for future in watch(client, futures):
+        if future.status == "error":
+            client.cancel(futures)
+            raise future.exception()
+
+
 def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     """Run every comparison of ``job`` on ``client`` that is not already done.
 
@@ -380,6 +400,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     wanted = {c: fingerprint(job, c, prints) for c in job.comparisons}
     finished = {c: _finished_result(job.result_path(c), wanted[c]) for c in job.comparisons}
     skipped = [c for c in job.comparisons if finished[c] is not None]
+    _check_kept_inputs(client, datasets, skipped, stream)
     todo = [c for c in job.comparisons if finished[c] is None]
     print(f"job {job.name}: {len(job.comparisons)} comparisons; {len(skipped)} done before "
           f"(inputs and parameters unchanged), {len(todo)} to compute", file=stream, flush=True)
@@ -417,7 +438,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     # a store in several comparisons keeps read tasks of its own, which their graphs share
     for name in used:
         if sum(name in (c.a, c.b) for c in todo) > 1:
-            store.share_reads(datasets[name])
+            chunks.share_reads(datasets[name])
     lazies, tokens, task_totals = [], {}, {}
     for comparison in todo:
         lazy = similarity(*sides(comparison), **options, compute=False)

@@ -6,30 +6,30 @@ and dataset attrs ``network``, ``layers`` (depth order) and free-form provenance
 Every layer shares one row chunking.  A store is written into a hidden sibling and
 moved into place when complete (an atomic exchange over an old one), so an interrupted
 write never looks finished.  The writer records a CRC-32C of every chunk in the attr
-``rv2dist_checksums``: opening checks that every chunk is on disk, and jobs fingerprint
-the store by these (content, not file times).
+``rv2dist_checksums``: opening checks that every chunk is on disk, every read checks the
+chunk it decodes (:mod:`rv2dist.chunks`), and jobs fingerprint the store by these
+(content, not file times).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
-import sys
 import uuid
 import warnings
-import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .buffers import KEPT_BUFFERS
 from .inputs import check_id_values
 
 COMPLETE_ATTR = "rv2dist_complete"
-# per array (layers and "obs"), the CRC-32 of each row chunk as written: what the store
-# holds, checked on open, and its content fingerprint
+# per array (layers and "obs"), the CRC-32C of each row chunk as written: what the store
+# holds, checked on every read, and its content fingerprint
 CHECKSUMS_ATTR = "rv2dist_checksums"
 # a row chunk of 8,192 rows of a 1,024-unit float32 layer: whole chunks fit a job's tasks
 # on 2 GB workers, which then need no rechunk (measured 16 % faster than 64 MiB chunks)
@@ -80,9 +80,10 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
         Directory of the zarr store to create.
     layers : mapping of str to array
         ``{layer name: array (n_obs, ...)}`` in depth order (numpy, memory-mapped or
-        dask arrays; a dask array is computed one row chunk at a time).
+        dask arrays, or nested lists; a dask array is computed one row chunk at a time).
     obs : sequence, optional
-        Observation ids, one per row; default ``0 .. n_obs - 1``.
+        Observation ids, one per row, all integers, all floats or all strings (or
+        bytes); default ``0 .. n_obs - 1``.
     attrs : mapping, optional
         Free-form provenance stored in the dataset attrs (JSON-serialisable values).
     network : str, optional
@@ -97,10 +98,14 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
     Raises
     ------
     StoreError
-        When ``path`` exists (without ``overwrite``), layers disagree on n_obs, or
-        ``obs`` has the wrong length or repeats an id.
+        When ``path`` exists (without ``overwrite``, also when another writer put a store
+        there meanwhile), layers disagree on n_obs, or ``obs`` has the wrong length,
+        mixes kinds of ids or repeats an id.
+    TypeError
+        When ``layers`` is not a mapping.
     """
     path = Path(path)
+    layers = _layer_mapping(path, layers)
     if not layers:
         raise StoreError(f"{path}: no layers to write")
     n = None
@@ -108,7 +113,7 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
         if array.ndim < 1 or (n is not None and array.shape[0] != n):
             raise StoreError(f"{path}: layer {name!r} has shape {tuple(array.shape)}, expected {n} observations")
         n = array.shape[0]
-    obs = np.arange(n) if obs is None else np.asarray(obs)
+    obs = np.arange(n) if obs is None else _id_array(path, obs)
     if obs.shape != (n,):
         raise StoreError(f"{path}: {len(obs)} observation ids for {n} observations")
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
@@ -127,6 +132,57 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
 
 def _is_lazy(array):
     return type(array).__module__.startswith("dask.")
+
+
+def _layer_mapping(path, layers):
+    """``layers`` as ``{name: array}``, a value without a shape (nested lists) as a numpy array."""
+    if not isinstance(layers, Mapping):
+        raise TypeError(f"{path}: layers must be a mapping {{layer name: array}}, not a {type(layers).__name__} "
+                        "(a list of arrays: dict(zip(names, arrays)))")
+    arrays = {}
+    for name, value in layers.items():
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            try:
+                value = np.asarray(value)
+            except ValueError as error:  # ragged nested lists
+                raise StoreError(f"{path}: layer {name!r} is not an array of one shape ({error})") from None
+        arrays[name] = value
+    return arrays
+
+
+# what a store keeps as observation ids, by numpy dtype kind
+ID_KINDS = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans", "U": "strings", "T": "strings",
+            "S": "bytes"}
+
+
+def _id_array(path, obs):
+    """Observation ids as a 1-d numpy array of one kind (:data:`ID_KINDS`); ids mixing
+    kinds, which numpy would turn into text or objects, are refused by name."""
+    ids = np.asarray(obs)
+    if ids.ndim != 1:
+        raise StoreError(f"{path}: observation ids must be one value per observation, not an array of "
+                         f"shape {ids.shape}")
+    if not isinstance(obs, np.ndarray) or ids.dtype.kind == "O":
+        kinds = {_id_kind(value) for value in ids.tolist()}
+        if len(kinds) > 1:
+            raise StoreError(f"{path}: observation ids mix {', '.join(sorted(kinds))}; give every id as an "
+                             "integer or every id as a string")
+        ids = np.asarray(ids.tolist()) if ids.dtype.kind == "O" and ids.size else ids
+    if ids.dtype.kind not in ID_KINDS:
+        raise StoreError(f"{path}: observation ids of dtype {ids.dtype} cannot be stored; give them as "
+                         "integers or strings")
+    return ids
+
+
+def _id_kind(value):
+    """The kind of one id, by the name :data:`ID_KINDS` gives it (else its type's)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "booleans"
+    for kinds, name in (((int, np.integer), "integers"), ((float, np.floating), "floats"), (str, "strings"),
+                        (bytes, "bytes")):
+        if isinstance(value, kinds):
+            return name
+    return type(value).__name__
 
 
 class ActivationWriter:
@@ -183,6 +239,7 @@ class ActivationWriter:
         self.chunk_bytes = chunk_bytes
         self.rows = rows_per_chunk
         self.zarr_format = zarr_format
+        self.overwrite = overwrite
         self.n_obs = 0
         self._partial = _partial_path(self.path)
         self._layout = None
@@ -192,24 +249,34 @@ class ActivationWriter:
         self._filled = 0
         self._written = 0
         self._checksums = {}
+        self._state = "open"  # then "closed" (the store is in place) or "discarded"
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, error, traceback):
-        if kind is None:
-            self.close()
-        else:
+        if kind is not None:
             self.abort()
+        elif self._state == "open":
+            self.close()
+
+    def _check_open(self):
+        if self._state != "open":
+            done = "closed: the store was written" if self._state == "closed" else "discarded: nothing was kept"
+            raise StoreError(f"{self.path}: this writer is {done}; write with a new ActivationWriter "
+                             "(overwrite=True replaces a store)")
 
     def append(self, layers, obs=None) -> None:
         """Add a batch: ``{layer: array (batch, ...)}`` with the same layers, order and
-        unit shapes every time; ``obs`` the batch's ids (given for every batch or none)."""
-        layers = {name: np.asarray(array) for name, array in layers.items()}
+        unit shapes every time; ``obs`` the batch's ids (given for every batch or none, of
+        one kind: see :func:`write_activations`)."""
+        self._check_open()
+        layers = {name: np.asarray(array) for name, array in _layer_mapping(self.path, layers).items()}
+        obs = None if obs is None else _id_array(self.path, obs)
         rows = self._check_batch(layers, obs)
         if rows == 0:
             return
-        ids = np.arange(self.n_obs, self.n_obs + rows) if obs is None else np.asarray(obs)
+        ids = np.arange(self.n_obs, self.n_obs + rows) if obs is None else obs
         for name, array in layers.items():
             self._check_finite(name, array, ids)
         offset = 0
@@ -248,6 +315,9 @@ class ActivationWriter:
             raise StoreError(f"{self.path}: give observation ids with every batch or with none")
         if obs is not None and len(obs) != rows:
             raise StoreError(f"{self.path}: {len(obs)} observation ids for a batch of {rows}")
+        if obs is not None and rows and ID_KINDS[obs.dtype.kind] != ID_KINDS[self._id_dtype.kind]:
+            raise StoreError(f"{self.path}: this batch's observation ids are {ID_KINDS[obs.dtype.kind]}, the "
+                             f"first batch's {ID_KINDS[self._id_dtype.kind]}; give every id as one kind")
         check_id_values(obs, self.path, first=self.n_obs)
         return rows
 
@@ -282,8 +352,8 @@ class ActivationWriter:
         if self.rows is None:
             self.rows = chunk_rows(layers, self.chunk_bytes)
         self._buffers = {name: np.empty((self.rows,) + shape, dtype) for name, (shape, dtype) in layout.items()}
-        id_dtype = np.asarray(obs).dtype if obs is not None else np.dtype(np.int64)
-        self._ids = np.empty(self.rows, object if id_dtype.kind in "OSU" else id_dtype)
+        self._id_dtype = obs.dtype if obs is not None else np.dtype(np.int64)
+        self._ids = np.empty(self.rows, object if self._id_dtype.kind in "SUT" else self._id_dtype)
 
     def _flush(self):
         import xarray as xr
@@ -301,9 +371,11 @@ class ActivationWriter:
         meta[COMPLETE_ATTR] = 0
         # every write sets the attrs: xarray's append replaces them
         dataset = xr.Dataset(variables, coords={"obs": ids}, attrs=_json_attrs(meta))
+        from .chunks import checksum
+
         for name, buffer in self._buffers.items():
-            self._checksums.setdefault(name, []).append(_checksum(buffer[:count]))
-        self._checksums.setdefault("obs", []).append(_checksum(ids))
+            self._checksums.setdefault(name, []).append(checksum(buffer[:count]))
+        self._checksums.setdefault("obs", []).append(checksum(ids))
         # every chunk is written, even one of fill values, so that a missing one is a fault
         with _quiet_zarr(), _naming(self.path, "cannot write the store"):
             if self._written:
@@ -330,9 +402,13 @@ class ActivationWriter:
 
     def close(self) -> None:
         """Write what is buffered, check the ids, mark the store complete and move it
-        into place."""
+        into place (without ``overwrite``, never over a store another writer put there
+        meanwhile).  Closing a closed writer does nothing."""
         import zarr
 
+        if self._state == "closed":
+            return
+        self._check_open()
         try:
             if self._filled:
                 self._flush()
@@ -347,13 +423,70 @@ class ActivationWriter:
                 group.attrs[CHECKSUMS_ATTR] = json.dumps(self._checksums)
                 group.attrs[COMPLETE_ATTR] = 1
                 zarr.consolidate_metadata(self._partial)
-                _commit(self._partial, self.path)
+                _commit(self._partial, self.path, replace=self.overwrite)
+            self._state = "closed"
         finally:
-            _discard(self._partial)
+            if self._state != "closed":
+                self._state = "discarded"
+            self._discard_partial()
 
     def abort(self) -> None:
-        """Discard everything written so far."""
-        _discard(self._partial)
+        """Discard everything written so far (after :meth:`close`, nothing)."""
+        if self._state != "closed":
+            self._state = "discarded"
+            self._discard_partial()
+
+    def _discard_partial(self):
+        """Remove the hidden partial store, once zarr's own writes into it have ended
+        (after Ctrl-C they go on in zarr's thread, and would recreate files); a second
+        Ctrl-C meanwhile takes effect after."""
+        with _deferred_interrupts():
+            _wait_for_zarr_writes()
+            _discard(self._partial)
+
+
+def _wait_for_zarr_writes(timeout=60.0):
+    """Wait (at most ``timeout`` seconds) until zarr's event loop has finished the work
+    given to it: zarr 3 writes chunks in a thread of its own, where a write whose caller
+    was interrupted goes on."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        from zarr.core.sync import loop
+    except ImportError:  # zarr 2 writes in the calling thread
+        return
+    running = loop[0]
+    if running is None or running.is_closed() or not running.is_running():
+        return
+
+    async def the_rest():
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others)
+
+    with contextlib.suppress(concurrent.futures.TimeoutError):
+        asyncio.run_coroutine_threadsafe(the_rest(), running).result(timeout)
+
+
+@contextlib.contextmanager
+def _deferred_interrupts():
+    """Ctrl-C during the block takes effect when it ends (signals arrive in the main
+    thread only): a clean-up does not stop halfway."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, caught[0])
 
 
 @contextlib.contextmanager
@@ -366,11 +499,18 @@ def _quiet_zarr():
         yield
 
 
-def _commit(partial: Path, path: Path):
+def _commit(partial: Path, path: Path, replace=True):
     """Put ``partial`` at ``path`` so that a crash at any instant leaves the old or the
     new version whole: a file by one rename; a folder by an atomic exchange where the
     OS has one, else old aside, new in, old deleted (an interrupted swap leaves the old
-    version whole under a hidden name, and :func:`open_activations` says where)."""
+    version whole under a hidden name, and :func:`open_activations` says where).
+    Without ``replace``, a StoreError when something is at ``path`` (checked and moved
+    in one step where the OS can)."""
+    if not replace:
+        if not _move_new(partial, path):
+            raise StoreError(f"{path} appeared while this store was written (another writer?) and is left as it "
+                             "is; pass overwrite=True (--overwrite) to replace it")
+        return
     if not os.path.lexists(path) or not path.is_dir():
         os.replace(partial, path)
         return
@@ -386,15 +526,35 @@ def _commit(partial: Path, path: Path):
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where
     the OS or file system cannot."""
+    return _renameat2(a, b, 2) == 0
+
+
+def _move_new(partial: Path, path: Path) -> bool:
+    """Move ``partial`` to ``path`` unless something is there: False then.  In one step
+    where the OS can (Linux renameat2 with RENAME_NOREPLACE), else a check and a rename."""
+    error = _renameat2(partial, path, 1)
+    if error in (0, errno.EEXIST):
+        return error == 0
+    if os.path.lexists(path):
+        return False
+    os.rename(partial, path)
+    return True
+
+
+def _renameat2(a: Path, b: Path, flags: int) -> int:
+    """Linux renameat2 on two paths: 0 when done, else the error number (ENOSYS where
+    the C library has no such call)."""
     import ctypes
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
-        return False
-    at_cwd, rename_exchange = -100, 2
-    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0
+        return errno.ENOSYS
+    at_cwd = -100
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), flags) == 0:
+        return 0
+    return ctypes.get_errno()
 
 
 def _discard(partial: Path):
@@ -440,6 +600,8 @@ def open_activations(path):
     """
     import xarray as xr
 
+    from .chunks import checked_layers, verified_checksums
+
     path = Path(path)
     if not path.exists():
         aside = _set_aside(path)
@@ -452,224 +614,44 @@ def open_activations(path):
         raise StoreError(f"{path}: no such activation store")
     if not path.is_dir():
         raise StoreError(f"{path}: not an activation store (a zarr store is a directory)")
-    checksums = _verify_chunks(path)
+    # the tasks that read it may run in other folders (workers of a cluster started elsewhere)
+    path = path.absolute()
+    checksums = verified_checksums(path)
     try:
         dataset = xr.open_zarr(path, chunks={}, consolidated=None)
     except Exception as error:  # zarr raises several types for a non-store
-        raise StoreError(f"{path}: not a zarr store ({type(error).__name__}: {error})") from None
+        raise _unreadable(path, error) from None
     dataset = validate_dataset(dataset, source=str(path))
-    return _with_checked_reads(dataset, path, checksums)
+    return checked_layers(dataset, path, checksums, _layer_order(dataset, str(path)))
 
 
-def _verify_chunks(path: Path):
-    """The checksums the writer recorded, after checking that every chunk they list is
-    on disk (a directory listing, no data read); None for a store without them."""
-    import zarr
-
-    try:
-        group = zarr.open_group(path, mode="r")
-        recorded = group.attrs.get(CHECKSUMS_ATTR)
-    except Exception:
-        return None  # not a zarr group: open_zarr says so
-    if recorded is None:
-        return None
-    recorded = json.loads(recorded) if isinstance(recorded, str) else recorded
-    for name, sums in recorded.items():
-        try:
-            array = group[name]
-        except KeyError:
-            raise StoreError(f"{path}: layer {name!r} is missing from the store") from None
-        if array.nchunks_initialized >= len(sums):
-            continue
-        rows = array.chunks[0]
-        for index in range(len(sums)):
-            if not os.path.exists(_row_chunk_file(path, name, array, index)):
-                what = "observation ids" if name == "obs" else f"layer {name!r}"
-                raise StoreError(f"{path}: {what} is missing chunk {index} (rows {index * rows:,} to "
-                                 f"{min(array.shape[0], (index + 1) * rows) - 1:,}): the store is damaged; write it again")
-    return recorded
+def _unreadable(path, error):
+    """The error for a store zarr cannot open, naming the array and attribute at fault
+    where an array's metadata declares complex numbers (whose fill value zarr then
+    cannot read)."""
+    for name, where, metadata in _array_metadata(path):
+        declared = metadata.get("data_type", metadata.get("dtype"))
+        with contextlib.suppress(TypeError):
+            if np.dtype(declared).kind == "c":
+                return StoreError(f"{path}: array {name!r} declares data_type {declared!r} in {where} (complex); "
+                                  "activations must be real numbers (float, integer or boolean)")
+    return StoreError(f"{path}: not a zarr store ({type(error).__name__}: {error})")
 
 
-def _with_checked_reads(dataset, path, checksums):
-    """The Dataset with each layer read through :class:`_CheckedLayer`, so that a chunk
-    that cannot be read or decoded is a :class:`StoreError` naming the store, layer and
-    rows.  Only for stores written by :class:`ActivationWriter` (recorded checksums),
-    whose layers need no decoding beyond zarr's."""
-    if checksums is None:
-        return dataset
-    import dask.array as da
-    from dask.base import tokenize
-
-    token = tokenize(str(path), checksums)
-    for name in _layer_order(dataset, str(path)):
-        variable = dataset[name]
-        reader = _CheckedLayer(str(path), name, variable.shape, variable.dtype)
-        data = da.from_array(reader, chunks=variable.chunks, name=f"rv2dist-read-{name}-{token}",
-                             meta=np.empty((0,) * variable.ndim, dtype=variable.dtype))
-        _STORED_LAYERS[data.name] = reader
-        dataset[name] = variable.copy(data=data)
-    return dataset
-
-
-# dask array name -> the layer it reads as it is; an entry lives as long as its array
-_STORED_LAYERS = weakref.WeakValueDictionary()
-
-
-def row_ranges(array, row_chunks):
-    """Per row chunk of ``row_chunks``, a :class:`RowRange` of ``array`` when it is a
-    float layer read from a store as it is (no operation since
-    :func:`open_activations`); None for any other array."""
-    layer = _STORED_LAYERS.get(getattr(array, "name", None))
-    if layer is None or layer.dtype.kind != "f":
-        return None
-    bounds = np.cumsum((0,) + tuple(row_chunks))
-    return [RowRange(layer, int(start), int(stop)) for start, stop in zip(bounds[:-1], bounds[1:])]
-
-
-def share_reads(dataset):
-    """Have the layers of ``dataset`` (from :func:`open_activations`) read by tasks of
-    their own, as any dask array is, instead of by the tasks that use them: the graphs of
-    several comparisons then share those reads, and each chunk is read once."""
-    for name in dataset.data_vars:
-        _STORED_LAYERS.pop(getattr(dataset[name].data, "name", None), None)
-
-
-class RowRange:
-    """Rows ``start:stop`` of a stored layer, read by the task that uses them: a job whose
-    chunk tasks read their own rows moves no row chunk between workers."""
-
-    def __init__(self, layer, start, stop):
-        self.layer, self.start, self.stop = layer, start, stop
-
-    def first_rows(self, count):
-        """The first ``count`` rows of this range, as a range."""
-        return RowRange(self.layer, self.start, min(self.stop, self.start + count))
-
-    def read_rows(self):
-        """The rows as a ``(rows, units)`` array (a read failure as :class:`_CheckedLayer`'s),
-        in an array lent by :data:`rv2dist.buffers.KEPT_BUFFERS`; :meth:`recycle` gives it back."""
-        block = KEPT_BUFFERS.lend((self.stop - self.start,) + self.layer.shape[1:], self.layer.dtype)
-        try:
-            self.layer.read_into(self.start, self.stop, block)
-        except BaseException:
-            KEPT_BUFFERS.give_back(block)
-            raise
-        return block.reshape(block.shape[0], -1)
-
-    @staticmethod
-    def recycle(rows):
-        """Give back the array :meth:`read_rows` returned, once nothing uses it."""
-        KEPT_BUFFERS.give_back(rows)
-
-
-class _CheckedLayer:
-    """Read access to one layer of a store that turns a read or decode failure into a
-    :class:`StoreError` naming the store, layer and rows (also on a worker)."""
-
-    def __init__(self, path, name, shape, dtype):
-        self.path, self.name, self.shape, self.dtype = path, name, tuple(shape), np.dtype(dtype)
-        self.ndim = len(self.shape)
-        self._array = self._blosc_only = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_array": None, "_blosc_only": None}
-
-    def _open(self):
-        import zarr
-
-        if self._array is None:
-            self._array = zarr.open_array(os.path.join(self.path, self.name), mode="r")
-            self._blosc_only = _blosc_only(self._array)
-        return self._array
-
-    def __getitem__(self, key):
-        try:
-            return self._open()[key]
-        except Exception as error:
-            rows = key[0] if isinstance(key, tuple) else key
-            raise self._damaged(rows, error) from None
-
-    def read_into(self, start, stop, out):
-        """Read rows ``start:stop`` into ``out`` (a C-ordered array of their shape).
-
-        A stored chunk inside the range, compressed by Blosc alone, is decoded from its
-        file straight into ``out``: zarr would decode it into a fresh array first and
-        copy that, and fresh memory costs page faults on every page.  Other chunks (the
-        range's edges, other codecs) are read through zarr."""
-        try:
-            array = self._open()
-            step = array.chunks[0]
-            for index in range(start // step, -(-stop // step)):
-                first, last = max(start, index * step), min(stop, (index + 1) * step)
-                target = out[first - start : last - start]
-                whole = first == index * step and last == (index + 1) * step
-                if not (self._blosc_only and whole and self._decode_chunk(array, index, target)):
-                    rows = (slice(first, last),) + (slice(None),) * (self.ndim - 1)
-                    array.get_basic_selection(rows, out=_zarr_out(target))
-        except Exception as error:
-            raise self._damaged(slice(start, stop), error) from None
-
-    def _decode_chunk(self, array, index, target):
-        """Decode stored chunk ``index`` (all of its rows) into ``target``; False where it
-        has no file (zarr then gives its fill value)."""
-        from numcodecs import blosc
-
-        path = _row_chunk_file(self.path, self.name, array, index)
-        try:
-            file = open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            return False
-        with file:
-            size = os.fstat(file.fileno()).st_size
-            # rounded up, so that a thread keeps few of these between chunks of other sizes
-            encoded = KEPT_BUFFERS.lend((-(-size // 2**22) * 2**22,), np.uint8)
-            try:
-                if file.readinto(encoded[:size]) != size:
-                    raise OSError(f"{path}: short read")
-                # a Blosc frame's header gives its decoded size in bytes 4 to 7
-                decoded_bytes = int.from_bytes(encoded[4:8].tobytes(), "little") if size >= 16 else -1
-                if decoded_bytes != target.nbytes:
-                    raise ValueError(f"chunk {index} decodes to {decoded_bytes:,} bytes, not {target.nbytes:,}")
-                blosc.decompress(encoded[:size], target)
-            finally:
-                KEPT_BUFFERS.give_back(encoded)
-        return True
-
-    def _damaged(self, rows, error):
-        where = f"rows {rows.start:,} to {rows.stop - 1:,}" if isinstance(rows, slice) and rows.stop else "a chunk"
-        return StoreError(f"{self.path}: layer {self.name!r}, {where}, cannot be read "
-                          f"({type(error).__name__}: {error}); the store is damaged")
-
-
-def _row_chunk_file(path, name, array, index):
-    """The file of stored row chunk ``index`` of layer ``name`` (the first chunk along
-    the other axes)."""
-    return os.path.join(path, name, array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1)))
-
-
-def _blosc_only(array):
-    """Whether ``array``'s stored chunks are its rows (all of the other axes) as raw
-    native-order bytes compressed by Blosc alone, one file per chunk (zarr v3, as
-    :class:`ActivationWriter` writes them)."""
-    metadata = getattr(array, "metadata", None)
-    if getattr(metadata, "zarr_format", 2) != 3 or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
-        return False
-    from zarr.codecs import BloscCodec, BytesCodec
-
-    codecs = metadata.codecs
-    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
-        return False
-    endian = codecs[0].endian
-    return array.dtype.itemsize == 1 or (endian is not None and endian.value == sys.byteorder)
-
-
-def _zarr_out(array):
-    """``array`` as the ``out`` of a zarr read: zarr 3 takes its own buffer type."""
-    try:
-        from zarr.buffer.cpu import NDBuffer
-    except ImportError:  # zarr 2 takes the array itself
-        return array
-    return NDBuffer.from_numpy_array(array)
+def _array_metadata(path):
+    """``(array name, file, metadata dict)`` of every array the store's metadata files
+    describe (the consolidated ones and each array's own)."""
+    found = []
+    for file in (path / "zarr.json", path / ".zmetadata"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            document = json.loads(file.read_text())
+            entries = (document.get("consolidated_metadata") or {}).get("metadata") or document.get("metadata", {})
+            found += [(key.split("/")[0], file.name, value) for key, value in entries.items()
+                      if isinstance(value, dict) and (value.get("node_type") == "array" or key.endswith(".zarray"))]
+    for file in sorted(path.glob("*/zarr.json")) + sorted(path.glob("*/.zarray")):
+        with contextlib.suppress(OSError, ValueError):
+            found.append((file.parent.name, f"{file.parent.name}/{file.name}", json.loads(file.read_text())))
+    return [entry for entry in found if isinstance(entry[2], dict)]
 
 
 def validate_dataset(dataset, source="dataset"):
@@ -701,10 +683,19 @@ def validate_dataset(dataset, source="dataset"):
 
 def _layer_order(dataset, source):
     declared = dataset.attrs.get("layers")
-    if isinstance(declared, str):
-        declared = json.loads(declared)
     if declared is None:
         return [name for name, v in dataset.data_vars.items() if v.dims and v.dims[0] == "obs"]
+    if isinstance(declared, str):
+        with contextlib.suppress(ValueError):
+            declared = json.loads(declared)
+    if not isinstance(declared, (list, tuple)) or not all(isinstance(name, str) for name in declared):
+        raise StoreError(f"{source}: attribute 'layers' must list the layer names in depth order, "
+                         f"not {declared!r:.60}")
+    from .inputs import first_repeated
+
+    repeated = first_repeated(declared)
+    if repeated is not None:
+        raise StoreError(f"{source}: attribute 'layers' names layer {repeated!r} twice")
     missing = [name for name in declared if name not in dataset.data_vars]
     if missing:
         raise StoreError(f"{source}: attrs list layer {missing[0]!r}, which the store does not hold")
@@ -874,10 +865,12 @@ def describe(path) -> str:
         units = int(np.prod(array.shape[1:], dtype=np.int64))
         chunks = array.chunks[0] if hasattr(array, "chunks") else (n,)
         lines.append(f"           {name:<{width}} {units:<9,} {str(array.dtype):<9} {len(chunks)} x <= {max(chunks):,}")
+    from .chunks import verified_checksums
+
     path = Path(path)
-    recorded = _verify_chunks(path) is not None
-    lines.append("chunks     " + ("all present (checked against the writer's record)" if recorded
-                                  else "not recorded (written by another tool or an older rv2dist)"))
+    recorded = verified_checksums(path.absolute()) is not None
+    lines.append("chunks     " + ("all present; each checked against its checksum when read" if recorded
+                                  else "no checksums (written by another tool or an older rv2dist)"))
     for leftover in _leftover_partials(path) + _set_aside(path):
         size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file()) if leftover.is_dir() else leftover.stat().st_size
         lines.append(f"leftover   {leftover} ({size / 2**20:.1f} MiB) from an interrupted write or replace; "
@@ -892,9 +885,11 @@ def store_fingerprint(path) -> str:
     data changes it."""
     import hashlib
 
+    from .chunks import verified_checksums
+
     path = Path(path)
     metadata = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
-    recorded = _verify_chunks(path) is not None
+    recorded = verified_checksums(path.absolute()) is not None
     digest = hashlib.sha256()
     for file in sorted(f for f in path.rglob("*") if f.is_file()):
         if recorded and file.name not in metadata:
@@ -904,16 +899,6 @@ def store_fingerprint(path) -> str:
             for block in iter(lambda: handle.read(2**24), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def _checksum(block) -> int:
-    """CRC-32C of a chunk's bytes (google-crc32c, a dependency of zarr: hardware CRC)."""
-    import google_crc32c
-
-    block = np.ascontiguousarray(block)
-    if block.dtype.kind == "O":
-        return google_crc32c.value("\x00".join(map(str, block.tolist())).encode())
-    return google_crc32c.value(block.view(np.uint8).reshape(-1))
 
 
 def _check_layer_names(path, layers):

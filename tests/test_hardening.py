@@ -83,27 +83,27 @@ def test_overwrite_killed_midway_leaves_a_whole_store(rng, tmp_path, exchange):
 def test_missing_chunks_are_errors_naming_store_layer_and_rows(rng, tmp_path):
     path, _ = _chunked_store(tmp_path, rng)
     os.remove(path / "l1" / "c" / "2" / "0")
-    with pytest.raises(store.StoreError, match=r"layer 'l1' is missing chunk 2 \(rows 200 to 299\)"):
+    with pytest.raises(store.StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), is missing"):
         store.open_activations(path)
     out = tmp_path / "r.nc"
-    _assert_clean_failure(_cli("info", path), "missing chunk 2")
-    _assert_clean_failure(_cli("compare", path, "--out", out), "missing chunk 2")
-    _assert_clean_failure(_cli("import", path, "--out", tmp_path / "copy.zarr"), "missing chunk 2")
+    _assert_clean_failure(_cli("info", path), "chunk 2 (rows 200 to 299), is missing")
+    _assert_clean_failure(_cli("compare", path, "--out", out), "chunk 2 (rows 200 to 299), is missing")
+    _assert_clean_failure(_cli("import", path, "--out", tmp_path / "copy.zarr"), "chunk 2 (rows 200 to 299), is missing")
     assert not out.exists() and not (tmp_path / "copy.zarr").exists()
     ids_path, _ = _chunked_store(tmp_path, rng, name="ids")
     os.remove(ids_path / "obs" / "c" / "1")
-    with pytest.raises(store.StoreError, match="observation ids is missing chunk 1"):
+    with pytest.raises(store.StoreError, match=r"observation ids, chunk 1 \(rows 100 to 199\), is missing"):
         store.open_activations(ids_path)
 
 
 def test_corrupt_chunk_is_a_clean_error_from_the_workers(rng, tmp_path):
     path, _ = _chunked_store(tmp_path, rng)
     (path / "l0" / "c" / "3" / "0").write_bytes(b"not zstd at all" * 10)
-    with pytest.raises(store.StoreError, match=r"layer 'l0', rows 300 to 399, cannot be read"):
+    with pytest.raises(store.StoreError, match=r"layer 'l0', chunk 3 \(rows 300 to 399\), cannot be read"):
         rv2dist.similarity(path)
     out = tmp_path / "r.nc"
     done = _cli("compare", path, "--out", out)  # the embedded cluster's workers read the chunk
-    _assert_clean_failure(done, "layer 'l0', rows 300 to 399, cannot be read")
+    _assert_clean_failure(done, "layer 'l0', chunk 3 (rows 300 to 399), cannot be read")
     assert not out.exists()
 
 
@@ -117,7 +117,7 @@ def test_chunk_that_decodes_to_the_wrong_rows_is_a_clean_error(rng, tmp_path, da
         chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     else:
         chunk.write_bytes((path / "l0" / "c" / "2" / "0").read_bytes())  # 5 units, not 7
-    with pytest.raises(store.StoreError, match=r"layer 'l1', rows 200 to 299, cannot be read"):
+    with pytest.raises(store.StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), cannot be read"):
         rv2dist.similarity(path)
 
 

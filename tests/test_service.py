@@ -17,7 +17,7 @@ import pytest
 
 import rv2dist
 from conftest import relu_network
-from rv2dist import jobs, store
+from rv2dist import chunks, jobs, store
 from test_store_cli import _run_cli
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
@@ -100,7 +100,7 @@ def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
     reads = collections.Counter()
-    read, read_into = store._CheckedLayer.__getitem__, store._CheckedLayer.read_into
+    read, read_into = chunks._CheckedLayer.__getitem__, chunks._CheckedLayer.read_into
 
     def counted(layer, key):
         reads[(os.path.basename(layer.path), layer.name, str(key))] += 1
@@ -110,8 +110,8 @@ def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path, monkeypatch):
         reads[(os.path.basename(layer.path), layer.name, str(slice(start, stop)))] += 1
         return read_into(layer, start, stop, out)
 
-    monkeypatch.setattr(store._CheckedLayer, "__getitem__", counted)
-    monkeypatch.setattr(store._CheckedLayer, "read_into", counted_into)
+    monkeypatch.setattr(chunks._CheckedLayer, "__getitem__", counted)
+    monkeypatch.setattr(chunks._CheckedLayer, "read_into", counted_into)
     _stores(tmp_path, rng, {"ref": 900, "x": 900, "y": 900})
     job = jobs.load_job(_write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}], metrics=["cka", "rv2"]))
     assert [c.name for c in job.comparisons] == ["ref__x", "ref__y"]

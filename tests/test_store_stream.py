@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import rv2dist
 from conftest import relu_network
 from reference import dense_matrix
-from rv2dist import store, transforms
+from rv2dist import chunks, store, transforms
 from rv2dist.buffers import KEPT_BUFFERS, KeptBuffers
 from test_store_cli import _run_cli
 
@@ -184,14 +184,16 @@ def test_stored_rows_read_into_buffers_equal_zarrs(rng, tmp_path):
     foreign = tmp_path / "f.zarr"
     xr.Dataset({name: (("obs",) + tuple(f"{name}_{i}" for i in range(1, value.ndim)), value)
                 for name, value in layers.items()}).chunk({"obs": 100}).to_zarr(foreign, zarr_format=3, consolidated=False)
-    (whole,) = store.row_ranges(store.open_activations(written)["fc"].data, (1030,))
-    assert isinstance(whole, store.RowRange)  # the writer's stores are read in the tasks
+    (whole,) = chunks.row_ranges(store.open_activations(written)["fc"].data, (1030,))
+    assert isinstance(whole, chunks.RowRange)  # the writer's stores are read in the tasks
     for path, direct in ((written, True), (foreign, False)):
+        sums = chunks.verified_checksums(path)  # the writer's: each chunk read is checked
+        assert (sums is not None) is direct
         for name, expected in layers.items():
-            assert store._blosc_only(zarr.open_array(path / name, mode="r")) is direct
-            layer = store._CheckedLayer(str(path), name, expected.shape, expected.dtype)
+            assert chunks._blosc_only(zarr.open_array(path / name, mode="r")) is direct
+            layer = chunks._CheckedLayer(str(path), name, expected.shape, expected.dtype, sums and sums[name])
             for start, stop in ((0, 100), (100, 400), (150, 250), (130, 140), (900, 1030), (1000, 1030)):
-                rows = store.RowRange(layer, start, stop)
+                rows = chunks.RowRange(layer, start, stop)
                 read = rows.read_rows()
                 np.testing.assert_array_equal(read, expected[start:stop].reshape(stop - start, -1))
                 rows.recycle(read)
