@@ -130,25 +130,40 @@ def _check_ids(path, array, sums):
 
 def checked_layers(dataset, path, checksums, layer_names):
     """``dataset`` (from xarray) with each layer read through :class:`_CheckedLayer`, which
-    verifies every chunk against ``checksums`` and names the store, layer and rows of a
-    fault.  Only for stores written by the writer (recorded checksums), whose layers need
-    no decoding beyond zarr's."""
-    if checksums is None:
-        return dataset
+    checks every chunk against ``checksums`` and names the store, layer, chunk and rows of
+    a fault.  In a store without checksums, a layer whose values xarray's decoding leaves
+    as stored is read so too, unchecked, so that a chunk zarr cannot decode is named;
+    another (scaled, or masking a fill value) stays as xarray reads it."""
     import dask.array as da
     from dask.base import tokenize
 
-    token = tokenize(str(path), checksums)
+    # a store without checksums: its folder's time, as xarray's own names
+    token = tokenize(str(path), checksums, os.path.getmtime(path) if checksums is None else None)
     for name in layer_names:
-        if name not in checksums:
-            raise _malformed(path, f"it records no checksums of layer {name!r}")
         variable = dataset[name]
-        reader = _CheckedLayer(str(path), name, variable.shape, variable.dtype, checksums[name])
-        data = da.from_array(reader, chunks=variable.chunks, name=f"rv2dist-read-{name}-{token}",
+        if checksums is None and not _decoded_as_stored(variable):
+            continue
+        if checksums is not None and name not in checksums:
+            raise _malformed(path, f"it records no checksums of layer {name!r}")
+        reader = _CheckedLayer(str(path), name, variable.shape, variable.dtype, checksums and checksums[name])
+        data = da.from_array(reader, chunks=(variable.chunks[0],) + variable.shape[1:],
+                             name=f"rv2dist-read-{name}-{token}",
                              meta=np.empty((0,) * variable.ndim, dtype=variable.dtype))
         _STORED_LAYERS[data.name] = reader
         dataset[name] = variable.copy(data=data)
     return dataset
+
+
+def _decoded_as_stored(variable):
+    """Whether xarray gives a layer's values as zarr stores them: no scale or offset, no
+    type change, and no fill value to mask other than NaN (which stays NaN)."""
+    encoding = variable.encoding
+    if any(key in encoding for key in ("scale_factor", "add_offset", "missing_value")):
+        return False
+    fill = encoding.get("_FillValue")
+    if fill is not None and not (isinstance(fill, (float, np.floating)) and np.isnan(fill)):
+        return False
+    return np.dtype(encoding.get("dtype", variable.dtype)) == variable.dtype
 
 
 # dask array name -> the layer it reads as it is; an entry lives as long as its array

@@ -51,6 +51,8 @@ def _parser():
     demo = verbs.add_parser("demo", help="synthesise two networks, compare them, draw the heatmap")
     demo.add_argument("--out", default="rv2dist-demo", help="output folder (default: ./rv2dist-demo)")
     demo.add_argument("--n-obs", type=int, default=23582, help="observations (default: 23582, as the seed study)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace the stores, result and heatmap of an earlier demo in --out")
     _add_cluster_options(demo)
 
     compare = verbs.add_parser("compare", help="compare the layers of store A with those of B (or A itself)")
@@ -243,14 +245,17 @@ def _run_demo(args):
     if args.n_obs < 4:
         raise UsageError(f"--n-obs must be at least 4, got {args.n_obs}")
     out = Path(args.out)
+    paths = [out / "standard.zarr", out / "drifted.zarr"]
+    taken = [path for path in (*paths, out / "result.nc", out / "rv2.png") if os.path.lexists(path)]
+    if taken and not args.overwrite:
+        raise UsageError(f"{out} holds an earlier demo's {', '.join(path.name for path in taken)}; pass "
+                         "--overwrite to replace them, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    store.check_result_path(out / "result.nc")  # before any work: a result replaces no folder
     net_a, net_b = related_networks(args.n_obs)
-    paths = []
-    for name, layers in (("standard", net_a), ("drifted", net_b)):
-        path = out / f"{name}.zarr"
-        store.write_activations(path, layers, network=name, overwrite=True,
+    for path, layers in zip(paths, (net_a, net_b)):
+        store.write_activations(path, layers, network=path.stem, overwrite=args.overwrite,
                                 attrs={"source": "rv2dist demo: synthetic activations, not a trained network"})
-        paths.append(path)
     # (no dashboard links: the cluster and its pages go when the demo ends in seconds)
     with _connect(args, links=False) as client:
         result = _compare(paths[0], paths[1], metric=["rv2", "cka"], center=True, route="auto",

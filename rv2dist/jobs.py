@@ -154,7 +154,7 @@ def load_job(path, out=None) -> Job:
     except ImportError:  # Python 3.10
         import tomli as toml
     try:
-        spec = toml.loads(path.read_text())
+        spec = toml.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark some editors add
     except (toml.TOMLDecodeError, UnicodeDecodeError) as error:
         raise JobError(f"{path}: not valid TOML: {error}") from None
     unknown = sorted(set(spec) - JOB_KEYS)
@@ -216,6 +216,8 @@ def _output_folder(path, relative, override):
 
 
 COMPARE_KEYS = {"reference": str, "against": (str, list), "pairs": list, "self": list}
+COMPARE_TYPE_NAMES = {"reference": "a network name in quotes", "against": '"all" or a list of network names',
+                      "pairs": 'a list of two-name lists, as [["a", "b"]]', "self": "a list of network names"}
 
 
 def _comparisons(path, entries, names):
@@ -246,11 +248,22 @@ def _comparisons(path, entries, names):
             raise JobError(f"{path}: {where} needs exactly one of reference/against, pairs or self")
         if "against" in entry and "reference" not in entry:
             raise JobError(f"{path}: {where}: against goes with reference")
+        for key, value in entry.items():
+            if not isinstance(value, COMPARE_KEYS[key]):
+                hint = f", as {key} = [{value!r}]" if isinstance(value, str) else ""
+                raise JobError(f"{path}: {where}: {key} must be {COMPARE_TYPE_NAMES[key]}{hint}, not {value!r}")
+        empty = next((key for key in ("against", "pairs", "self") if entry.get(key) == []), None)
+        if empty:
+            raise JobError(f"{path}: {where}: {empty} is empty, which makes no comparison; name at least one "
+                           "network, or leave the table out")
         if "reference" in entry:
             reference = known(entry["reference"], where)
             against = entry.get("against", "all")
             if against == "all":
                 others = [n for n in names if n != reference]
+                if not others:
+                    raise JobError(f"{path}: {where}: reference {reference!r} has no other network to compare "
+                                   "against ([networks] lists only it)")
             else:
                 others = network_list(against, "against", where)
             found += [Comparison(reference, other) for other in others]
