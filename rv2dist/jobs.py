@@ -370,8 +370,9 @@ def _check_kept_inputs(client, datasets, kept, stream):
     futures = client.compute(checks)
     for future in watch(client, futures):
         if future.status == "error":
+            error = future.exception()
             client.cancel(futures)
-            raise future.exception()
+            raise error
 
 
 def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):

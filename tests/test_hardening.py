@@ -390,6 +390,19 @@ GOOD_NETWORKS = '[networks]\na = "a.zarr"\nb = "b.zarr"\n'
     ('out = "/tmp/elsewhere"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "leaves the job's folder"),
     ('out = "../up"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n', "leaves the job's folder"),
     ('compare = 1\n' + GOOD_NETWORKS, "compare must be [[compare]] tables"),
+    (GOOD_NETWORKS + '[[compare]]\npairs = 5\n',
+     '[[compare]] number 1: pairs must be a list of two-name lists, as [["a", "b"]], not 5'),
+    (GOOD_NETWORKS + '[[compare]]\nreference = "a"\nagainst = 5\n',
+     '[[compare]] number 1: against must be "all" or a list of network names, not 5'),
+    (GOOD_NETWORKS + '[[compare]]\nself = 5\n', "self must be a list of network names, not 5"),
+    (GOOD_NETWORKS + '[[compare]]\nreference = 5\n', "reference must be a network name in quotes, not 5"),
+    (GOOD_NETWORKS + '[[compare]]\nreference = "a"\nagainst = []\n',
+     "[[compare]] number 1: against is empty, which makes no comparison"),
+    (GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n[[compare]]\npairs = []\n',
+     "[[compare]] number 2: pairs is empty, which makes no comparison"),
+    (GOOD_NETWORKS + '[[compare]]\nself = []\n', "self is empty, which makes no comparison"),
+    ('[networks]\na = "a.zarr"\n[[compare]]\nreference = "a"\n',
+     "reference 'a' has no other network to compare against"),
 ])
 def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
     from rv2dist import jobs
@@ -399,6 +412,15 @@ def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
     with pytest.raises(jobs.JobError, match=None) as caught:
         jobs.load_job(path)
     assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+def test_a_job_file_with_a_byte_order_mark_is_read(tmp_path):
+    from rv2dist import jobs
+
+    path = tmp_path / "job.toml"
+    path.write_text("\ufeff" + GOOD_NETWORKS + '[[compare]]\nreference = "a"\n', encoding="utf-8")
+    job = jobs.load_job(path)
+    assert [c.name for c in job.comparisons] == ["a__b"] and job.networks["a"] == tmp_path / "a.zarr"
 
 
 def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):

@@ -132,6 +132,19 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "rv2.png").exists()
 
 
+def test_demo_replaces_an_earlier_demo_only_when_asked(rng, tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    rv2dist.write_activations(out / "standard.zarr", relu_network(rng, 20, (3,)))
+    (out / "rv2.png").write_bytes(b"mine")
+    times = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert cli.main(["demo", "--out", str(out), "--n-obs", "50"]) == 2  # refused before any work
+    assert f"{out} holds an earlier demo's standard.zarr, rv2.png; pass --overwrite to replace them" in \
+        capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == times
+    assert sorted(p.name for p in out.iterdir()) == ["rv2.png", "standard.zarr"]
+
+
 def test_cli_shows_rv2dists_warnings_once_as_plain_lines(rng, tmp_path):
     layers = relu_network(rng, 60, (3, 4))
     rv2dist.write_activations(tmp_path / "a.zarr", layers)
