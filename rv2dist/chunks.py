@@ -315,7 +315,12 @@ class _CheckedLayer:
         full = out.shape[0] == array.chunks[0]
         if not (self.sums is not None and self._blosc_only and full and self._decode_chunk(array, index, out)):
             self._read_rows(array, index, low, low + out.shape[0], out)
-        if self.sums is not None and checksum(out) != self.sums[index]:
+        if self.sums is not None:
+            self._verify(array, index, out)
+
+    def _verify(self, array, index, out):
+        """Check stored chunk ``index``, decoded into ``out``, against its checksum."""
+        if checksum(out) != self.sums[index]:
             present = os.path.exists(_row_chunk_file(self.path, self.name, array, index))
             raise self._fault(array, index, MISMATCH if present else "is missing")
 
