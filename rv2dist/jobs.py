@@ -414,7 +414,6 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     wanted = {c: fingerprint(job, c, prints) for c in job.comparisons}
     finished = {c: _finished_result(job.result_path(c), wanted[c]) for c in job.comparisons}
     skipped = [c for c in job.comparisons if finished[c] is not None]
-    _check_kept_inputs(client, datasets, skipped, stream)
     todo = [c for c in job.comparisons if finished[c] is None]
     print(f"job {job.name}: {len(job.comparisons)} comparisons; {len(skipped)} done before "
           f"(inputs and parameters unchanged), {len(todo)} to compute", file=stream, flush=True)
@@ -423,6 +422,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
         if job.plots and not job.plot_path(comparison).exists():
             _draw(job, comparison, finished[comparison])
             print(f"  drew {job.plot_path(comparison)}, which was missing", file=stream, flush=True)
+    _check_kept_inputs(client, datasets, skipped, stream)
     for comparison in todo:
         if job.result_path(comparison).exists():
             previous = _recorded_inputs(job.result_path(comparison))

@@ -526,19 +526,22 @@ def _commit(partial: Path, path: Path, replace=True):
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where
     the OS or file system cannot."""
-    return _renameat2(a, b, 2) == 0
+    return _renameat2(a, b, _RENAME_EXCHANGE) == 0
 
 
 def _move_new(partial: Path, path: Path) -> bool:
     """Move ``partial`` to ``path`` unless something is there: False then.  In one step
     where the OS can (Linux renameat2 with RENAME_NOREPLACE), else a check and a rename."""
-    error = _renameat2(partial, path, 1)
+    error = _renameat2(partial, path, _RENAME_NOREPLACE)
     if error in (0, errno.EEXIST):
         return error == 0
     if os.path.lexists(path):
         return False
     os.rename(partial, path)
     return True
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # renameat2's flags (linux/fs.h)
 
 
 def _renameat2(a: Path, b: Path, flags: int) -> int:
