@@ -65,14 +65,14 @@ def verified_checksums(path):
         return None
     sums = _parsed(path, recorded)
     for name, values in sums.items():
+        what = "observation ids" if name == "obs" else f"layer {name!r}"
         try:
             array = group[name]
         except KeyError:
-            raise StoreError(f"{path}: layer {name!r} is missing from the store") from None
+            raise StoreError(f"{path}: {what} missing from the store: the store is damaged; write it again") from None
         chunks = -(-array.shape[0] // array.chunks[0]) if array.ndim else -1
         if chunks != len(values):
             raise _malformed(path, f"it lists {len(values)} chunks of {name!r}, which has {chunks}")
-        what = "observation ids" if name == "obs" else f"layer {name!r}"
         if array.nchunks_initialized < len(values):
             _check_present(path, what, name, array, len(values))
     if "obs" in sums:
@@ -341,6 +341,8 @@ class _CheckedLayer:
             file = open(path, "rb", buffering=0)
         except FileNotFoundError:
             return False
+        except OSError as error:
+            raise self._fault(array, index, f"cannot be read ({type(error).__name__}: {error})") from None
         with file:
             size = os.fstat(file.fileno()).st_size
             # rounded up, so that a thread keeps few of these between chunks of other sizes

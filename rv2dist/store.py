@@ -82,8 +82,8 @@ def write_activations(path, layers, *, obs=None, attrs=None, network=None,
         ``{layer name: array (n_obs, ...)}`` in depth order (numpy, memory-mapped or
         dask arrays, or nested lists; a dask array is computed one row chunk at a time).
     obs : sequence, optional
-        Observation ids, one per row, all integers, all floats or all strings (or
-        bytes); default ``0 .. n_obs - 1``.
+        Observation ids, one per row, all integers, all floats or all strings (bytes
+        are kept as UTF-8 text); default ``0 .. n_obs - 1``.
     attrs : mapping, optional
         Free-form provenance stored in the dataset attrs (JSON-serialisable values).
     network : str, optional
@@ -150,14 +150,14 @@ def _layer_mapping(path, layers):
     return arrays
 
 
-# what a store keeps as observation ids, by numpy dtype kind
-ID_KINDS = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans", "U": "strings", "T": "strings",
-            "S": "bytes"}
+# what a store keeps as observation ids, by numpy dtype kind (bytes are kept as text)
+ID_KINDS = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans", "U": "strings", "T": "strings"}
 
 
 def _id_array(path, obs):
     """Observation ids as a 1-d numpy array of one kind (:data:`ID_KINDS`); ids mixing
-    kinds, which numpy would turn into text or objects, are refused by name."""
+    kinds, which numpy would turn into text or objects, are refused by name.  Bytes
+    become text: zarr would keep them at the width of the first chunk's longest."""
     ids = np.asarray(obs)
     if ids.ndim != 1:
         raise StoreError(f"{path}: observation ids must be one value per observation, not an array of "
@@ -168,6 +168,12 @@ def _id_array(path, obs):
             raise StoreError(f"{path}: observation ids mix {', '.join(sorted(kinds))}; give every id as an "
                              "integer or every id as a string")
         ids = np.asarray(ids.tolist()) if ids.dtype.kind == "O" and ids.size else ids
+    if ids.dtype.kind == "S":
+        try:
+            ids = np.char.decode(ids, "utf-8")
+        except UnicodeDecodeError as error:
+            raise StoreError(f"{path}: observation ids are bytes that are not UTF-8 text ({error}); give them "
+                             "as strings or integers") from None
     if ids.dtype.kind not in ID_KINDS:
         raise StoreError(f"{path}: observation ids of dtype {ids.dtype} cannot be stored; give them as "
                          "integers or strings")
@@ -353,7 +359,7 @@ class ActivationWriter:
             self.rows = chunk_rows(layers, self.chunk_bytes)
         self._buffers = {name: np.empty((self.rows,) + shape, dtype) for name, (shape, dtype) in layout.items()}
         self._id_dtype = obs.dtype if obs is not None else np.dtype(np.int64)
-        self._ids = np.empty(self.rows, object if self._id_dtype.kind in "SUT" else self._id_dtype)
+        self._ids = np.empty(self.rows, object if self._id_dtype.kind in "UT" else self._id_dtype)
 
     def _flush(self):
         import xarray as xr

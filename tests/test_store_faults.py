@@ -366,3 +366,8 @@ def test_layers_as_a_plain_list_and_ids_of_mixed_kinds_are_named(rng, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nested.zarr"]
     rv2dist.write_activations(tmp_path / "objects.zarr", layer, obs=np.array(["a", "b", "c", "d", "e", "f"], object))
     assert list(store.observation_ids(store.open_activations(tmp_path / "objects.zarr"))) == list("abcdef")
+    # bytes ids longer than the first chunk's: kept whole, as text
+    long_ids = [b"x" * (i + 1) for i in range(6)]
+    rv2dist.write_activations(tmp_path / "bytes.zarr", layer, obs=long_ids, chunk_bytes=2 * 3 * 8)
+    assert list(store.observation_ids(store.open_activations(tmp_path / "bytes.zarr"))) == \
+        [i.decode() for i in long_ids]
