@@ -192,15 +192,15 @@ def share_reads(dataset):
 def chunk_checks(dataset):
     """Delayed tasks that read every stored chunk of ``dataset``'s layers (from
     :func:`~rv2dist.store.open_activations`), each verified against its checksum, and keep
-    nothing: what a store holds, checked without using it.  None for a layer of a store
-    without checksums."""
+    nothing: what a store holds, checked without using it (none for a store without
+    checksums, whose fingerprint digests every byte)."""
     import dask
 
     tasks = []
     for name in dataset.data_vars:
         data = dataset[name].data
         layer = _STORED_LAYERS.get(getattr(data, "name", None))
-        if layer is None:
+        if layer is None or layer.sums is None:
             continue
         bounds = np.cumsum((0,) + tuple(data.chunks[0]))
         tasks += [dask.delayed(_read_and_drop, pure=True)(RowRange(layer, int(start), int(stop)))
