@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import check_id_values
+from .inputs import check_id_values, first_repeated
 
 COMPLETE_ATTR = "rv2dist_complete"
 # per array (layers and "obs"), the CRC-32C of each row chunk as written: what the store
@@ -700,8 +700,6 @@ def _layer_order(dataset, source):
     if not isinstance(declared, (list, tuple)) or not all(isinstance(name, str) for name in declared):
         raise StoreError(f"{source}: attribute 'layers' must list the layer names in depth order, "
                          f"not {declared!r:.60}")
-    from .inputs import first_repeated
-
     repeated = first_repeated(declared)
     if repeated is not None:
         raise StoreError(f"{source}: attribute 'layers' names layer {repeated!r} twice")
