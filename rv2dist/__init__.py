@@ -16,6 +16,8 @@ _LAZY = {
     "compare_models": "record",
     "plan_models": "record",
     "open_results": "results",
+    "compare_cells": "differences",
+    "compare_results": "differences",
     "preprocess": "transforms",
     "pool_units": "transforms",
     "downsample": "transforms",

@@ -148,14 +148,30 @@ def _positive_count(option, value):
     return int(value)
 
 
-def check_resampling(tests, correction, permutations, bootstrap, seed, confidence):
-    """The resampling options, validated: ``(tests, correction, permutations, bootstrap,
-    seed, confidence)`` with counts as ints (0: none)."""
+@dataclasses.dataclass(frozen=True)
+class Resampling:
+    """The significance and resampling options of a job, validated (counts 0: none)."""
+
+    tests: bool = False
+    correction: str = "holm"
+    permutations: int = 0
+    bootstrap: int = 0
+    seed: int = 0
+    confidence: float = 0.95
+    keep_replicates: bool = False
+
+
+def check_resampling(tests, correction, permutations, bootstrap, seed, confidence, keep_replicates=False):
+    """The resampling options, validated, as a :class:`Resampling` (counts as ints)."""
     if not isinstance(tests, (bool, np.bool_)):
         raise TypeError(f"tests must be True or False, not {tests!r}")
+    if not isinstance(keep_replicates, (bool, np.bool_)):
+        raise TypeError(f"keep_replicates must be True or False, not {keep_replicates!r}")
     significance.choose_correction(correction)
     permutations = _positive_count("permutations", permutations)
     bootstrap = _positive_count("bootstrap", bootstrap)
+    if keep_replicates and not bootstrap:
+        raise ValueError("keep_replicates=True keeps bootstrap replicates: give bootstrap=B as well")
     if seed is None:
         seed = 0
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -167,13 +183,14 @@ def check_resampling(tests, correction, permutations, bootstrap, seed, confidenc
         warnings.warn(f"bootstrap={bootstrap}: with fewer than {fewest} replicates the {confidence:g} interval's ends "
                       f"rest on the most extreme replicates; use {fewest} or more (1,000 for a paper)",
                       FewReplicatesWarning, stacklevel=3)
-    return bool(tests), correction, permutations, bootstrap, int(seed), float(confidence)
+    return Resampling(bool(tests), correction, permutations, bootstrap, int(seed), float(confidence),
+                      bool(keep_replicates))
 
 
 def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
-             layer_names=None, obs_dim=None, resampling=(False, "holm", 0, 0, 0, 0.95)):
+             layer_names=None, obs_dim=None, resampling=Resampling()):
     names = check_metrics(metric)
-    tests, _, permutations, bootstrap, _, _ = resampling
+    tests, permutations, bootstrap = resampling.tests, resampling.permutations, resampling.bootstrap
     for option, value in (("center", center), ("align_obs", align_obs)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{option} must be True or False, not {value!r}")
@@ -218,7 +235,9 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
     )
     # uncentred 1'Ã1 and row sums: only rv2_null and the tests read them
     column_sums = bool(tests) or "rv2_null" in names
-    job_plan = dataclasses.replace(make_plan(n, widths, widths_b, route=route, **shared), column_sums=column_sums)
+    # the tests' skewness (tr(A^3) of every layer) is of centred statistics only
+    job_plan = dataclasses.replace(make_plan(n, widths, widths_b, route=route, tests=tests and True in needed,
+                                             **shared), column_sums=column_sums)
     extra = []
     if permutations:
         # a permutation changes only the products between a and the permuted b, and its
@@ -228,10 +247,29 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
             column_sums=False)))
     if bootstrap:
         # weighted rows enter the feature route's products; the gram route has no weights
-        extra.append(("bootstrap", bootstrap, job_plan if job_plan.route == "feature" else dataclasses.replace(
-            make_plan(n, widths, widths_b, route="feature", **shared), column_sums=column_sums)))
+        extra.append(("bootstrap", bootstrap, dataclasses.replace(job_plan, tests=False, cube_flops=0.0)
+                      if job_plan.route == "feature" else dataclasses.replace(
+                          make_plan(n, widths, widths_b, route="feature", **shared), column_sums=column_sums)))
     job_plan = dataclasses.replace(job_plan, resampling=tuple(extra), tests=tests)
-    return names, needed, everything, job_plan, self_job, layers_a, layers_b, device
+    # kept replicates are paired with another job's by the observations their weights fell on
+    ids = ids_a if ids_a is not None else ids_b
+    digest = ids_digest(ids) if resampling.keep_replicates and ids is not None else None
+    return names, needed, everything, job_plan, self_job, layers_a, layers_b, device, digest
+
+
+def ids_digest(ids) -> str:
+    """A digest of observation ids in their order: equal for the same ids whatever
+    their integer width or string dtype."""
+    import hashlib
+
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iub":
+        data = ids.astype(np.int64).tobytes()
+    elif ids.dtype.kind == "f":
+        data = ids.astype(np.float64).tobytes()
+    else:
+        data = "\0".join(map(str, ids.ravel().tolist())).encode()
+    return hashlib.sha256(repr(ids.shape).encode() + data).hexdigest()
 
 
 def _per_side(names):
@@ -290,13 +328,14 @@ def _inputs_token(layers):
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
          memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
-         tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95):
+         tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
+         keep_replicates=False):
     """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
     """
-    resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
+    resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence, keep_replicates)
     with client_for(client) as client:
         return _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
                         layer_names=names, obs_dim=obs_dim, resampling=resampling)[3]
@@ -305,7 +344,7 @@ def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", cli
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
                memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
                tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
-               compute=True, progress=True):
+               keep_replicates=False, compute=True, progress=True):
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
@@ -420,7 +459,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     """
     from .buffers import job_finished, keep_seconds
 
-    resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence)
+    resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence, keep_replicates)
     seconds = keep_seconds()
     with client_for(client) as client:
         result = _lazy_result(a, b, metric, center, layers, route, client, memory_budget, precision, device,
@@ -449,7 +488,7 @@ def _lazy_result(a, b, metric, center, layers, route, client, memory_budget, pre
     from .graph import TaskGraph, build_statistics
     from .progress import announce_cost
 
-    names, needed, everything, job_plan, self_job, layers_a, layers_b, device = _prepare(
+    names, needed, everything, job_plan, self_job, layers_a, layers_b, device, digest = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
         layer_names=layer_names, obs_dim=obs_dim, resampling=resampling,
     )
@@ -472,12 +511,12 @@ def _lazy_result(a, b, metric, center, layers, route, client, memory_budget, pre
     chunks = chunks_for(job_plan.row_chunks)
     statistics = [build_statistics(graph, chunks, job_plan, flag) for flag in needed]
     resampled = _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, len(layers_a), self_job,
-                                      resampling[4])
+                                      resampling.seed)
     final = graph.add("result", (), _assemble, statistics, needed, names, center, device, job_plan,
                       [n for n, _ in layers_a], [n for n, _ in (layers_b or layers_a)],
                       [_network_label(a, "a"), _network_label(b, "b")],
-                      isinstance(metric, str) and not (resampling[0] or resampled), list(resampled),
-                      list(resampled.values()), resampling)
+                      isinstance(metric, str) and not (resampling.tests or resampled), list(resampled),
+                      list(resampled.values()), resampling, digest)
     if not compute:
         # computed by whoever, the job's end still starts the clock on its kept arrays
         final = graph.add("job-end", (), finish_job, final, seconds)
@@ -636,10 +675,9 @@ def _network_label(source, side):
 
 
 def _assemble(statistics, flags, names, center, device, job_plan, names_a, names_b, networks, single, kinds,
-              resampled, resampling):
+              resampled, resampling, digest):
     import xarray as xr
 
-    tests, correction, permutations, bootstrap, seed, confidence = resampling
     statistics = dict(zip(flags, statistics))
     # (task arguments hold keys in lists only: dask does not look inside dicts)
     resampled = {kind: dict(zip(flags, sets)) for kind, sets in zip(kinds, resampled)}
@@ -691,31 +729,32 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         values = metrics.metric_matrix(name, stats)
         variables[name] = variable(values[rows, cols], name, *metrics.DESCRIPTIONS[name], metric=name,
                                    center=int(centred))
-        tested = name in significance.TESTED
-        extra = {}
-        if tests and tested:
-            mean, variance = significance.null_moments(name, stats)
-            extra["z"] = significance.z_scores(values, mean, variance)[rows, cols]
-            extra["p"] = significance.upper_p(extra["z"], significance.skewness(stats)[rows, cols])
-            extra["p_corrected"] = significance.corrected_matrix(extra["p"], job_plan.self_job, correction)
-        if permutations and tested:
-            extra["p_permutation"] = significance.permutation_p(
-                name, stats, resampled["permutation"][centred])[rows, cols]
-        undefined_replicates = 0
-        if bootstrap:
-            replicates = [metrics.metric_matrix(name, r)[rows, cols] for r in resampled["bootstrap"][centred]]
-            undefined_replicates = significance.undefined_replicates(replicates, values[rows, cols])
-            extra["low"], extra["high"] = significance.percentile_interval(replicates, confidence)
+        replicates = (np.stack([metrics.metric_matrix(name, r)[rows, cols] for r in resampled["bootstrap"][centred]])
+                      if resampling.bootstrap else None)
+        undefined_replicates = (significance.undefined_replicates(replicates, values[rows, cols])
+                                if resampling.bootstrap else 0)
+        extra = _significance(name, values, stats, resampled.get("permutation", {}).get(centred), replicates,
+                              (rows, cols), job_plan.self_job, resampling)
         for suffix, array in extra.items():
             long_name, description = significance.DESCRIPTIONS[suffix]
-            more = {"correction": correction} if suffix == "p_corrected" else {}
+            more = {"correction": resampling.correction} if suffix == "p_corrected" else {}
+            if suffix in ("p", "p_corrected"):
+                more["floor"] = significance.P_FLOOR
             if suffix in ("low", "high") and undefined_replicates:
                 description += significance.LEFT_OUT
                 more["undefined_replicates"] = undefined_replicates
             variables[f"{name}_{suffix}"] = variable(
                 array, f"{name}_{suffix}", f"{long_name} of {name}", description.format(
-                    correction=correction, permutations=permutations, bootstrap=bootstrap, confidence=confidence,
-                    undefined=undefined_replicates), metric=name, **more)
+                    correction=resampling.correction, permutations=resampling.permutations,
+                    bootstrap=resampling.bootstrap, confidence=resampling.confidence,
+                    undefined=undefined_replicates, floor=significance.P_FLOOR), metric=name, **more)
+        if resampling.keep_replicates:
+            variables[f"{name}_replicates"] = xr.DataArray(
+                replicates, dims=("replicate", "layer_a", "layer_b"), name=f"{name}_replicates",
+                coords={**coords, "replicate": ("replicate", np.arange(len(replicates)),
+                                                {"long_name": "bootstrap replicate"})},
+                attrs={"long_name": f"bootstrap replicates of {name}", "metric": name,
+                       "description": significance.REPLICATES_DESCRIPTION.format(bootstrap=resampling.bootstrap)})
     attrs = {
         "n_obs": int(job_plan.n_obs),
         "center": int(bool(center)),
@@ -725,14 +764,16 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
     }
     if undefined:
         attrs.update(undefined_layers=undefined)
-    if tests:
-        attrs.update(tests=1, correction=correction)
-    if permutations or bootstrap:
-        attrs.update(seed=seed)
-    if permutations:
-        attrs.update(permutations=permutations)
-    if bootstrap:
-        attrs.update(bootstrap=bootstrap, confidence=confidence)
+    if resampling.tests:
+        attrs.update(tests=1, correction=resampling.correction)
+    if resampling.permutations or resampling.bootstrap:
+        attrs.update(seed=resampling.seed)
+    if resampling.permutations:
+        attrs.update(permutations=resampling.permutations)
+    if resampling.bootstrap:
+        attrs.update(bootstrap=resampling.bootstrap, confidence=resampling.confidence)
+    if digest is not None:
+        attrs.update(obs_digest=digest)
     if single:
         result = variables[names[0]]
         result.attrs.update(attrs)
@@ -740,6 +781,26 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
     dataset = xr.Dataset(variables)
     dataset.attrs.update(attrs, metric=list(names))
     return dataset
+
+
+def _significance(name, values, stats, permuted, replicates, block, self_job, resampling):
+    """``{suffix: (La, Lb) array}``: the tests, permutation p-values and bootstrap
+    interval of metric ``name`` from its full matrix ``values``, the statistics, the
+    permuted statistics and the bootstrap replicates (already of the result's cells);
+    ``block`` the result's rows and columns of the full matrices."""
+    rows, cols = block
+    tested = name in significance.TESTED
+    extra = {}
+    if resampling.tests and tested:
+        mean, variance = significance.null_moments(name, stats)
+        extra["z"] = significance.z_scores(values, mean, variance)[rows, cols]
+        extra["p"] = significance.upper_p(extra["z"], significance.skewness(stats)[rows, cols])
+        extra["p_corrected"] = significance.corrected_matrix(extra["p"], self_job, resampling.correction)
+    if resampling.permutations and tested:
+        extra["p_permutation"] = significance.permutation_p(name, stats, permuted)[rows, cols]
+    if resampling.bootstrap:
+        extra["low"], extra["high"] = significance.percentile_interval(replicates, resampling.confidence)
+    return extra
 
 
 def rv2(x, y, *, center=True) -> float:

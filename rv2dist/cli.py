@@ -129,6 +129,9 @@ def _add_significance_options(verb):
     tests.add_argument("--permutations", type=int, metavar="K", help="also K seeded Monte Carlo permutations")
     tests.add_argument("--bootstrap", type=int, metavar="B",
                        help="percentile intervals from B Poisson bootstrap replicates")
+    tests.add_argument("--keep-replicates", action="store_true",
+                       help="also store every bootstrap replicate, for paired differences between cells and "
+                            "results (rv2dist.compare_cells, rv2dist.compare_results)")
     tests.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default: 0)")
     tests.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")
 
@@ -302,7 +305,7 @@ def _resampling(args):
     from .api import check_resampling
 
     options = {key: getattr(args, key) for key in ("tests", "correction", "permutations", "bootstrap", "seed",
-                                                   "confidence")}
+                                                   "confidence", "keep_replicates")}
     check_resampling(**options)
     return options
 

@@ -15,7 +15,7 @@ import functools
 
 from . import kernels
 from .buffers import KEPT_BUFFERS, on_worker
-from .plan import SPLIT_EVERY
+from .plan import SPLIT_EVERY, block_triples
 
 
 class TaskGraph:
@@ -91,11 +91,12 @@ def _chunk_sums(chunks, **arguments):
         return kernels.chunk_sums(arrays, buffers=slabs, **arguments)
 
 
-def feature_statistics(graph, chunks, plan, center, label="", weights=None):
+def feature_statistics(graph, chunks, plan, center, label="", weights=None, shifts=None):
     """Key of the feature route's statistics (see :func:`kernels.feature_statistics`);
-    ``weights``: per row chunk, the key of its rows' weights (a bootstrap replicate)."""
+    ``weights``: per row chunk, the key of its rows' weights (a bootstrap replicate);
+    ``shifts``: the centring shifts' keys, when other statistics already have them."""
     tag = ("-centred" if center else "") + label
-    shifts = _shifts(graph, chunks, plan.compute_dtype, center, tag)
+    shifts = shifts or _shifts(graph, chunks, plan.compute_dtype, center, tag)
     weights = weights or [None] * len(plan.row_chunks)
     column_sums = center or plan.column_sums
     blocks = [tuple(block) for block in plan.blocks]
@@ -133,16 +134,23 @@ def gram_statistics(graph, chunks, plan, center, label=""):
         graph.add(f"prepare{tag}", (c,), kernels.gram_prepare, row, means, plan.compute_dtype, sums)
         for c, row in enumerate(rows)
     ]
-    tiles = [
-        graph.add(f"tile{tag}", (i, j), kernels.gram_tile, prepared[i], prepared[j], i == j)
-        for i in range(len(rows))
-        for j in range(i, len(rows))
-    ]
+    cubes = center and plan.tests
+    tiles = {(i, j): graph.add(f"tile{tag}", (i, j), kernels.gram_tile, prepared[i], prepared[j], i == j, cubes)
+             for i in range(len(rows)) for j in range(i, len(rows))}
+    inner = ([graph.add(f"tile-inner{tag}", index, _inner, key) for index, key in tiles.items()] if cubes
+             else list(tiles.values()))
     diagonal = [graph.add(f"diagonal{tag}", (c,), _diagonal_part, p) for c, p in enumerate(prepared)]
+    cubed = graph.tree(f"cube-sum{tag}", [
+        graph.add(f"cube{tag}", (i, j, k), kernels.gram_cube, tiles[i, j], tiles[j, k], tiles[i, k], orders)
+        for i, j, k, orders in block_triples(len(rows))]) if cubes else None
     return graph.add(
         f"statistics{tag}", (), kernels.gram_statistics, summary, shifts,
-        graph.tree(f"tile-sum{tag}", tiles), graph.tree(f"diagonal-sum{tag}", diagonal), center,
+        graph.tree(f"tile-sum{tag}", inner), graph.tree(f"diagonal-sum{tag}", diagonal), center, cubed,
     )
+
+
+def _inner(tile):
+    return tile["inner"]
 
 
 def _call_by_name(func, names, *values):
@@ -206,10 +214,12 @@ def bootstrap_statistics(graph, chunks, plan, center, seed, count):
     edges = chunk_edges(plan.row_chunks)
     counts = [graph.add("counts", (c,), kernels.poisson_weights, seed, edges[c], edges[c + 1], count)
               for c in range(len(plan.row_chunks))]
+    # the shifts do not depend on the weights: one set serves every replicate
+    shifts = _shifts(graph, chunks, plan.compute_dtype, center, ("-centred" if center else "") + "-replicates")
     keys = []
     for r in range(count):
         weights = [graph.add("weights", (c, r), _column, counts[c], r) for c in range(len(counts))]
-        keys.append(feature_statistics(graph, chunks, plan, center, f"-replicate{r}", weights))
+        keys.append(feature_statistics(graph, chunks, plan, center, f"-replicate{r}", weights, shifts))
     return keys
 
 

@@ -15,6 +15,7 @@ output folder::
     correction = "holm"          # or "bh"
     permutations = 1000          # Monte Carlo permutation p-values (optional)
     bootstrap = 200              # Poisson bootstrap percentile intervals (optional)
+    keep_replicates = false      # also store each replicate (for rv2dist.compare_cells/compare_results)
     seed = 0
     confidence = 0.95
 
@@ -65,15 +66,15 @@ from .significance import MARK_LEVEL
 
 JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
              "plots": bool, "align_obs": bool, "networks": dict, "compare": list, "tests": bool, "correction": str,
-             "permutations": int, "bootstrap": int, "seed": int, "confidence": float}
+             "permutations": int, "bootstrap": int, "seed": int, "confidence": float, "keep_replicates": bool}
 JOB_TYPE_NAMES = {"name": "a string", "out": "a folder path in quotes", "metrics": "a list of metric names",
                   "center": "true or false", "route": "a string", "format": "a string", "plots": "true or false",
                   "align_obs": "true or false", "networks": "a [networks] table", "compare": "[[compare]] tables",
                   "tests": "true or false", "correction": "a string", "permutations": "a positive integer",
                   "bootstrap": "a positive integer", "seed": "a non-negative integer",
-                  "confidence": "a number between 0 and 1, e.g. 0.95"}
+                  "confidence": "a number between 0 and 1, e.g. 0.95", "keep_replicates": "true or false"}
 # keys passed on to rv2dist.similarity as they are
-RESAMPLING_KEYS = ("tests", "correction", "permutations", "bootstrap", "seed", "confidence")
+RESAMPLING_KEYS = ("tests", "correction", "permutations", "bootstrap", "seed", "confidence", "keep_replicates")
 JOB_KEYS = set(JOB_TYPES)
 
 
@@ -169,7 +170,8 @@ def load_job(path, out=None) -> Job:
     resampling = {key: spec[key] for key in RESAMPLING_KEYS if key in spec}
     try:
         check_resampling(**{key: None for key in RESAMPLING_KEYS}
-                          | {"tests": False, "correction": "holm", "confidence": 0.95} | resampling)
+                          | {"tests": False, "correction": "holm", "confidence": 0.95, "keep_replicates": False}
+                          | resampling)
     except (TypeError, ValueError) as error:
         raise JobError(f"{path}: {error}") from None
     base = path.parent
@@ -309,13 +311,24 @@ def _write_combined(job, finished, networks):
     if not parts:
         return None
     combined = combine(parts)
-    combined.attrs.update(job=job.name, metric=",".join(job.metrics), center=int(job.center), route=job.route,
+    # the options every comparison shared (bools as ints: netCDF has no booleans)
+    combined.attrs.update({key: int(value) if isinstance(value, bool) else value
+                           for key, value in job.resampling.items()})
+    combined.attrs.update(job=job.name, metric=",".join(job.metrics), center=int(job.center),
+                          route=routes_used(finished.values(), job.route), route_requested=job.route,
                           stores=json.dumps({name: str(path) for name, path in job.networks.items()}),
                           rv2dist_version=__version__,
                           created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     path = job.out / f"{COMBINED}.{job.result_format}"
     store.write_result(combined, path)
     return path
+
+
+def routes_used(results, requested):
+    """The routes the results were computed by, joined by commas (``requested`` when
+    none is known yet)."""
+    routes = sorted({str(r.attrs["route"]) for r in results if r is not None and r.attrs.get("route")})
+    return ",".join(routes) or requested
 
 
 def label_result(result, *, store_a, store_b, network_a, network_b, metrics, extra=None):
@@ -582,7 +595,8 @@ def _write_report(job, networks, finished, plans, seconds, status):
         entry.update(name=comparison.name, plan=plans.get(comparison, ""))
         comparisons.append(entry)
     provenance = {"stores": ", ".join(f"{name} = {path}" for name, path in job.networks.items()),
-                  "metrics": ", ".join(job.metrics), "center": job.center, "route": job.route,
+                  "metrics": ", ".join(job.metrics), "center": job.center,
+                  "route": routes_used(finished.values(), job.route),
                   "results": str(job.out), "rv2dist": __version__,
                   "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     done = sum(c["status"] == "done" for c in comparisons)

@@ -779,39 +779,60 @@ def gram_prepare(chunks, means, dtype, sums=None):
     return prepared
 
 
-def gram_tile(block_i, block_j, diagonal):
+def gram_tile(block_i, block_j, diagonal, keep=False):
     """Frobenius inner products ``<G_l, G_m>`` of the off-diagonal parts of the Gram
-    tiles ``G_l = X_l[i] X_l[j]'`` of every layer, weighted 2 off the block diagonal."""
+    tiles ``G_l = X_l[i] X_l[j]'`` of every layer, weighted 2 off the block diagonal.
+    ``keep``: ``{"inner": those, "tiles": (L, b_i, b_j) float64}``, the tiles with
+    their diagonal, for :func:`gram_cube`."""
     rows_i, rows_j = block_i["rows"], block_j["rows"]
     xp = namespace(*rows_i)
     with np.errstate(over="ignore", invalid="ignore"):
-        inner = _tile_inner(rows_i, rows_j, diagonal, xp)
+        inner, tiles = _tile_inner(rows_i, rows_j, diagonal, xp, keep)
     if rows_i[0].dtype != xp.float64 and not _all_finite([inner], xp):
         # float32 tiles overflow from about 1e19: this tile again in float64
-        return gram_tile(_rows_f64(block_i), _rows_f64(block_j), diagonal)
-    return inner
+        return gram_tile(_rows_f64(block_i), _rows_f64(block_j), diagonal, keep)
+    return {"inner": inner, "tiles": tiles} if keep else inner
 
 
-def _tile_inner(rows_i, rows_j, diagonal, xp):
+def _tile_inner(rows_i, rows_j, diagonal, xp, keep):
     b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
+    factor = 1.0 if diagonal else 2.0
     if _numpy_like(xp):
         # each tile lands in its row of one float64 array, its diagonal zeroed in place:
-        # no float64 copy, mask or stacked copy per tile
+        # no float64 copy, mask or stacked copy per tile (kept tiles get it back after)
         flat = xp.empty((len(rows_i), b_i * b_j), dtype=xp.float64)
-        for row, x, y in zip(flat, rows_i, rows_j):
+        kept = xp.empty((len(rows_i), b_i), dtype=xp.float64) if diagonal and keep else None
+        for index, (row, x, y) in enumerate(zip(flat, rows_i, rows_j)):
             tile = row.reshape(b_i, b_j)
             tile[...] = x @ y.T
             if diagonal:
+                if kept is not None:
+                    kept[index] = xp.diagonal(tile)
                 xp.fill_diagonal(tile, 0.0)
-    else:
-        flat = []
-        for x, y in zip(rows_i, rows_j):
-            tile = _f64(x @ y.T)
-            if diagonal:
-                tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
-            flat.append(xp.reshape(tile, (b_i * b_j,)))
-        flat = xp.stack(flat, axis=0)
-    return (1.0 if diagonal else 2.0) * (flat @ flat.T)
+        inner = factor * (flat @ flat.T)
+        for row, values in zip(flat, kept if kept is not None else ()):
+            xp.fill_diagonal(row.reshape(b_i, b_j), values)
+        return inner, xp.reshape(flat, (len(rows_i), b_i, b_j)) if keep else None
+    flat, tiles = [], []
+    for x, y in zip(rows_i, rows_j):
+        tile = _f64(x @ y.T)
+        tiles.append(tile)
+        if diagonal:
+            tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
+        flat.append(xp.reshape(tile, (b_i * b_j,)))
+    flat = xp.stack(flat, axis=0)
+    return factor * (flat @ flat.T), xp.stack(tiles, axis=0) if keep else None
+
+
+def gram_cube(tiles_ij, tiles_jk, tiles_ik, orders):
+    """``orders * tr(G_ij G_jk G_ki)`` for every layer, from the kept tiles of
+    :func:`gram_tile` (``G_ki = G_ik'``).  The term is the same for every order of
+    ``(i, j, k)`` (the trace is invariant under cycling and transposing), so summed over
+    the row blocks ``i <= j <= k``, each times its number of distinct orders, it is
+    ``tr(A^3)`` of every layer's centred n x n Gram ``A``: the skewness of the tests,
+    without an n x n matrix."""
+    xp = namespace(tiles_ij["tiles"])
+    return orders * xp.sum((tiles_ij["tiles"] @ tiles_jk["tiles"]) * tiles_ik["tiles"], axis=(1, 2))
 
 
 def _rows_f64(block):
@@ -819,8 +840,10 @@ def _rows_f64(block):
 
 
 @_QUIET_RANGE
-def gram_statistics(summary, shifts, inner, prepared, center):
-    """Sufficient statistics from the gram route's totals (see :func:`feature_statistics`)."""
+def gram_statistics(summary, shifts, inner, prepared, center, cubed=None):
+    """Sufficient statistics from the gram route's totals (see :func:`feature_statistics`);
+    ``cubed``: the per-layer sum of :func:`gram_cube` (``tr(A^3)``), when the tests
+    want it."""
     n = summary["n"]
     rowdot = to_numpy(prepared["norm_outer"])
     trace = to_numpy(prepared["norm_sum"])
@@ -832,7 +855,6 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         ones = np.array([s @ s for s in sums]) - trace
         row_sums = {key: to_numpy(prepared[key]) for key in ("rowsum_sq", "rowsum_norm")}
     flags = layer_flags(summary, trace, center)
-    # tr(A^3) would need the n x n Gram's cube: the tests fall back to a normal approximation
     return {
         "n": n,
         "cross": to_numpy(inner) + rowdot,
@@ -840,6 +862,6 @@ def gram_statistics(summary, shifts, inner, prepared, center):
         "trace": trace,
         "ones": ones,
         **row_sums,
-        "trace_cubed": np.full(len(trace), np.nan),
+        "trace_cubed": np.full(len(trace), np.nan) if cubed is None else to_numpy(cubed).astype(np.float64),
         **_flag_arrays(flags),
     }

@@ -76,6 +76,8 @@ class Plan:
     cross_only: bool = False
     resampling: tuple = ()
     tests: bool = False
+    # of ``flops``: the tests' tr(A^3) of every layer (the skewness of their p-values)
+    cube_flops: float = 0.0
     # whether statistics of uncentred data carry the column sums behind 1'Ã1 and the row
     # sums (rv2_null, the tests need them; centred statistics always do)
     column_sums: bool = True
@@ -111,16 +113,34 @@ class Plan:
             f"  peak per task  {_bytes(self.peak_task_bytes)} of a {_bytes(self.memory_budget)} budget",
         ]
         if self.tests:
-            cubed = sum(w**3 for w in self.widths if w <= MAX_CUBED_WIDTH) if self.route == "feature" else 0
-            lines.append("  tests          exact permutation moments from the same sums, no extra pass"
-                         + (f"; skewness from tr(A^3): {_flops(2 * cubed)}" if cubed else
-                            "; normal p-values (the gram route has no tr(A^3))"))
+            lines.append("  tests          exact permutation moments from the same sums, no extra pass; "
+                         + self._skewness_line())
         for kind, count, plan in self.resampling:
             what = ("the cross products of the rows of b permuted" if kind == "permutation"
                     else "every product with Poisson(1) weights on the rows")
             lines.append(f"  {'permutations' if kind == 'permutation' else kind:<14} {count:,} x {what} ({plan.route} route):"
                          f" {_flops(count * plan.flops)} more, {count:,} x {plan.n_tasks:,} tasks")
         return "\n".join(lines)
+
+
+    def _skewness_line(self) -> str:
+        if not self.cube_flops:
+            return "normal p-values (no tr(A^3): uncentred data, or layers wider than 4,096 units)"
+        if self.route == "feature":
+            return f"skewness from tr(A^3) of each layer's own cross-product: {_flops(self.cube_flops)}"
+        tiles = sum(b_i * b_j for i, b_i in enumerate(self.row_chunks) for b_j in self.row_chunks[i:])
+        return (f"skewness from tr(A^3) over triples of Gram tiles: {_flops(self.cube_flops)}; the tiles, "
+                f"{_bytes(8 * tiles * self.n_layers)} in all, stay in worker memory until their triples are done")
+
+
+def block_triples(count):
+    """``(i, j, k, orders)`` for the row blocks ``i <= j <= k`` of ``count`` blocks, with
+    the number of distinct orders of each triple (1, 3 or 6): the terms of tr(A^3) of a
+    Gram in tiles (see :func:`rv2dist.kernels.gram_cube`)."""
+    import itertools
+
+    return [(i, j, k, len(set(itertools.permutations((i, j, k)))))
+            for i, j, k in itertools.combinations_with_replacement(range(count), 3)]
 
 
 def _flops(value: float) -> str:
@@ -236,7 +256,7 @@ def _product_flops(product: Product, n: int) -> float:
 
 
 def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, parallelism, row_chunks, device,
-                  cross_only=False):
+                  cross_only=False, tests=False):
     total_width = sum(widths_a) + sum(widths_b or ())
     # float64 sums of one product: SPLIT_EVERY + 1 of them alive in a tree reduction
     max_width = int(math.sqrt(_accumulator_limit(budget)))
@@ -274,7 +294,9 @@ def _feature_cost(n, widths_a, widths_b, itemsize, compute_itemsize, budget, par
         (SPLIT_EVERY + 1) * group_bytes * 8,
     )
     n_tasks = len(groups) * (len(chunks) + math.ceil(len(chunks) / (SPLIT_EVERY - 1)))
-    return dict(flops=flops, peak=peak, chunks=chunks, blocks=tuple(blocks_a + blocks_b),
+    # tr(C^3) of each layer's own p x p cross-product C (wider layers: too costly)
+    cubes = sum(2.0 * w**3 for w in tuple(widths_a) + tuple(widths_b or ()) if w <= MAX_CUBED_WIDTH) if tests else 0.0
+    return dict(flops=flops, cube_flops=cubes, peak=peak, chunks=chunks, blocks=tuple(blocks_a + blocks_b),
                 products=tuple(products), groups=tuple(groups), n_tasks=n_tasks, sub_rows=sub_rows)
 
 
@@ -315,12 +337,14 @@ def _group_products(products, budget):
     return groups
 
 
-def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism):
+def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism, tests=False):
     widths = tuple(widths_a) + tuple(widths_b or ())
     n_layers, total_width = len(widths), sum(widths)
 
     def peak(b):
-        return 2 * n_layers * b * b * 8 + 2 * b * total_width * itemsize + b * max(widths) * 8
+        # a tile task's float64 tiles and rows; a cube task's three tiles and a product
+        return max(2 * n_layers * b * b * 8 + 2 * b * total_width * itemsize + b * max(widths) * 8,
+                   4 * n_layers * b * b * 8 if tests else 0)
 
     target_blocks = 1
     while target_blocks * (target_blocks + 1) // 2 < 2 * parallelism:
@@ -333,24 +357,29 @@ def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism):
     chunks = _even_chunks(n, rows)
     pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
     flops = sum(chunks[i] * chunks[j] * (2.0 * total_width + 2.0 * n_layers**2) for i, j in pairs)
-    return dict(flops=flops, peak=peak(max(chunks)), chunks=chunks, blocks=(), products=(), groups=(),
-                n_tasks=2 * len(chunks) + len(pairs) * 2)
+    triples = block_triples(len(chunks)) if tests else []
+    cubes = sum(2.0 * n_layers * chunks[i] * chunks[k] * (chunks[j] + 1) for i, j, k, _ in triples)
+    return dict(flops=flops, cube_flops=cubes, peak=peak(max(chunks)), chunks=chunks, blocks=(), products=(),
+                groups=(), n_tasks=2 * len(chunks) + len(pairs) * (3 if tests else 2) + len(triples))
 
 
 def _choose_route(route, costs):
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
-    feature, gram = costs["feature"]["flops"], costs["gram"]["flops"]
+    feature, gram = (costs[r]["flops"] + costs[r]["cube_flops"] for r in ("feature", "gram"))
     if route != "auto":
         return route, "requested"
+    tests = " with the tests' tr(A^3)" if costs["feature"]["cube_flops"] or costs["gram"]["cube_flops"] else ""
     if feature <= gram:
-        return "feature", f"auto: fewer operations than gram, {_flops(feature)} against {_flops(gram)}; layers narrower than n"
-    return "gram", f"auto: fewer operations than feature, {_flops(gram)} against {_flops(feature)}; layers wider than n"
+        return "feature", (f"auto: fewer operations than gram{tests}, {_flops(feature)} against {_flops(gram)}; "
+                           "layers narrower than n")
+    return "gram", (f"auto: fewer operations than feature{tests}, {_flops(gram)} against {_flops(feature)}; "
+                    "layers wider than n")
 
 
 def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", memory_budget,
               parallelism=1, row_chunks=None, precision="auto", device="cpu", n_stat_sets=1,
-              cross_only=False) -> Plan:
+              cross_only=False, tests=False) -> Plan:
     """Plan a similarity job from shapes alone.
 
     Parameters
@@ -386,6 +415,11 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     cross_only : bool
         Only the products between ``a`` and ``b`` (the feature route skips each
         layer's own ``X'X``): what a permutation of ``b``'s rows changes.
+    tests : bool
+        The tests' p-values want the skewness, so ``tr(A^3)`` of every layer's centred
+        Gram ``A``: the feature route cubes each layer's own cross-product (``2 p^3``,
+        layers up to MAX_CUBED_WIDTH units), the gram route sums products of triples of
+        its tiles (about ``n^3 L / 3``); ``"auto"`` weighs these costs too.
 
     Raises
     ------
@@ -402,8 +436,8 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     compute = _choose_compute_dtype(dtype, precision, device)
     costs = {
         "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, 8 if compute == "float64" else 4,
-                                 memory_budget, parallelism, row_chunks, device, cross_only),
-        "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism),
+                                 memory_budget, parallelism, row_chunks, device, cross_only, tests),
+        "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, tests),
     }
     chosen, reason = _choose_route(route, costs)
     cost = costs[chosen]
@@ -420,14 +454,16 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         compute_dtype=compute,
         row_chunks=cost["chunks"],
         memory_budget=int(memory_budget),
-        flops=cost["flops"] * n_stat_sets,
+        flops=cost["flops"] * n_stat_sets + cost["cube_flops"],
         peak_task_bytes=int(cost["peak"]),
         n_tasks=cost["n_tasks"] * n_stat_sets,
-        alternative_flops={r: c["flops"] * n_stat_sets for r, c in costs.items() if r != chosen},
+        alternative_flops={r: c["flops"] * n_stat_sets + c["cube_flops"] for r, c in costs.items() if r != chosen},
         blocks=cost["blocks"],
         products=cost["products"],
         product_groups=cost["groups"],
         sub_rows=cost.get("sub_rows", SUB_ROWS),
         n_stat_sets=n_stat_sets,
         cross_only=cross_only and chosen == "feature",
+        tests=tests,
+        cube_flops=cost["cube_flops"],
     )

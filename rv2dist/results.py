@@ -133,16 +133,37 @@ def combine(parts):
 
     labelled = []
     for label, network_a, network_b, result in parts:
+        own = {key: ("comparison", [_own(result, key, unknown)]) for key, (unknown, _, _) in PER_COMPARISON.items()}
         if not hasattr(result, "data_vars"):
             result = result.to_dataset(name=result.name if result.name is not None else "value")
-        result = result.drop_vars(["network_a", "network_b"], errors="ignore")
+        result = result.drop_vars(["network_a", "network_b", *PER_COMPARISON], errors="ignore")
         labelled.append(result.expand_dims(comparison=[label]).assign_coords(
-            network_a=("comparison", [network_a or ""]), network_b=("comparison", [network_b or ""])))
+            network_a=("comparison", [network_a or ""]), network_b=("comparison", [network_b or ""]), **own))
     combined = xr.concat(labelled, dim="comparison", join="outer", combine_attrs="drop")
     for name in labelled[0].data_vars:
         combined[name].attrs = dict(labelled[0][name].attrs)
     combined["comparison"].attrs.update(long_name="comparison", description="network a against network b")
+    for key, (_, long_name, description) in PER_COMPARISON.items():
+        combined[key].attrs.update(long_name=long_name, description=description)
     return combined
+
+
+def _own(result, key, unknown):
+    """A single result's ``key``: its scalar coordinate (a comparison taken out of a
+    combined result), else its attr, else ``unknown``."""
+    if key in result.coords and result[key].ndim == 0:
+        return result[key].values.item()
+    return result.attrs.get(key, unknown)
+
+
+# what a combined result keeps of each comparison's own attrs, as a coordinate along
+# ``comparison``: (its value when a result has none, long_name, description)
+PER_COMPARISON = {
+    "route": ("", "route", "the route that computed the comparison's statistics (see rv2dist.plan)"),
+    "n_obs": (-1, "observations", "number of observations compared"),
+    "obs_digest": ("", "observation ids digest", "digest of the observation ids in the order their bootstrap "
+                   "weights were drawn (kept replicates only; empty otherwise): equal digests pair replicates"),
+}
 
 
 def open_results(source):

@@ -34,6 +34,10 @@ CORRECTIONS = ("holm", "bh")
 MIN_OBS = 4
 # corrected p-values below this are starred in heatmaps and on the dashboard page
 MARK_LEVEL = 0.05
+# the smallest p-value reported: further out the fitted law's tail leaves float64 (it
+# underflows to 0 from about 1e-308); a p-value at the floor means p <= P_FLOOR, and
+# the z-score is what tells such cells apart
+P_FLOOR = 1e-300
 
 
 def _side(stats):
@@ -140,14 +144,22 @@ def skewness(stats):
 def upper_p(z, skew):
     """Upper one-sided p-values of standardised statistics ``z``: a Pearson type III
     (shifted gamma) law of skewness ``skew`` where it is known, as FactoMineR's
-    ``coeffRV`` does, else the standard normal (NaN z stays NaN)."""
+    ``coeffRV`` does, else the standard normal (NaN z stays NaN); never below
+    :data:`P_FLOOR`."""
     from scipy.stats import norm, pearson3
 
     z = np.asarray(z, dtype=float)
     skew = np.broadcast_to(skew, z.shape)
     known = np.isfinite(skew)
     with np.errstate(invalid="ignore"):
-        return np.where(known, pearson3.sf(z, np.where(known, skew, 0.0)), norm.sf(z))
+        p = np.where(known, pearson3.sf(z, np.where(known, skew, 0.0)), norm.sf(z))
+    return np.maximum(p, P_FLOOR)  # NaN stays NaN
+
+
+def at_floor(p):
+    """Where p-values of :func:`upper_p` rest on :data:`P_FLOOR` (their true value may
+    be any smaller one); False where NaN."""
+    return np.asarray(p, dtype=float) <= P_FLOOR
 
 
 def choose_correction(correction):
@@ -255,15 +267,49 @@ def undefined_replicates(replicates, observed):
 # said in the interval's description when some replicates were undefined
 LEFT_OUT = ("; {undefined} of the {bootstrap} replicates left the metric undefined (too few weighted observations, "
             "or a layer without variance in the resample) and are left out")
+
+
+def difference_summary(replicates, confidence):
+    """Percentile interval and two-sided bootstrap p-value of a difference from its
+    paired bootstrap replicates (non-finite replicates left out).
+
+    The p-value inverts the percentile interval: twice the share of replicates on the
+    far side of 0, ``min(1, 2 (1 + min(#{d <= 0}, #{d >= 0})) / (B + 1))`` — the
+    smallest ``1 - confidence`` whose interval leaves 0 out, up to one replicate (the
+    ``+ 1`` keeps it above 0, as a Monte Carlo p-value should be).
+
+    Returns
+    -------
+    (float, float, float, int)
+        ``low``, ``high``, ``p`` and the number of replicates used (NaN when none).
+    """
+    values = np.asarray(replicates, dtype=float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return np.nan, np.nan, np.nan, 0
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    beyond = min(np.sum(values <= 0), np.sum(values >= 0))
+    return float(low), float(high), min(1.0, 2.0 * (1.0 + beyond) / (values.size + 1.0)), int(values.size)
+
+
+REPLICATES_DESCRIPTION = (
+    "the metric in each of {bootstrap} Poisson bootstrap replicates: observation i weighted by a Poisson(1) count "
+    "drawn from the seed, the number of replicates and i alone, so results of the same seed, number of replicates "
+    "and observations (in the same order) share every replicate's weights; paired differences: "
+    "rv2dist.compare_cells, rv2dist.compare_results")
+
 # long_name (completed with "of <metric>") and description of each added variable
 DESCRIPTIONS = {
     "z": ("z-score", "(value - mean) / sd, the mean and variance exact under random permutation of the "
                      "observations of one side (no permutations run)"),
     "p": ("p-value", "upper one-sided p-value: a Pearson type III law with the exact permutation mean and "
                      "variance and the large-n skewness; a normal approximation where that skewness is unknown "
-                     "(uncentred data, the gram route, layers wider than 4096 units)"),
+                     "(uncentred data, layers wider than 4096 units on the feature route); never below {floor:g}: "
+                     "a p-value of {floor:g} means p <= {floor:g}, and the z-score ranks such cells"),
     "p_corrected": ("corrected p-value", "p-value adjusted across the matrix ({correction}); for one network "
-                                         "against itself over its pairs of distinct layers, the diagonal NaN"),
+                                         "against itself over its pairs of distinct layers, the diagonal NaN; "
+                                         "p-values at the floor ({floor:g}) enter as the floor"),
     "p_permutation": ("permutation p-value", "(1 + #{{permuted >= observed}}) / ({permutations} + 1) from "
                                              "{permutations} seeded random permutations of the rows of b"),
     "low": ("lower bootstrap bound", "{confidence:g} percentile interval from {bootstrap} Poisson bootstrap "
