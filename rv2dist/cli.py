@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import metrics
+from . import metrics, significance
 from .record_verb import add_record_parser, run_record
 from .significance import MARK_LEVEL
 
@@ -297,6 +297,9 @@ def _run_compare(args):
     if f"{first}_p_corrected" in result.data_vars:
         print(f"\n{first}: p-values corrected across the matrix ({args.correction})")
         print(result[f"{first}_p_corrected"].to_pandas().to_string(float_format="{:.2g}".format))
+        if significance.at_floor(result[f"{first}_p"].values).any():
+            print(f"(p-values of {significance.P_FLOOR:g} rest on the floor: p <= {significance.P_FLOOR:g}; "
+                  f"{first}_z ranks those cells)")
     print(f"result: {args.out}")
 
 

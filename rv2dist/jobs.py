@@ -62,7 +62,7 @@ import numpy as np
 from . import metrics as metric_names
 from . import buffers, chunks, store
 from .results import COMBINED, RESULT_FORMATS
-from .significance import MARK_LEVEL
+from .significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 
 JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
              "plots": bool, "align_obs": bool, "networks": dict, "compare": list, "tests": bool, "correction": str,
@@ -573,9 +573,15 @@ def _board_entry(comparison, networks, status, result=None, metrics=None, second
         corrected = {metric: result[f"{metric}_p_corrected"].values for metric in metrics
                      if f"{metric}_p_corrected" in result.data_vars}
         if corrected:
+            # where p rests on the floor, the page shows z in place of the star
+            at_floor = {metric: floor_z(result[f"{metric}_p"].values, result[f"{metric}_z"].values)
+                        for metric in corrected}
+            at_floor = {metric: [[None if np.isnan(z) else round(float(z), 1) for z in row] for row in zs]
+                        for metric, zs in at_floor.items() if zs is not None}
             entry.update(significant={metric: (np.nan_to_num(p, nan=1.0) < MARK_LEVEL).tolist()
                                       for metric, p in corrected.items()},
-                         significance=f"* corrected p < {MARK_LEVEL:g} ({result.attrs.get('correction')})")
+                         significance=f"* corrected p < {MARK_LEVEL:g} ({result.attrs.get('correction')})"
+                         + (f"; {FLOOR_NOTE}" if at_floor else ""), floor_z=at_floor)
     if seconds is not None:
         entry["seconds"] = seconds
     return entry

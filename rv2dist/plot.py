@@ -12,7 +12,7 @@ import numpy as np
 
 from .inputs import real_number
 from .results import network_names, panels
-from .significance import MARK_LEVEL
+from .significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 
 DPI = 200
 # metrics bounded above by 1 and near 0 for unrelated layers share one scale, so that
@@ -125,7 +125,9 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     significance : float or None
         When the result holds ``<metric>_p_corrected`` (``tests=True``), mark with a
         star the cells whose corrected p-value is below this level (default 0.05);
-        None: no marks.
+        None: no marks.  A marked cell whose p-value rests on the floor (``p <=
+        1e-300``, where p-values no longer tell cells apart) shows its z-score instead
+        of the star.
 
     Returns
     -------
@@ -148,15 +150,17 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     ax.set_ylabel(f"{_plain(network_a)} (layer)" if network_a else "layer of network a")
     label = _plain(_label(metric))
     marked = _significant(result, metric, significance)
+    shown_z = _floor_z(result, metric) if marked is not None else None
     if title is None:
         title = f"{_plain(network_a)} vs {_plain(network_b)}: {label}" if network_a else label
         if marked is not None:
             title += f"\n* corrected p < {significance:g} ({_correction([result], metric)})"
+            title += f"\n{FLOOR_NOTE}" if shown_z is not None else ""
     ax.set_title(title)
     if annotate:
         _annotate(ax, image, values, annotate if isinstance(annotate, str) else ".2f")
     if marked is not None:
-        _mark(ax, image, values, marked, offset=0.3 if annotate else 0.0)
+        _mark(ax, image, values, marked, offset=0.3 if annotate else 0.0, shown_z=shown_z)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=label)
     if path is not None:
@@ -180,15 +184,26 @@ def _correction(results, metric):
     return "/".join(sorted(str(name) for name in names if name)) or "corrected"
 
 
+def _floor_z(result, metric):
+    """:func:`rv2dist.significance.floor_z` of a result's ``metric`` (None without tests)."""
+    p, z = f"{metric}_p", f"{metric}_z"
+    if not hasattr(result, "data_vars") or p not in result.data_vars or z not in result.data_vars:
+        return None
+    return floor_z(result[p].values, result[z].values)
+
+
 def _text_colour(image, value):
     red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (1, 1, 1, 1)
     return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
 
 
-def _mark(ax, image, values, marked, offset):
-    """A star in each marked cell (in its corner when the cell also holds its value)."""
+def _mark(ax, image, values, marked, offset, shown_z=None):
+    """A star in each marked cell (in its corner when the cell also holds its value);
+    its z-score instead where ``shown_z`` has one."""
     for i, j in zip(*np.nonzero(marked)):
-        ax.text(j + offset, i - offset, "*", ha="center", va="center", fontsize=8 if offset else 10,
+        z = np.nan if shown_z is None else shown_z[i, j]
+        text, size = ("*", 8 if offset else 10) if np.isnan(z) else (f"{z:.0f}", 5 if offset else 6)
+        ax.text(j + offset, i - offset, text, ha="center", va="center", fontsize=size,
                 color=_text_colour(image, values[i, j]))
 
 
@@ -251,7 +266,9 @@ def job_grid(results, comparisons=None, *, metric=None, ncols=None, titles=None,
     figure.colorbar(image, ax=axes, label=_plain(_label(metric)))
     if starred:
         correction = _correction([result for _, result in drawn], metric)
-        figure.suptitle(f"* corrected p < {level:g} ({correction})", fontsize="small")
+        floor = any(_floor_z(result, metric) is not None for _, result in drawn)
+        figure.suptitle(f"* corrected p < {level:g} ({correction})" + (f"; {FLOOR_NOTE}" if floor else ""),
+                        fontsize="small")
     if path is not None:
         _save(figure, path)
     return figure

@@ -162,6 +162,17 @@ def at_floor(p):
     return np.asarray(p, dtype=float) <= P_FLOOR
 
 
+# figures show z in place of the star where the p-value rests on the floor
+FLOOR_NOTE = f"numbers: z where p <= {P_FLOOR:g}"
+
+
+def floor_z(p, z):
+    """The z-scores of the cells whose p-value rests on the floor, NaN elsewhere; None
+    when no cell's does."""
+    floor = at_floor(p)
+    return np.where(floor, np.asarray(z, dtype=float), np.nan) if floor.any() else None
+
+
 def choose_correction(correction):
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}; choose one of {', '.join(CORRECTIONS)}")

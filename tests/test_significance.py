@@ -220,9 +220,12 @@ def test_too_few_observations_for_the_moments(rng):
     assert rv2dist.similarity({"x": x}, {"y": x}).shape == (1, 1)  # without tests, fine
 
 
+@pytest.mark.parametrize("route, budget", [("feature", 8 * 5 * 5 * 6), ("gram", 16_000)])
 @pytest.mark.parametrize("self_job", [True, False])
-def test_cubed_traces_from_split_products_match_dense(rng, self_job):
-    """tr((X_c'X_c)^3) assembled from layers split across column blocks and products."""
+def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budget):
+    """tr(A^3) of each centred layer: on the feature route tr((X_c'X_c)^3) assembled from
+    layers split across column blocks and products; on the gram route summed over the
+    triples of four row blocks (one, two and three distinct blocks each)."""
     import dask
 
     from rv2dist.graph import TaskGraph, build_statistics
@@ -231,19 +234,64 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job):
     n = 60
     layers = [rng.standard_normal((n, w)) + 2 for w in (7, 3, 5)]
     widths = [(str(i), x.shape[1]) for i, x in enumerate(layers)]
-    plan = (make_plan(n, widths, memory_budget=8 * 5 * 5 * 6) if self_job
-            else make_plan(n, widths[:1], widths[1:], memory_budget=8 * 5 * 5 * 6))
-    assert len(plan.blocks) > 2
+    plan = (make_plan(n, widths, memory_budget=budget, route=route) if self_job
+            else make_plan(n, widths[:1], widths[1:], memory_budget=budget, route=route))
+    assert len(plan.blocks) > 2 if route == "feature" else len(plan.row_chunks) == 4
     edges = np.cumsum((0,) + plan.row_chunks)
     chunks = [[x[start:stop] for start, stop in zip(edges[:-1], edges[1:])] for x in layers]
     graph = TaskGraph("cubed")
     stats = dask.get(graph.tasks, build_statistics(graph, chunks, dataclasses.replace(plan, tests=True), True))
     for x, value in zip(layers, stats["trace_cubed"]):
-        c = (x - x.mean(axis=0)).T @ (x - x.mean(axis=0))
+        c = (x - x.mean(axis=0)) @ (x - x.mean(axis=0)).T
         assert value == pytest.approx(np.trace(c @ c @ c), rel=1e-10)
-    # a job without tests skips the p^3 products: tr(A^3) stays unknown
+    # a job without tests skips the cubes: tr(A^3) stays unknown
     untested = TaskGraph("untested")
     assert np.isnan(dask.get(untested.tasks, build_statistics(untested, chunks, plan, True))["trace_cubed"]).all()
+
+
+@pytest.mark.parametrize("self_job", [False, True])
+def test_p_values_do_not_depend_on_the_route(rng, self_job):
+    """The gram route's skewness (from triples of its tiles, four row blocks here) is
+    the feature route's: the same p-values to rounding, for layers narrower and wider
+    than n, one or two networks (the gram route used to give normal p-values)."""
+    n = 60
+    x = rng.standard_normal((n, 40))
+    x[:, 0] *= 4
+    layers = {"x": x, "near": 0.3 * x[:, :1] @ np.ones((1, 90)) + rng.standard_normal((n, 90)),
+              "far": rng.standard_normal((n, 7))}
+    sides = (layers,) if self_job else ({"x": x}, {"near": layers["near"], "far": layers["far"]})
+    options = dict(metric=list(TESTED), tests=True)
+    feature = rv2dist.similarity(*sides, route="feature", **options)
+    gram = rv2dist.similarity(*sides, route="gram", memory_budget=120_000, **options)
+    assert rv2dist.plan(*sides, route="gram", memory_budget=120_000, **options).row_chunks == (15,) * 4
+    assert (feature.attrs["route"], gram.attrs["route"]) == ("feature", "gram")
+    for metric in TESTED:
+        np.testing.assert_allclose(gram[f"{metric}_p"].values, feature[f"{metric}_p"].values, rtol=1e-9)
+        assert np.nanmin(gram[f"{metric}_p"].values) < 0.01
+
+
+def test_gram_route_p_values_agree_with_permutation_p_values():
+    """The issue's case: n = 60 and two 384-unit layers, each with one dominant
+    direction, on the gram route (the planner's choice for p > n).  Against 5,000
+    permutations of the dense formulas the p-value is within 3 Monte Carlo standard
+    errors + 0.002; the normal approximation it replaces is 20 times too small."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    n = 60
+    x = rng.standard_normal((n, 384))
+    x[:, 0] *= 12
+    y = rng.standard_normal((n, 384))
+    y[:, 0] = 12 * (0.15 * x[:, 0] / 4 + rng.standard_normal(n))
+    orders = [rng.permutation(n) for _ in range(5000)]
+    result = rv2dist.similarity({"x": x}, {"y": y}, metric=["rv2", "cka"], tests=True)
+    assert result.attrs["route"] == "gram"
+    for metric in ("rv2", "cka"):
+        values = permuted_values(x, y, metric, True, orders)
+        exact = (1 + np.sum(values >= dense_metric(x, y, metric) - 1e-12)) / (len(values) + 1)
+        tolerance = 3 * np.sqrt(exact * (1 - exact) / len(values)) + 0.002
+        assert abs(float(result[f"{metric}_p"][0, 0]) - exact) <= tolerance, (metric, exact)
+        assert float(norm.sf(result[f"{metric}_z"][0, 0])) < exact / 10
 
 
 @pytest.mark.parametrize("n, p, q, strength", [
@@ -267,6 +315,50 @@ def test_p_values_agree_with_permutation_p_values(n, p, q, strength):
         slack = 0.01 if permutation_p <= 0.5 else 0.03 if n >= 100 else 0.08
         tolerance = 3 * np.sqrt(permutation_p * (1 - permutation_p) / len(values)) + slack
         assert abs(float(result[f"{metric}_p"][0, 0]) - permutation_p) <= tolerance, (metric, permutation_p)
+
+
+def test_p_values_stop_at_the_floor_and_figures_show_z(rng, tmp_path):
+    """n = 2,000: a related pair's p-value lies far below float64's range.  It is
+    reported as the floor 1e-300 (not 0), says so, and the heatmap, job grid and report
+    page show the cell's z-score in place of its star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from test_service import _chromium, _dump_dom
+
+    from rv2dist import dashboard, jobs
+    from rv2dist.plot import heatmap, job_grid
+
+    n = 2000
+    x = rng.standard_normal((n, 5))
+    layers = {"x": x, "mixed": x @ rng.standard_normal((5, 4)) + 0.5 * rng.standard_normal((n, 4)),
+              "noise": rng.standard_normal((n, 3))}
+    result = rv2dist.similarity(layers, metric=["cka", "rv2"], tests=True)
+    p, z = result["cka_p"], result["cka_z"]
+    assert float(p.sel(layer_a="x", layer_b="mixed")) == significance.P_FLOOR == p.attrs["floor"]
+    assert float(z.sel(layer_a="x", layer_b="mixed")) > 100
+    assert np.nanmin(p.values) == significance.P_FLOOR and np.nanmin(result["cka_p_corrected"].values) > 0
+    assert "a p-value of 1e-300 means p <= 1e-300" in p.attrs["description"]
+    assert float(p.sel(layer_a="x", layer_b="noise")) > 1e-3  # unrelated: untouched
+
+    ax = heatmap(result, metric="cka")
+    assert ax.get_title().endswith("* corrected p < 0.05 (holm)\nnumbers: z where p <= 1e-300")
+    shown = sorted(t.get_text() for t in ax.texts)
+    assert shown == [f"{float(z.sel(layer_a='x', layer_b='mixed')):.0f}"] * 2
+    figure = job_grid([result, result], metric="cka")
+    assert figure._suptitle.get_text() == "* corrected p < 0.05 (holm); numbers: z where p <= 1e-300"
+
+    entry = jobs._board_entry(jobs.Comparison("a", "a"), {"a": "net"}, "done", result, ["cka", "rv2"])
+    assert entry["floor_z"]["cka"][0][1] == round(float(z.sel(layer_a="x", layer_b="mixed")), 1)
+    assert entry["floor_z"]["cka"][0][2] is None and entry["significance"].endswith("z where p <= 1e-300")
+    if _chromium():
+        entry.update(name="a__a", plan="")
+        page = tmp_path / "report.html"
+        page.write_text(dashboard.page_html({"jobs": [{"id": "j", "name": "j", "status": "finished",
+                                                       "comparisons_done": 1, "comparisons_total": 1,
+                                                       "comparisons": [entry], "provenance": {}}]}))
+        dom = _dump_dom(page.as_uri(), tmp_path / "chromium")
+        assert dom.count('class="star floor"') == 2 and "z where p &lt;= 1e-300" in dom
 
 
 # --- where people look: command line, job files, heatmaps, the page ----------------------
