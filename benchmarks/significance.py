@@ -1,7 +1,7 @@
 """Significance: validation of the exact moments, p-values and bootstrap intervals, and
 their cost at the seed study's scale.
 
-    python benchmarks/significance.py validate [--permutations K] [--datasets D]
+    python benchmarks/significance.py validate [--permutations K] [--datasets D] [--only CHECK]
     python benchmarks/significance.py cost [--n-obs N] [--repeat R] [--replicates B]
 
 ``validate``
@@ -9,7 +9,11 @@ their cost at the seed study's scale.
     dense formulas, n in {20, 100, 1000}, p << n and p >> n, centred and not: each
     difference in Monte Carlo standard errors; (2) the p-values against the permutation
     p-values; (3) coverage of the 95 % Poisson-bootstrap intervals of CKA (= centred RV)
-    over D simulated data sets whose population RV is known in closed form.
+    over D simulated data sets whose population RV is known in closed form; (4) the
+    same for paired differences between two cells (two layers against one reference
+    layer) over 2 D data sets per case, with the p-values' calibration where the
+    difference is 0, and two separate jobs against one; (5) the p-values of the feature
+    and the gram route against each other.
 ``cost``
     At paper scale (23,582 observations, two 11-layer networks, float32), in one run and
     alternating: the plain job against the same job with ``tests=True`` (median of the
@@ -22,9 +26,10 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import kstest, norm
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -149,6 +154,91 @@ def validate_coverage(datasets, replicates, n=1000):
     return covered
 
 
+def _population_rv(w, noise=1.0):
+    """Population RV of centred X (identity covariance) and Y = X W + noise E."""
+    s_yy = w.T @ w + noise**2 * np.eye(w.shape[1])
+    return np.trace(w @ w.T) / np.sqrt(w.shape[0] * np.trace(s_yy @ s_yy))
+
+
+def validate_differences(datasets, replicates, n=1000, per_job=20):
+    """Two layers y1 = x W1 + E1 and y2 = x W2 + E2 against x (3 units each): the paired
+    difference of their cells.  W2 = W1 / 2: a known nonzero population difference;
+    W2 = W1: zero (y1 and y2 exchangeable).  ``per_job`` data sets share a job and its
+    seed; every job has its own."""
+    rng = np.random.default_rng(2027)
+    w1 = rng.standard_normal((3, 3)) * 0.6
+    print(f"\n(4) paired differences of two cells, {datasets} data sets of n = {n} per case, B = {replicates}")
+    for label, w2 in (("W2 = W1 / 2", w1 / 2), ("W2 = W1 (zero)", w1)):
+        truth = _population_rv(w1) - _population_rv(w2)
+        found = {"cka": [], "rv2": []}
+        start = time.perf_counter()
+        for job in range(datasets // per_job):
+            a, b = {}, {}
+            for d in range(per_job):
+                x = rng.standard_normal((n, 3))
+                b[f"x{d}"] = x
+                a[f"y1_{d}"] = x @ w1 + rng.standard_normal((n, 3))
+                a[f"y2_{d}"] = x @ w2 + rng.standard_normal((n, 3))
+            r = rv2dist.similarity(a, b, metric=list(found), bootstrap=replicates, seed=job, keep_replicates=True)
+            for metric, differences in found.items():
+                differences += [rv2dist.compare_cells(r, metric, (f"y1_{d}", f"x{d}"), (f"y2_{d}", f"x{d}"))
+                                for d in range(per_job)]
+        print(f"  {label}: population difference {truth:.4f} ({time.perf_counter() - start:.0f} s)")
+        for metric, differences in found.items():
+            covered = sum(d.low <= truth <= d.high for d in differences)
+            p = np.array([d.p for d in differences])
+            line = (f"    {metric}: 95 % interval covers it in {covered}/{len(differences)} = "
+                    f"{100 * covered / len(differences):.1f} % (goal >= 92 %); p < 0.05 in {100 * np.mean(p < 0.05):.1f} %")
+            if truth == 0:
+                line += (f", p < 0.2 in {100 * np.mean(p < 0.2):.1f} %, Kolmogorov-Smirnov against uniform "
+                         f"p = {kstest(p, 'uniform').pvalue:.2f}")
+            print(line)
+    # two jobs with the same seed and observations against one: the same replicates
+    x = rng.standard_normal((n, 3))
+    y1, y2 = x @ w1 + rng.standard_normal((n, 3)), x @ (w1 / 2) + rng.standard_normal((n, 3))
+    options = dict(metric="cka", bootstrap=replicates, seed=1, keep_replicates=True)
+    joint = rv2dist.compare_cells(rv2dist.similarity({"y1": y1, "y2": y2}, {"x": x}, **options), "cka",
+                                  ("y1", "x"), ("y2", "x"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # arrays carry no ids
+        apart = rv2dist.compare_results(rv2dist.similarity({"y1": y1}, {"x": x}, **options),
+                                        rv2dist.similarity({"y2": y2}, {"x": x}, **options), "cka", ("y1", "x"),
+                                        ("y2", "x"))
+    print(f"  one job against two: interval [{joint.low:.6f}, {joint.high:.6f}] against "
+          f"[{apart.low:.6f}, {apart.high:.6f}], p {joint.p:.4f} against {apart.p:.4f}")
+
+
+def _gram_blocks(x, y, budget, options):
+    """Row blocks of the gram route's plan within ``budget`` (infinitely many when
+    nothing fits: the planner costs both routes, and one observation must fit both)."""
+    try:
+        return len(rv2dist.plan({"x": x}, {"y": y}, route="gram", memory_budget=budget, **options).row_chunks)
+    except rv2dist.PlanError:
+        return float("inf")
+
+
+def validate_routes():
+    """The p-values of the feature and the gram route (split into several row blocks) on
+    the grid of (2): equal to rounding."""
+    print("\n(5) p-values of the gram route against the feature route (largest relative difference)")
+    worst = 0.0
+    for n, p, q in GRID:
+        rng = np.random.default_rng(n + q)
+        x, y = _pair(rng, n, p, q, 0.02)
+        options = dict(metric=list(METRICS), tests=True)
+        feature = rv2dist.similarity({"x": x}, {"y": y}, route="feature", **options)
+        # the smallest budget that splits the gram route into at most six row blocks
+        budget = next(2**k for k in range(16, 40) if _gram_blocks(x, y, 2**k, options) <= 6)
+        tiles = rv2dist.plan({"x": x}, {"y": y}, route="gram", memory_budget=budget, **options).row_chunks
+        gram = rv2dist.similarity({"x": x}, {"y": y}, route="gram", memory_budget=budget, **options)
+        differences = [abs(float(gram[f"{m}_p"][0, 0]) / float(feature[f"{m}_p"][0, 0]) - 1) for m in METRICS]
+        worst = max(worst, *differences)
+        print(f"  n={n:5d} p={p:5d} q={q:5d}  gram in {len(tiles)} row blocks  "
+              + "  ".join(f"{m} p={float(feature[f'{m}_p'][0, 0]):.3g} ({d:.1e})" for m, d in zip(METRICS, differences)))
+    print(f"  largest relative difference {worst:.1e}")
+    return worst
+
+
 def cost(n_obs, repeat, replicates):
     rng = np.random.default_rng(0)
     a, b = network(rng, n_obs), network(rng, n_obs)
@@ -188,15 +278,22 @@ def main():
     check.add_argument("--permutations", type=int, default=5000)
     check.add_argument("--datasets", type=int, default=200)
     check.add_argument("--replicates", type=int, default=200)
+    check.add_argument("--only", choices=("moments", "p-values", "coverage", "differences", "routes"),
+                       help="run one check only")
     timing = verbs.add_parser("cost")
     timing.add_argument("--n-obs", type=int, default=23582)
     timing.add_argument("--repeat", type=int, default=4)
     timing.add_argument("--replicates", type=int, default=100)
     args = parser.parse_args()
     if args.verb == "validate":
-        validate_moments(args.permutations)
-        validate_p_values(args.permutations)
-        validate_coverage(args.datasets, args.replicates)
+        checks = {"moments": lambda: validate_moments(args.permutations),
+                  "p-values": lambda: validate_p_values(args.permutations),
+                  "coverage": lambda: validate_coverage(args.datasets, args.replicates),
+                  "differences": lambda: validate_differences(2 * args.datasets, args.replicates),
+                  "routes": validate_routes}
+        for name, check in checks.items():
+            if args.only in (None, name):
+                check()
     else:
         cost(args.n_obs, args.repeat, args.replicates)
 

@@ -403,9 +403,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         ``m_z``, the z-score against the exact mean and variance of ``m`` when the rows
         of one side are randomly permuted (computed from the same sums, no
         permutations run); ``m_p``, its upper one-sided p-value (a Pearson type III
-        law with the large-n skewness; normal where that is unknown);
-        ``m_p_corrected``, adjusted across the matrix (see :mod:`rv2dist.significance`
-        and docs/statistics.md).
+        law with the large-n skewness, from ``tr(A^3)`` of every layer on either route;
+        normal where that is unknown), never below 1e-300 (a p-value of 1e-300 means
+        p <= 1e-300: the z-score ranks such cells); ``m_p_corrected``, adjusted across
+        the matrix (see :mod:`rv2dist.significance` and docs/statistics.md).
     correction : {"holm", "bh"}
         The adjustment of ``m_p_corrected``: Holm (family-wise error) or
         Benjamini-Hochberg (false discovery rate).
@@ -428,6 +429,13 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Seed of the permutations and bootstrap counts (default 0).
     confidence : float
         Level of the bootstrap intervals (default 0.95).
+    keep_replicates : bool
+        With ``bootstrap``, also add ``m_replicates``, every replicate's matrix (dims
+        ``replicate x layer_a x layer_b``), and the attr ``obs_digest`` (a digest of
+        the observation ids, when the inputs have them): the paired differences of
+        :func:`rv2dist.compare_cells` and :func:`rv2dist.compare_results` read them.
+        Two calls with the same ``seed``, ``bootstrap`` and observations in the same
+        order draw the same weights, so their replicates pair too.
     compute : bool
         ``False`` returns a :class:`dask.delayed.Delayed` that builds the result when
         computed; nothing is read or computed before that.  Its result names layers of

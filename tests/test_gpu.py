@@ -43,14 +43,17 @@ def test_gpu_matches_numpy_float64(rng, route, precision):
 
 @pytest.mark.gpu
 @needs_gpu
-def test_gpu_significance_matches_numpy_float64(rng):
-    """Tests, permutations and bootstrap replicates on CuPy arrays give numpy's values
-    (the permutations and counts depend on the seed only)."""
+@pytest.mark.parametrize("route", ["feature", "gram"])
+def test_gpu_significance_matches_numpy_float64(rng, route):
+    """Tests (the gram route's tr(A^3) from its kept tiles too), permutations and
+    bootstrap replicates on CuPy arrays give numpy's values (the permutations and
+    counts depend on the seed only)."""
     import cupy
 
     a = relu_network(rng, 600, (7, 40))
     b = relu_network(rng, 600, (30,))
-    options = dict(metric=["rv2", "cka", "cka_debiased"], tests=True, permutations=7, bootstrap=3, seed=5)
+    options = dict(metric=["rv2", "cka", "cka_debiased"], tests=True, permutations=7, bootstrap=3, seed=5,
+                   keep_replicates=True, route=route)
     want = rv2dist.similarity(a, b, device="cpu", **options)
     got = rv2dist.similarity({k: cupy.asarray(v) for k, v in a.items()}, {k: cupy.asarray(v) for k, v in b.items()},
                              **options)

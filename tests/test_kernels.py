@@ -92,8 +92,17 @@ def test_gram_kernels_agree_across_namespaces(rng):
         means = kernels.column_means(summary, shifts)
         prepared = kernels.gram_prepare(chunks, means, "float32")
         tile = kernels.gram_tile(prepared, prepared, True)
-        results.append(_host({"summary": summary, "tile": tile, "outer": prepared["norm_outer"]}))
+        # kept tiles (their diagonal back) and the one-block cube of the tests' tr(A^3)
+        kept = kernels.gram_tile(prepared, prepared, True, keep=True)
+        cube = kernels.gram_cube(kept, kept, kept, 1)
+        results.append(_host({"summary": summary, "tile": tile, "outer": prepared["norm_outer"], "kept": kept,
+                              "cube": cube}))
     _assert_same(*results)
+    np.testing.assert_array_equal(results[0]["kept"]["inner"], results[0]["tile"])
+    for chunk, tiles, cube in zip(np_chunks, results[0]["kept"]["tiles"], results[0]["cube"]):
+        centred = chunk - chunk.mean(axis=0)
+        np.testing.assert_allclose(tiles, centred @ centred.T, rtol=1e-5, atol=1e-5)
+        assert cube == pytest.approx(np.trace(np.linalg.matrix_power(centred @ centred.T, 3)), rel=1e-5)
 
 
 @pytest.mark.parametrize("center", [True, False])
