@@ -134,19 +134,36 @@ def gram_statistics(graph, chunks, plan, center, label=""):
         graph.add(f"prepare{tag}", (c,), kernels.gram_prepare, row, means, plan.compute_dtype, sums)
         for c, row in enumerate(rows)
     ]
-    cubes = center and plan.tests
+    cubes = center and plan.tests and plan.cube_group > 0
     tiles = {(i, j): graph.add(f"tile{tag}", (i, j), kernels.gram_tile, prepared[i], prepared[j], i == j, cubes)
              for i in range(len(rows)) for j in range(i, len(rows))}
     inner = ([graph.add(f"tile-inner{tag}", index, _inner, key) for index, key in tiles.items()] if cubes
              else list(tiles.values()))
     diagonal = [graph.add(f"diagonal{tag}", (c,), _diagonal_part, p) for c, p in enumerate(prepared)]
-    cubed = graph.tree(f"cube-sum{tag}", [
-        graph.add(f"cube{tag}", (i, j, k), kernels.gram_cube, tiles[i, j], tiles[j, k], tiles[i, k], orders)
-        for i, j, k, orders in block_triples(len(rows))]) if cubes else None
+    cubed = _cubes(graph, tiles, len(rows), plan.cube_group, tag) if cubes else None
     return graph.add(
         f"statistics{tag}", (), kernels.gram_statistics, summary, shifts,
         graph.tree(f"tile-sum{tag}", inner), graph.tree(f"diagonal-sum{tag}", diagonal), center, cubed,
     )
+
+
+def _cubes(graph, tiles, count, group, tag):
+    """Key of every layer's tr(A^3) from the kept upper tiles of its Gram: one task per
+    triple of blocks of ``group`` consecutive row blocks (see :func:`kernels.gram_cube`)."""
+    blocks = [range(start, min(start + group, count)) for start in range(0, count, group)]
+
+    def block(first, second):
+        # tile (i, j) of the lower half is tile (j, i) transposed
+        return ([[tiles[min(i, j), max(i, j)] for j in blocks[second]] for i in blocks[first]],
+                [[i > j for j in blocks[second]] for i in blocks[first]])
+
+    parts = []
+    for i, j, k, orders in block_triples(len(blocks)):
+        (first, flips_1), (second, flips_2), (third, flips_3) = block(i, j), block(j, k), block(i, k)
+        parts.append(graph.add_bound(f"cube{tag}", (i, j, k), kernels.gram_cube,
+                                     dict(flips=(flips_1, flips_2, flips_3), orders=orders),
+                                     first=first, second=second, third=third))
+    return graph.tree(f"cube-sum{tag}", parts)
 
 
 def _inner(tile):

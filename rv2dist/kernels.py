@@ -824,15 +824,33 @@ def _tile_inner(rows_i, rows_j, diagonal, xp, keep):
     return factor * (flat @ flat.T), xp.stack(tiles, axis=0) if keep else None
 
 
-def gram_cube(tiles_ij, tiles_jk, tiles_ik, orders):
-    """``orders * tr(G_ij G_jk G_ki)`` for every layer, from the kept tiles of
-    :func:`gram_tile` (``G_ki = G_ik'``).  The term is the same for every order of
-    ``(i, j, k)`` (the trace is invariant under cycling and transposing), so summed over
-    the row blocks ``i <= j <= k``, each times its number of distinct orders, it is
-    ``tr(A^3)`` of every layer's centred n x n Gram ``A``: the skewness of the tests,
-    without an n x n matrix."""
-    xp = namespace(tiles_ij["tiles"])
-    return orders * xp.sum((tiles_ij["tiles"] @ tiles_jk["tiles"]) * tiles_ik["tiles"], axis=(1, 2))
+def gram_cube(first, second, third, flips, orders):
+    """``orders * tr(G_IJ G_JK G_KI)`` for every layer: blocks ``I <= J <= K`` of the
+    centred n x n Gram, each given as rows of kept tiles of :func:`gram_tile` (``flips``
+    marks those of the lower half, kept transposed; ``G_KI = G_IK'``).  The term is the
+    same for every order of ``(I, J, K)`` (the trace is invariant under cycling and
+    transposing), so summed over the triples ``I <= J <= K``, each times its number of
+    distinct orders, it is ``tr(A^3)`` of every layer's Gram ``A``: the skewness of the
+    tests, without an n x n matrix."""
+    g_ij, g_jk, g_ik = (_gram_block(tiles, flipped) for tiles, flipped in zip((first, second, third), flips))
+    xp = namespace(g_ij)
+    return orders * xp.sum((g_ij @ g_jk) * g_ik, axis=(1, 2))
+
+
+def _gram_block(tiles, flipped):
+    """``(L, rows, columns)`` block of every layer's Gram from rows of kept tiles, those
+    marked ``flipped`` transposed."""
+    parts = [[_swap_last(t["tiles"]) if flip else t["tiles"] for t, flip in zip(row, flips)]
+             for row, flips in zip(tiles, flipped)]
+    if len(parts) == 1 and len(parts[0]) == 1:
+        return parts[0][0]
+    xp = namespace(parts[0][0])
+    return _concat(xp, [_concat(xp, row, axis=2) for row in parts], axis=1)
+
+
+def _swap_last(x):
+    """``x`` with its last two axes swapped (``.mT`` of the array API, or CuPy's swapaxes)."""
+    return x.mT if hasattr(x, "mT") else x.swapaxes(-1, -2)
 
 
 def _rows_f64(block):

@@ -78,6 +78,8 @@ class Plan:
     tests: bool = False
     # of ``flops``: the tests' tr(A^3) of every layer (the skewness of their p-values)
     cube_flops: float = 0.0
+    # gram route: row blocks per block of its pass over triples for tr(A^3) (0: no pass)
+    cube_group: int = 0
     # whether statistics of uncentred data carry the column sums behind 1'Ã1 and the row
     # sums (rv2_null, the tests need them; centred statistics always do)
     column_sums: bool = True
@@ -124,13 +126,15 @@ class Plan:
 
 
     def _skewness_line(self) -> str:
-        if not self.cube_flops:
-            return "normal p-values (no tr(A^3): uncentred data, or layers wider than 4,096 units)"
-        if self.route == "feature":
+        if self.route == "feature" and self.cube_flops:
             return f"skewness from tr(A^3) of each layer's own cross-product: {_flops(self.cube_flops)}"
-        tiles = sum(b_i * b_j for i, b_i in enumerate(self.row_chunks) for b_j in self.row_chunks[i:])
-        return (f"skewness from tr(A^3) over triples of Gram tiles: {_flops(self.cube_flops)}; the tiles, "
-                f"{_bytes(8 * tiles * self.n_layers)} in all, stay in worker memory until their triples are done")
+        if self.route == "gram" and self.cube_group:
+            tiles = sum(b_i * b_j for i, b_i in enumerate(self.row_chunks) for b_j in self.row_chunks[i:])
+            return (f"skewness from tr(A^3) over triples of Gram blocks: {_flops(self.cube_flops)}; the tiles, "
+                    f"{_bytes(8 * tiles * self.n_layers)} in all, stay in worker memory until their triples are done")
+        why = ("layers wider than 4,096 units" if self.route == "feature"
+               else f"more than {MAX_CUBE_TASKS:,} triples of Gram blocks; raise the memory budget")
+        return f"normal p-values (no tr(A^3): uncentred data, or {why})"
 
 
 def block_triples(count):
@@ -342,7 +346,7 @@ def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism, tests=False
     n_layers, total_width = len(widths), sum(widths)
 
     def peak(b):
-        # a tile task's float64 tiles and rows; a cube task's three tiles and a product
+        # a tile task's float64 tiles and rows; with tests, a cube task's three tiles and a product
         return max(2 * n_layers * b * b * 8 + 2 * b * total_width * itemsize + b * max(widths) * 8,
                    4 * n_layers * b * b * 8 if tests else 0)
 
@@ -355,20 +359,49 @@ def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism, tests=False
     if peak(rows) > budget:
         raise PlanError(f"no gram tile fits the memory budget of {_bytes(budget)}")
     chunks = _even_chunks(n, rows)
-    pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
-    flops = sum(chunks[i] * chunks[j] * (2.0 * total_width + 2.0 * n_layers**2) for i, j in pairs)
-    triples = block_triples(len(chunks)) if tests else []
-    cubes = sum(2.0 * n_layers * chunks[i] * chunks[k] * (chunks[j] + 1) for i, j, k, _ in triples)
-    return dict(flops=flops, cube_flops=cubes, peak=peak(max(chunks)), chunks=chunks, blocks=(), products=(),
-                groups=(), n_tasks=2 * len(chunks) + len(pairs) * (3 if tests else 2) + len(triples))
+    # the tiles i <= j: sum of b_i b_j = (n^2 + sum b_i^2) / 2, without listing them
+    pairs = len(chunks) * (len(chunks) + 1) // 2
+    flops = (n * n + sum(b * b for b in chunks)) / 2 * (2.0 * total_width + 2.0 * n_layers**2)
+    group, cubes, cube_tasks = _cube_pass(n, rows, len(chunks), n_layers, budget) if tests else (0, 0.0, 0)
+    return dict(flops=flops, cube_flops=cubes, cube_group=group, peak=peak(max(chunks)), chunks=chunks, blocks=(),
+                products=(), groups=(), n_tasks=2 * len(chunks) + pairs * (3 if group else 2) + cube_tasks)
 
 
-def _choose_route(route, costs):
+# the most tasks of the gram route's cube pass (one per triple of its blocks); beyond, its
+# tests keep normal p-values
+MAX_CUBE_TASKS = 50_000
+
+
+def _cube_pass(n, rows, blocks, n_layers, budget):
+    """The gram route's pass over triples of Gram blocks for tr(A^3): ``(group, flops,
+    tasks)``, ``group`` row blocks of the tiles making one block of the pass (as many as
+    a task's three assembled blocks, their inputs and a product fit the budget); group
+    0 when it would take more than MAX_CUBE_TASKS tasks."""
+    group = max(1, int(math.sqrt(budget / (7 * 8 * n_layers))) // rows)
+    count = -(-blocks // group)
+    tasks = count * (count + 1) * (count + 2) // 6
+    if tasks > MAX_CUBE_TASKS:
+        return 0, 0.0, 0
+    side = n / count
+    return group, tasks * 2.0 * n_layers * side * side * (side + 1), tasks
+
+
+def _choose_route(route, costs, failures):
+    """The route and why; ``failures`` holds the PlanError of a route that does not fit
+    the budget (the other one may)."""
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
-    feature, gram = (costs[r]["flops"] + costs[r]["cube_flops"] for r in ("feature", "gram"))
     if route != "auto":
+        if route in failures:
+            raise failures[route]
         return route, "requested"
+    if len(failures) == 2:
+        raise PlanError(f"neither route fits: feature: {failures['feature']}; gram: {failures['gram']}")
+    if failures:
+        (chosen,) = costs
+        (other, error), = failures.items()
+        return chosen, f"auto: the only route within the memory budget ({other}: {error})"
+    feature, gram = (costs[r]["flops"] + costs[r]["cube_flops"] for r in ("feature", "gram"))
     tests = " with the tests' tr(A^3)" if costs["feature"]["cube_flops"] or costs["gram"]["cube_flops"] else ""
     if feature <= gram:
         return "feature", (f"auto: fewer operations than gram{tests}, {_flops(feature)} against {_flops(gram)}; "
@@ -434,12 +467,18 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
     widths_b = tuple(int(w) for _, w in layers_b) if layers_b is not None else None
     itemsize_in = 8 if dtype not in ("float32", "float16", "bfloat16") else 4
     compute = _choose_compute_dtype(dtype, precision, device)
-    costs = {
-        "feature": _feature_cost(n_obs, widths_a, widths_b, itemsize_in, 8 if compute == "float64" else 4,
-                                 memory_budget, parallelism, row_chunks, device, cross_only, tests),
-        "gram": _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, tests),
+    estimates = {
+        "feature": lambda: _feature_cost(n_obs, widths_a, widths_b, itemsize_in, 8 if compute == "float64" else 4,
+                                         memory_budget, parallelism, row_chunks, device, cross_only, tests),
+        "gram": lambda: _gram_cost(n_obs, widths_a, widths_b, itemsize_in, memory_budget, parallelism, tests),
     }
-    chosen, reason = _choose_route(route, costs)
+    costs, failures = {}, {}
+    for name, estimate in estimates.items():
+        try:
+            costs[name] = estimate()
+        except PlanError as error:
+            failures[name] = error
+    chosen, reason = _choose_route(route, costs, failures)
     cost = costs[chosen]
     logger.info("rv2dist route %s: %s", chosen, reason)
     return Plan(
@@ -466,4 +505,5 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         cross_only=cross_only and chosen == "feature",
         tests=tests,
         cube_flops=cost["cube_flops"],
+        cube_group=cost.get("cube_group", 0),
     )

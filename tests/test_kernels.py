@@ -94,7 +94,7 @@ def test_gram_kernels_agree_across_namespaces(rng):
         tile = kernels.gram_tile(prepared, prepared, True)
         # kept tiles (their diagonal back) and the one-block cube of the tests' tr(A^3)
         kept = kernels.gram_tile(prepared, prepared, True, keep=True)
-        cube = kernels.gram_cube(kept, kept, kept, 1)
+        cube = kernels.gram_cube([[kept]], [[kept]], [[kept]], ([[False]],) * 3, 1)
         results.append(_host({"summary": summary, "tile": tile, "outer": prepared["norm_outer"], "kept": kept,
                               "cube": cube}))
     _assert_same(*results)

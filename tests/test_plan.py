@@ -61,6 +61,30 @@ def test_impossible_budget_rejected_before_running():
         make_plan(1000, [("x", 10**7)], dtype="float64", route="feature", memory_budget=1000)
 
 
+def test_a_route_that_does_not_fit_leaves_the_other():
+    """24 layers of 200,000 units need more than 256 column blocks of the feature route
+    within 2 GiB; the gram route fits, requested or chosen.  With the tests, its pass
+    over triples of Gram blocks is planned in closed form (not by listing them), and
+    where it would take more than MAX_CUBE_TASKS tasks, the plan says the p-values are
+    normal."""
+    from rv2dist.plan import MAX_CUBE_TASKS
+
+    layers = [(f"l{i}", 200_000) for i in range(12)]
+    auto = make_plan(20_000, layers, layers, memory_budget=2**31, parallelism=8, tests=True)
+    assert auto.route == "gram" and "the only route within the memory budget (feature:" in auto.reason
+    assert make_plan(20_000, layers, layers, memory_budget=2**31, route="gram").route == "gram"
+    blocks = -(-len(auto.row_chunks) // auto.cube_group)
+    assert auto.cube_group > 1 and 0 < auto.cube_flops < auto.flops
+    assert 7 * 8 * 24 * (auto.cube_group * max(auto.row_chunks)) ** 2 <= 2**31  # a cube task fits the budget
+    assert blocks * (blocks + 1) * (blocks + 2) // 6 <= MAX_CUBE_TASKS
+    larger = make_plan(100_000, layers, layers, memory_budget=2**31, parallelism=8, tests=True)
+    assert larger.cube_group == 0 and "normal p-values" in repr(larger) and "50,000 triples" in repr(larger)
+    with pytest.raises(PlanError, match="256 column blocks"):
+        make_plan(20_000, layers, layers, memory_budget=2**31, route="feature")
+    with pytest.raises(PlanError, match="neither route fits: feature: .*; gram: no gram tile fits"):
+        make_plan(20_000, layers, layers, memory_budget=1000)
+
+
 def test_few_stored_chunks_are_split_for_the_workers():
     """Two stored chunks of 16,384 and 7,198 rows on two workers: split into about two
     parts per worker (16,384 rows alone would hold one worker for 70 % of the job),

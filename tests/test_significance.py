@@ -220,12 +220,15 @@ def test_too_few_observations_for_the_moments(rng):
     assert rv2dist.similarity({"x": x}, {"y": x}).shape == (1, 1)  # without tests, fine
 
 
-@pytest.mark.parametrize("route, budget", [("feature", 8 * 5 * 5 * 6), ("gram", 16_000)])
+@pytest.mark.parametrize("route, budget, group", [("feature", 8 * 5 * 5 * 6, 0), ("gram", 16_000, 1),
+                                                   ("gram", 16_000, 2), ("gram", 16_000, 3)])
 @pytest.mark.parametrize("self_job", [True, False])
-def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budget):
+def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budget, group):
     """tr(A^3) of each centred layer: on the feature route tr((X_c'X_c)^3) assembled from
     layers split across column blocks and products; on the gram route summed over the
-    triples of four row blocks (one, two and three distinct blocks each)."""
+    triples of blocks of its four row blocks (one, two and three distinct blocks each),
+    its tiles taken alone or assembled into blocks of two or three (with the lower
+    half's tiles transposed), the last block shorter."""
     import dask
 
     from rv2dist.graph import TaskGraph, build_statistics
@@ -240,7 +243,8 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budg
     edges = np.cumsum((0,) + plan.row_chunks)
     chunks = [[x[start:stop] for start, stop in zip(edges[:-1], edges[1:])] for x in layers]
     graph = TaskGraph("cubed")
-    stats = dask.get(graph.tasks, build_statistics(graph, chunks, dataclasses.replace(plan, tests=True), True))
+    tested = dataclasses.replace(plan, tests=True, cube_group=group)
+    stats = dask.get(graph.tasks, build_statistics(graph, chunks, tested, True))
     for x, value in zip(layers, stats["trace_cubed"]):
         c = (x - x.mean(axis=0)) @ (x - x.mean(axis=0)).T
         assert value == pytest.approx(np.trace(c @ c @ c), rel=1e-10)
