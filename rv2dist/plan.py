@@ -362,7 +362,8 @@ def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism, tests=False
     # the tiles i <= j: sum of b_i b_j = (n^2 + sum b_i^2) / 2, without listing them
     pairs = len(chunks) * (len(chunks) + 1) // 2
     flops = (n * n + sum(b * b for b in chunks)) / 2 * (2.0 * total_width + 2.0 * n_layers**2)
-    group, cubes, cube_tasks = _cube_pass(n, rows, len(chunks), n_layers, budget) if tests else (0, 0.0, 0)
+    group, cubes, cube_tasks = (_cube_pass(n, rows, len(chunks), n_layers, budget, parallelism) if tests
+                                else (0, 0.0, 0))
     return dict(flops=flops, cube_flops=cubes, cube_group=group, peak=peak(max(chunks)), chunks=chunks, blocks=(),
                 products=(), groups=(), n_tasks=2 * len(chunks) + pairs * (3 if group else 2) + cube_tasks)
 
@@ -372,14 +373,23 @@ def _gram_cost(n, widths_a, widths_b, itemsize, budget, parallelism, tests=False
 MAX_CUBE_TASKS = 50_000
 
 
-def _cube_pass(n, rows, blocks, n_layers, budget):
+def _triples(count):
+    return count * (count + 1) * (count + 2) // 6
+
+
+def _cube_pass(n, rows, blocks, n_layers, budget, parallelism):
     """The gram route's pass over triples of Gram blocks for tr(A^3): ``(group, flops,
-    tasks)``, ``group`` row blocks of the tiles making one block of the pass (as many as
-    a task's three assembled blocks, their inputs and a product fit the budget); group
-    0 when it would take more than MAX_CUBE_TASKS tasks."""
-    group = max(1, int(math.sqrt(budget / (7 * 8 * n_layers))) // rows)
+    tasks)``, ``group`` row blocks of the tiles making one block of the pass.  Blocks as
+    large as a task's three assembled blocks, their inputs and a product fit the budget
+    (fewer, larger tasks), while leaving about two tasks per parallel one; group 0 when
+    it would take more than MAX_CUBE_TASKS tasks."""
+    largest = max(1, int(math.sqrt(budget / (7 * 8 * n_layers))) // rows)
+    wanted = 1
+    while _triples(wanted) < 2 * parallelism and wanted < blocks:
+        wanted += 1
+    group = max(1, min(largest, blocks // wanted))
     count = -(-blocks // group)
-    tasks = count * (count + 1) * (count + 2) // 6
+    tasks = _triples(count)
     if tasks > MAX_CUBE_TASKS:
         return 0, 0.0, 0
     side = n / count

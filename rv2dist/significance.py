@@ -316,7 +316,8 @@ DESCRIPTIONS = {
                      "observations of one side (no permutations run)"),
     "p": ("p-value", "upper one-sided p-value: a Pearson type III law with the exact permutation mean and "
                      "variance and the large-n skewness; a normal approximation where that skewness is unknown "
-                     "(uncentred data, layers wider than 4096 units on the feature route); never below {floor:g}: "
+                     "(uncentred data, layers wider than 4096 units on the feature route, gram routes of over 50,000 "
+                     "block triples); never below {floor:g}: "
                      "a p-value of {floor:g} means p <= {floor:g}, and the z-score ranks such cells"),
     "p_corrected": ("corrected p-value", "p-value adjusted across the matrix ({correction}); for one network "
                                          "against itself over its pairs of distinct layers, the diagonal NaN; "
