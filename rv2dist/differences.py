@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .results import network_names
 from .significance import difference_summary
 
 __all__ = ["Difference", "UnverifiedPairingWarning", "compare_cells", "compare_results"]
@@ -44,11 +45,14 @@ class Difference:
         The ``confidence`` percentile interval of the replicates' differences.
     p : float
         Two-sided bootstrap p-value of "no difference": the percentile interval
-        inverted, ``min(1, 2 (1 + min(#{d <= 0}, #{d >= 0})) / (B + 1))``.
+        inverted, ``min(1, 2 (1 + min(#{d <= 0}, #{d >= 0})) / (B + 1))``; at least
+        ``2 / (B + 1)``, which ``str()`` shows as ``p <= 2 / (B + 1)``.
     confidence : float
     replicates : int
         Replicates whose difference is defined (all of them unless a layer had zero
         variance in some).
+    networks : ((str, str), (str, str))
+        The networks of each cell's rows and columns, where the results name them.
     """
 
     metric: str
@@ -61,10 +65,22 @@ class Difference:
     confidence: float
     replicates: int
 
+    networks: tuple = ()
+
     def __str__(self) -> str:
-        return (f"{self.metric}{self.first} - {self.metric}{self.second} = {self.estimate:.4g}, "
-                f"{self.confidence:g} interval [{self.low:.4g}, {self.high:.4g}], two-sided bootstrap "
-                f"p = {self.p:.3g} ({self.replicates} paired replicates)")
+        first, second = (_cell_text(cell, names) for cell, names in
+                         zip((self.first, self.second), self.networks or ((None, None), (None, None))))
+        # the least p-value B replicates resolve is 2 / (B + 1): say so rather than print it as a value
+        least = self.replicates and self.p <= 2.0 / (self.replicates + 1.0) * (1 + 1e-12)
+        p = f"p <= {self.p:.3g}, the least {self.replicates} replicates resolve" if least else f"p = {self.p:.3g}"
+        return (f"{self.metric}({first}) - {self.metric}({second}) = {self.estimate:.4g}, "
+                f"{self.confidence:g} interval [{self.low:.4g}, {self.high:.4g}], two-sided bootstrap {p} "
+                f"({self.replicates} paired replicates)")
+
+
+def _cell_text(cell, networks):
+    """``layer_a of A, layer_b of B`` (the network names where known)."""
+    return ", ".join(f"{layer} of {network}" if network else str(layer) for layer, network in zip(cell, networks))
 
 
 def compare_cells(result, metric, first, second, *, confidence=None) -> Difference:
@@ -148,7 +164,8 @@ def _difference(metric, one, other, confidence):
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number between 0 and 1, not {confidence!r}")
     low, high, p, used = difference_summary(replicates_1 - replicates_2, confidence)
-    return Difference(metric, cell_1, cell_2, value_1 - value_2, low, high, p, float(confidence), used)
+    return Difference(metric, tuple(cell_1), tuple(cell_2), value_1 - value_2, low, high, p, float(confidence), used,
+                      (network_names(first), network_names(second)))
 
 
 def _cell(result, metric, cell, which):

@@ -139,15 +139,6 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     values = np.asarray(matrix.values, dtype=float)
     network_a, network_b = names or network_names(result)
     low, high = default_range(metric, values)
-    if ax is None:
-        rows, cols = values.shape
-        _, ax = _new_axes(path, (1.6 + 0.45 * cols, 1.2 + 0.42 * rows))
-    image = ax.imshow(values, vmin=low if vmin is None else vmin, vmax=high if vmax is None else vmax,
-                      cmap=cmap, origin="upper")
-    ax.set_xticks(range(values.shape[1]), [_plain(v) for v in matrix["layer_b"].values], rotation=90)
-    ax.set_yticks(range(values.shape[0]), [_plain(v) for v in matrix["layer_a"].values])
-    ax.set_xlabel(f"{_plain(network_b)} (layer)" if network_b else "layer of network b")
-    ax.set_ylabel(f"{_plain(network_a)} (layer)" if network_a else "layer of network a")
     label = _plain(_label(metric))
     marked = _significant(result, metric, significance)
     shown_z = _floor_z(result, metric) if marked is not None else None
@@ -156,7 +147,22 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
         if marked is not None:
             title += f"\n* corrected p < {significance:g} ({_correction([result], metric)})"
             title += f"\n{FLOOR_NOTE}" if shown_z is not None else ""
-    ax.set_title(title)
+    title_size = None
+    if ax is None:
+        rows, cols = values.shape
+        width = 1.6 + 0.45 * cols
+        _, ax = _new_axes(path, (width, 1.2 + 0.42 * rows))
+        # a title wider than a small matrix's figure in smaller type (a character is
+        # about 0.55 of the type's size wide; the image sits right of the middle)
+        widest = max(len(line) for line in title.split("\n"))
+        title_size = min(_font_size(), 72 * 0.8 * width / (0.55 * widest))
+    image = ax.imshow(values, vmin=low if vmin is None else vmin, vmax=high if vmax is None else vmax,
+                      cmap=cmap, origin="upper")
+    ax.set_xticks(range(values.shape[1]), [_plain(v) for v in matrix["layer_b"].values], rotation=90)
+    ax.set_yticks(range(values.shape[0]), [_plain(v) for v in matrix["layer_a"].values])
+    ax.set_xlabel(f"{_plain(network_b)} (layer)" if network_b else "layer of network b")
+    ax.set_ylabel(f"{_plain(network_a)} (layer)" if network_a else "layer of network a")
+    ax.set_title(title, fontsize=title_size)
     if annotate:
         _annotate(ax, image, values, annotate if isinstance(annotate, str) else ".2f")
     if marked is not None:
@@ -166,6 +172,14 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     if path is not None:
         _save(ax.figure, path)
     return ax
+
+
+def _font_size():
+    """Matplotlib's default title size in points."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=rcParams["axes.titlesize"]).get_size_in_points()
 
 
 def _significant(result, metric, level):

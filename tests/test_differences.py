@@ -196,3 +196,6 @@ def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
                                keep_replicates=True)
     direct = rv2dist.compare_cells(joint, "cka", ("y1", "x"), ("y2", "x"))
     assert (from_job.low, from_job.high, from_job.p) == pytest.approx((direct.low, direct.high, direct.p), rel=1e-9)
+    # said with the networks' names; a p-value at the least the replicates resolve says so
+    assert str(from_job).startswith("cka(y1 of y, x of x) - cka(y2 of z, x of x) = ")
+    assert from_job.p == 2 / 51 and "p <= 0.0392, the least 50 replicates resolve" in str(from_job)
