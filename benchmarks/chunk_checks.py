@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rv2dist  # noqa: E402
 from paper_scale import network  # noqa: E402
-from rv2dist import chunks, store  # noqa: E402
+from rv2dist.io import store  # noqa: E402
+from rv2dist.io import chunks
 
 
 def read_every_chunk(paths):

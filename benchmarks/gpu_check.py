@@ -297,7 +297,7 @@ def cuda_cluster(dev, n):
     """``rv2dist --gpus``: dask-cuda's LocalCUDACluster, with an RMM pool where RMM is installed."""
     if dev.kind == "cpu":
         return "skipped in a rehearsal"
-    from rv2dist.cluster import connect
+    from rv2dist.service.cluster import connect
 
     layers = generated_layers(n)
     try:

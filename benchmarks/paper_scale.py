@@ -12,7 +12,7 @@ two consecutive calls, alternately again: on a virtual machine that hands freed 
 back to its host (this project's developer VM takes ~3 ms per MiB to touch such memory
 again, against ~0.13 ms once it is warm), the alternating protocol gives the floor's
 71 MiB output memory that rv2dist just freed; rv2dist keeps its working arrays for
-``rv2dist.keep-buffers`` seconds after a job (see rv2dist.buffers), as it does for any
+``rv2dist.keep-buffers`` seconds after a job (see rv2dist.engine.buffers), as it does for any
 loop of jobs.  Warm, both sides start alike.
 """
 

@@ -39,7 +39,7 @@ from paper_scale import floor_products, network  # noqa: E402
 from reference import dense_metric, permuted_values  # noqa: E402
 from timing import timed  # noqa: E402
 
-from rv2dist import significance  # noqa: E402
+from rv2dist.core import significance  # noqa: E402
 
 METRICS = ("rv2", "rv", "cka", "cka_debiased")
 GRID = [(20, 3, 2), (20, 300, 200), (100, 5, 3), (100, 800, 400), (1000, 6, 4), (1000, 3000, 2000)]
@@ -86,9 +86,9 @@ def validate_moments(permutations):
 def _mean_and_sd(x, y, metric, center):
     import dask
 
-    from rv2dist import metrics
-    from rv2dist.graph import TaskGraph, build_statistics
-    from rv2dist.plan import make_plan
+    from rv2dist.core import metrics
+    from rv2dist.engine.graph import TaskGraph, build_statistics
+    from rv2dist.planning.plan import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], memory_budget=2**31)
     graph = TaskGraph("validate")

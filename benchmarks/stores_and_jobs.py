@@ -157,7 +157,7 @@ def bench_f(n_obs, repeat):
 
 
 def bench_g(folder, n_obs, others):
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     rng = np.random.default_rng(3)
     names = ["standard"] + [f"net{i}" for i in range(others)]

@@ -1,27 +1,27 @@
 """rv2dist: RV2, RV and CKA similarity between network layers, on Dask, without n x n matrices."""
 
-from .api import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning, plan, rv2, similarity
-from .plan import Plan, PlanError
+from rv2dist.api import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning, plan, rv2, similarity
+from rv2dist.planning.plan import Plan, PlanError
 
 __version__ = "0.1.0"
 
-# the rest loads on first use: xarray, zarr and torch stay out of a bare import
+# the rest loads on first use: xarray, zarr, matplotlib and torch stay out of a bare import
 _LAZY = {
-    "open_activations": "store",
-    "write_activations": "store",
-    "ActivationWriter": "store",
-    "StoreError": "store",
-    "convert": "conversion",
+    "open_activations": "io.store",
+    "write_activations": "io.store",
+    "ActivationWriter": "io.store",
+    "StoreError": "io.store",
+    "convert": "io.convert",
     "record_activations": "record",
     "compare_models": "record",
     "plan_models": "record",
-    "open_results": "results",
+    "open_results": "io.results",
     "compare_cells": "differences",
     "compare_results": "differences",
-    "preprocess": "transforms",
-    "pool_units": "transforms",
-    "downsample": "transforms",
-    "release_buffers": "buffers",
+    "preprocess": "core.preprocess",
+    "pool_units": "core.preprocess",
+    "downsample": "core.preprocess",
+    "release_buffers": "engine.buffers",
 }
 
 __all__ = ["FewReplicatesWarning", "Plan", "PlanError", "UndefinedLayerWarning", "UndefinedReplicateWarning", "plan", "rv2",
@@ -29,8 +29,11 @@ __all__ = ["FewReplicatesWarning", "Plan", "PlanError", "UndefinedLayerWarning",
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "plot":
+        # rv2dist.plot.heatmap(...) after a bare import, without importing matplotlib before
+        return importlib.import_module(".plot", __name__)
     raise AttributeError(f"module 'rv2dist' has no attribute {name!r}")

@@ -11,10 +11,11 @@ import warnings
 
 import numpy as np
 
-from . import metrics, significance
-from .inputs import (as_layers, backend, check_ids, check_obs, first_repeated, is_dask, is_pair, real_number, select,
-                     split_layer_selection)
-from .plan import make_plan
+from rv2dist.core import metrics
+from rv2dist.core import significance
+from rv2dist.io.inputs import (as_layers, backend, check_ids, check_obs, first_repeated, is_dask, is_pair, real_number, select,
+                               split_layer_selection)
+from rv2dist.planning.plan import make_plan
 
 __all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning", "UndefinedReplicateWarning", "FewReplicatesWarning"]
 
@@ -330,7 +331,7 @@ def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", cli
          memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
          tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
          keep_replicates=False):
-    """The :class:`~rv2dist.plan.Plan` that :func:`similarity` would run (shapes only).
+    """The :class:`~rv2dist.planning.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
     see the route and why, the chunking, the work in FLOP and the peak bytes per task.
@@ -372,7 +373,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     layers : list of str, or (list, list), optional
         Layers to compare, in the order wanted; a pair gives a's and b's separately.
     route : {"auto", "feature", "gram"}
-        The exact route (see :func:`rv2dist.plan.make_plan`); ``"auto"`` lets the
+        The exact route (see :func:`rv2dist.planning.plan.make_plan`); ``"auto"`` lets the
         planner choose from the shapes.
     client : distributed.Client or str, optional
         Run on this cluster, or on the scheduler at this address (``"tcp://host:8786"``;
@@ -382,7 +383,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Bytes a task may use (or a size such as ``"4GB"``); default: half of worker
         memory per thread.
     precision : {"auto", "input", "float64"}
-        Dtype of the per-chunk products (see :func:`rv2dist.plan.make_plan`):
+        Dtype of the per-chunk products (see :func:`rv2dist.planning.plan.make_plan`):
         ``"auto"`` keeps float32 input in float32 on CPUs and uses float64 on GPUs.
     device : {"auto", "cpu", "gpu"}
         Where the chunk products run.  ``"gpu"`` moves each chunk to the worker's GPU
@@ -449,7 +450,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     progress : bool
         Before computing a job whose work passes 100 GFLOP (products and resampling
         together: seconds or more), print its cost in one line on stderr (see
-        :func:`rv2dist.progress.announce_cost`); ``False``, ``compute=False`` or the
+        :func:`rv2dist.service.progress.announce_cost`); ``False``, ``compute=False`` or the
         command line's ``-q``: no line.
 
     Returns
@@ -465,7 +466,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         Naming the layer or value at fault: differing observation counts, NaN or Inf,
         non-numeric dtypes, empty layers, unknown metric, route or layer.
     """
-    from .buffers import job_finished, keep_seconds
+    from rv2dist.engine.buffers import job_finished, keep_seconds
 
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence, keep_replicates)
     seconds = keep_seconds()
@@ -492,9 +493,9 @@ def _lazy_result(a, b, metric, center, layers, route, client, memory_budget, pre
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
-    from .buffers import finish_job
-    from .graph import TaskGraph, build_statistics
-    from .progress import announce_cost
+    from rv2dist.engine.buffers import finish_job
+    from rv2dist.engine.graph import TaskGraph, build_statistics
+    from rv2dist.service.progress import announce_cost
 
     names, needed, everything, job_plan, self_job, layers_a, layers_b, device, digest = _prepare(
         a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
@@ -538,7 +539,7 @@ def client_for(client):
     """``client=`` as a :class:`distributed.Client` (or None): one given, or one
     connected to a scheduler address for the block and closed after it."""
     if isinstance(client, str):
-        from .cluster import connect
+        from rv2dist.service.cluster import connect
 
         with connect(scheduler=client) as connected:
             yield connected
@@ -555,7 +556,7 @@ def client_for(client):
 def _resampled_statistics(graph, chunks, chunks_for, job_plan, needed, n_layers_a, self_job, seed):
     """Keys of the permuted and bootstrap statistics, ``{kind: [keys per statistic set]}``;
     ``chunks_for(row_chunks)`` gives the chunk lists of a sub-plan's layout."""
-    from .graph import bootstrap_statistics, permuted_statistics
+    from rv2dist.engine.graph import bootstrap_statistics, permuted_statistics
 
     resampled = {}
     for kind, count, sub_plan in job_plan.resampling:
@@ -577,8 +578,8 @@ def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=F
     many tasks of resampling refer to instead of each carrying a copy.  ``read_in_task``:
     a layer read from a store as it is comes as row ranges (:func:`chunks.row_ranges`)
     that the one task using each chunk reads itself."""
-    from .graph import to_device
-    from .chunks import row_ranges
+    from rv2dist.engine.graph import to_device
+    from rv2dist.io.chunks import row_ranges
 
     chunks = []
     for i, (_, array) in enumerate(layers):

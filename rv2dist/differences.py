@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .results import network_names
-from .significance import difference_summary
+from rv2dist.io.results import network_names
+from rv2dist.core.significance import difference_summary
 
 __all__ = ["Difference", "UnverifiedPairingWarning", "compare_cells", "compare_results"]
 

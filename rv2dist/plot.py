@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import real_number
-from .results import network_names, panels
-from .significance import FLOOR_NOTE, MARK_LEVEL, floor_z
+from rv2dist.io.inputs import real_number
+from rv2dist.io.results import network_names, panels
+from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 
 DPI = 200
 # metrics bounded above by 1 and near 0 for unrelated layers share one scale, so that
@@ -50,7 +50,7 @@ def _matrix(result, metric):
 
 
 def _one(result):
-    """The single result in ``result`` (see :func:`rv2dist.results.panels`)."""
+    """The single result in ``result`` (see :func:`rv2dist.io.results.panels`)."""
     found = panels(result)
     if len(found) != 1:
         raise ValueError(f"a heatmap draws one comparison; these results hold {len(found)} "
@@ -199,7 +199,7 @@ def _correction(results, metric):
 
 
 def _floor_z(result, metric):
-    """:func:`rv2dist.significance.floor_z` of a result's ``metric`` (None without tests)."""
+    """:func:`rv2dist.core.significance.floor_z` of a result's ``metric`` (None without tests)."""
     p, z = f"{metric}_p", f"{metric}_z"
     if not hasattr(result, "data_vars") or p not in result.data_vars or z not in result.data_vars:
         return None
@@ -239,7 +239,7 @@ def job_grid(results, comparisons=None, *, metric=None, ncols=None, titles=None,
     comparisons : list of str, optional
         Which comparisons, in order (default all): a combined result's comparison
         names, else ``"<a>__<b>"`` from the network names (see
-        :func:`rv2dist.results.panels`).
+        :func:`rv2dist.io.results.panels`).
     metric : str, optional
         The metric drawn; default rv2 when the results hold it, else their first.
     ncols : int, optional

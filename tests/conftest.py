@@ -23,7 +23,7 @@ def rng():
 def write_unchecked(path, layers, **options):
     """A store holding what the writer refuses (NaN, Inf), as another tool or an older
     rv2dist could leave one: the comparisons must refuse it too."""
-    from rv2dist import store
+    from rv2dist.io import store
 
     check = store.ActivationWriter._check_finite
     store.ActivationWriter._check_finite = lambda *args: None

@@ -10,7 +10,9 @@ import pytest
 from scipy import stats
 
 import rv2dist
-from rv2dist import cli, kernels, store
+from rv2dist import cli
+from rv2dist.core import kernels
+from rv2dist.io import store
 from rv2dist.differences import UnverifiedPairingWarning
 
 from reference import resampled_metric
@@ -164,7 +166,7 @@ def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
 
     from distributed import Client, LocalCluster
 
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     n = 200
     x, (y1, y2) = _layers(rng, n)

@@ -11,7 +11,7 @@ import xarray as xr
 
 import rv2dist
 from conftest import relu_network
-from rv2dist import kernels
+from rv2dist.core import kernels
 
 from reference import resampled_metric
 
@@ -27,7 +27,7 @@ def threads_cluster(monkeypatch):
     with a dashboard."""
     from distributed import Client
 
-    from rv2dist import cluster
+    from rv2dist.service import cluster
 
     monkeypatch.setattr(cluster, "connect", lambda **_: Client(n_workers=1, threads_per_worker=2, processes=False,
                                                                dashboard_address="127.0.0.1:0"))
@@ -52,7 +52,9 @@ def test_self_permutations_from_the_command_line_and_a_job(net, tmp_path, capsys
 
     from distributed import Client
 
-    from rv2dist import cli, jobs, store
+    from rv2dist import cli
+    from rv2dist.service import jobs
+    from rv2dist.io import store
 
     rv2dist.write_activations(tmp_path / "a.zarr", net, network="a")
     want = rv2dist.similarity(tmp_path / "a.zarr", permutations=9, seed=2)
@@ -224,7 +226,7 @@ def test_two_models_of_one_class_are_called_a_and_b(rng):
 def test_progress_lines_in_logs_are_whole():
     import io
 
-    from rv2dist.progress import ProgressBar
+    from rv2dist.service.progress import ProgressBar
 
     stream = io.StringIO()
     detail = ", ".join(f"encoder.layer.{i}__encoder.layer.{i} {10 * i}%" for i in range(6))
@@ -236,7 +238,7 @@ def test_progress_lines_in_logs_are_whole():
 
 
 def test_info_columns_align_for_long_layer_names(tmp_path):
-    from rv2dist import store
+    from rv2dist.io import store
 
     layers = {"encoder.layer.11.attention.output.dense": np.ones((10, 3)) * np.arange(10)[:, None],
               "fc": np.ones((10, 300)) * np.arange(10)[:, None]}
@@ -286,7 +288,8 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
 
     from test_service import _chromium, _dump_dom
 
-    from rv2dist import dashboard, store
+    from rv2dist.service import dashboard
+    from rv2dist.io import store
 
     if not _chromium():
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")

@@ -66,7 +66,7 @@ def test_gpu_significance_matches_numpy_float64(rng, route):
 def test_gpu_requested_without_one_is_a_clear_error(rng):
     with pytest.raises(ValueError, match="device='gpu' needs CuPy"):
         rv2dist.similarity(relu_network(rng, 20, (3,)), device="gpu")
-    from rv2dist.cluster import ClusterError, connect
+    from rv2dist.service.cluster import ClusterError, connect
 
     with pytest.raises(ClusterError, match="--gpus"):
         connect(gpus=True)
@@ -84,7 +84,7 @@ def test_cli_gpus_without_gpu_exits_2(rng, tmp_path):
 def test_gpu_plans_use_float64_products_and_one_task_per_gpu(rng):
     a = relu_network(rng, 3000, (64, 128), dtype=np.float32)
     gpu = rv2dist.plan(a, memory_budget=2**30, device="gpu") if _gpu_available() else None
-    from rv2dist.plan import make_plan
+    from rv2dist.planning.plan import make_plan
 
     plan = make_plan(3000, [("x", 64), ("y", 128)], dtype="float32", memory_budget=2**30, device="gpu")
     assert plan.compute_dtype == "float64" and len(plan.row_chunks) == 1

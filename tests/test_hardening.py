@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 import rv2dist
-from rv2dist import store
+from rv2dist.io import store
 from conftest import relu_network, write_unchecked
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
@@ -63,7 +63,7 @@ def test_overwrite_killed_midway_leaves_a_whole_store(rng, tmp_path, exchange):
             "os.replace = replace")
     _kill_during(tmp_path, "\n".join([
         "import os, numpy as np",
-        "from rv2dist import store",
+        "from rv2dist.io import store",
         f"new = dict(np.load({str(tmp_path / 'new.npz')!r}))",
         kill,
         f"store.write_activations({str(path)!r}, new, overwrite=True, chunk_bytes=7 * 8 * 100)",
@@ -306,7 +306,8 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     from distributed import Client, LocalCluster
 
-    from rv2dist import dashboard, jobs
+    from rv2dist.service import dashboard
+    from rv2dist.service import jobs
 
     layers = relu_network(rng, 300, (3, 4))
     hostile_layer = {"l0": layers["l0"], HOSTILE.format("layer"): layers["l1"]}
@@ -349,7 +350,7 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
 def test_dashboard_marks_a_vanished_client_stopped_and_counts_a_rerun_afresh():
     from distributed import Client, LocalCluster
 
-    from rv2dist import dashboard
+    from rv2dist.service import dashboard
 
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
         assert dashboard.install(client)
@@ -405,7 +406,7 @@ GOOD_NETWORKS = '[networks]\na = "a.zarr"\nb = "b.zarr"\n'
      "reference 'a' has no other network to compare against"),
 ])
 def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     path = tmp_path / "job.toml"
     path.write_text(text)
@@ -415,7 +416,7 @@ def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
 
 
 def test_a_job_file_with_a_byte_order_mark_is_read(tmp_path):
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     path = tmp_path / "job.toml"
     path.write_text("\ufeff" + GOOD_NETWORKS + '[[compare]]\nreference = "a"\n', encoding="utf-8")
@@ -431,7 +432,7 @@ def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):
 
 
 def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_path):
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     jobs_folder = tmp_path / "project"
     jobs_folder.mkdir()

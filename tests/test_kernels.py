@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rv2dist import kernels
+from rv2dist.core import kernels
 
 xps = pytest.importorskip("array_api_strict")
 
@@ -60,7 +60,7 @@ def test_feature_kernels_agree_across_namespaces(rng):
 def test_feature_statistics_agree_across_namespaces(rng, center, weighted):
     """The finalisation batches its device transfers; on a non-numpy namespace it must
     give numpy's statistics for every layer pair of a planned job."""
-    from rv2dist.plan import make_plan
+    from rv2dist.planning.plan import make_plan
 
     np_chunks = [rng.standard_normal((40, 5)) + 3, rng.standard_normal((40, 7)), rng.standard_normal((40, 2)) * 4]
     plan = make_plan(40, [("a", 5), ("b", 7)], [("c", 2)], memory_budget=8 * 5 * 6 * 6)
@@ -170,7 +170,7 @@ def test_chunk_sums_from_kept_buffers_equal_fresh_ones_and_alias_none(rng, scale
     given back, and no returned array shares memory with a kept one (the next task
     reuses those).  Returned float64 sums come back to the pool only once nothing refers
     to them, not while a view of one lives."""
-    from rv2dist.buffers import KeptBuffers
+    from rv2dist.engine.buffers import KeptBuffers
 
     x = (np.abs(rng.standard_normal((50, 5))) * scale).astype(np.float32)
     y = (rng.standard_normal((50, 4)) * scale).astype(np.float32)

@@ -10,7 +10,7 @@ import xarray as xr
 import rv2dist
 from conftest import relu_network
 from reference import dense_matrix
-from rv2dist.inputs import as_array
+from rv2dist.io.inputs import as_array
 
 torch = pytest.importorskip("torch")
 
@@ -318,7 +318,7 @@ def test_outputs_that_cannot_be_stacked_name_the_layer(tmp_path):
 
 
 def test_long_jobs_say_what_they_cost_and_plan_models_says_it_before(tmp_path, capsys, monkeypatch):
-    from rv2dist import progress
+    from rv2dist.service import progress
 
     a, b = TinyEncoder(seed=0), TinyEncoder(seed=5)
     batches = _padded_batches(n=40)  # five batches of 8: the extrapolation is exact

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rv2dist.plan import PlanError, make_plan
+from rv2dist.planning.plan import PlanError, make_plan
 
 PAPER = [(f"c{i}", w) for i, w in enumerate((64, 64, 128, 128, 256, 256, 256, 512, 512, 1024, 1024))]
 
@@ -67,7 +67,7 @@ def test_a_route_that_does_not_fit_leaves_the_other():
     over triples of Gram blocks is planned in closed form (not by listing them), and
     where it would take more than MAX_CUBE_TASKS tasks, the plan says the p-values are
     normal."""
-    from rv2dist.plan import MAX_CUBE_TASKS
+    from rv2dist.planning.plan import MAX_CUBE_TASKS
 
     layers = [(f"l{i}", 200_000) for i in range(12)]
     auto = make_plan(20_000, layers, layers, memory_budget=2**31, parallelism=8, tests=True)

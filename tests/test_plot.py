@@ -113,7 +113,7 @@ def test_names_are_text_never_mathtext(rng, tmp_path):
 
 
 def test_one_result_works_in_every_reader_and_figure(result, tmp_path):
-    from rv2dist import store
+    from rv2dist.io import store
 
     single = result.cka.assign_attrs(network_a="pretrained", network_b="random")  # as compare_models gives it
     figure, ax = plt.subplots()
@@ -179,7 +179,7 @@ def test_a_job_draws_tex_names_and_a_rerun_draws_a_missing_figure(rng, tmp_path)
 
     from distributed import Client
 
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     for name, network in (("a", "a$\\foo"), ("b", "b$")):
         # (a store's layer names hold no backslash: a path separator on Windows)
@@ -202,19 +202,21 @@ def test_a_job_draws_tex_names_and_a_rerun_draws_a_missing_figure(rng, tmp_path)
 
 def test_an_error_without_words_is_named_by_its_type(monkeypatch, capsys):
     from rv2dist import cli
+    from rv2dist.cli import app
 
     for raised, said in ((ValueError(), "ValueError"), (KeyError(""), "KeyError"),
                          (ValueError("\n  \nlayer 'x' is bad\n"), "layer 'x' is bad")):
         def fail(args, raised=raised):
             raise raised
 
-        monkeypatch.setitem(cli._VERBS, "info", fail)
+        monkeypatch.setitem(app._VERBS, "info", fail)
         assert cli.main(["info", "nowhere.zarr"]) == 2
         assert capsys.readouterr().err == f"rv2dist info: error: {said}\n"
 
 
 def test_rv2dist_plot_draws_a_results_folder_or_a_file(result, tmp_path, capsys):
-    from rv2dist import cli, store
+    from rv2dist import cli
+    from rv2dist.io import store
 
     folder = tmp_path / "results"
     folder.mkdir()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rv2dist
-from rv2dist.cli import main
+from rv2dist.cli.app import main
 
 torch = pytest.importorskip("torch")
 

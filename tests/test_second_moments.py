@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_measures as ref
-from rv2dist import rsa, second_moments as sm
+from rv2dist.core import rsa
+from rv2dist.core import second_moments as sm
 
 # (n, p, q): p < n; p and q close to n (r_x + r_y > n - 1: some ρ forced to 1)
 SHAPES = [(120, 7, 11), (40, 33, 36)]
@@ -108,8 +109,8 @@ def _statistics(x, y, center, route):
     """The engine's sufficient statistics of the pair (x, y) from one route."""
     import dask
 
-    from rv2dist.graph import TaskGraph, build_statistics
-    from rv2dist.plan import make_plan
+    from rv2dist.engine.graph import TaskGraph, build_statistics
+    from rv2dist.planning.plan import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], route=route, memory_budget=2**30)
     graph = TaskGraph("rsa")

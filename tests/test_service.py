@@ -17,7 +17,9 @@ import pytest
 
 import rv2dist
 from conftest import relu_network
-from rv2dist import chunks, jobs, store
+from rv2dist.io import chunks
+from rv2dist.service import jobs
+from rv2dist.io import store
 from test_store_cli import _run_cli
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
@@ -146,7 +148,7 @@ def test_dashboard_page_in_headless_chromium(rng, tmp_path):
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     from distributed import Client, LocalCluster
 
-    from rv2dist import dashboard
+    from rv2dist.service import dashboard
 
     _stores(tmp_path, rng, {"ref": 500, "x": 500})
     job = jobs.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}]))
@@ -337,7 +339,7 @@ def test_report_and_live_page_in_headless_chromium(rng, tmp_path):
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     from distributed import Client, LocalCluster
 
-    from rv2dist import dashboard
+    from rv2dist.service import dashboard
 
     _stores(tmp_path, rng, {"ref": 300, "x": 300})
     job = jobs.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}],

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import rv2dist
-from rv2dist import kernels, significance
+from rv2dist.core import kernels
+from rv2dist.core import significance
 
 from reference import dense_metric, permuted_values, resampled_metric
 
@@ -85,9 +86,9 @@ def _statistics(x, y, metric, center):
     """The engine's sufficient statistics of the pair (x, y)."""
     import dask
 
-    from rv2dist import metrics
-    from rv2dist.graph import TaskGraph, build_statistics
-    from rv2dist.plan import make_plan
+    from rv2dist.core import metrics
+    from rv2dist.engine.graph import TaskGraph, build_statistics
+    from rv2dist.planning.plan import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], memory_budget=2**30)
     graph = TaskGraph("reference")
@@ -231,8 +232,8 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budg
     half's tiles transposed), the last block shorter."""
     import dask
 
-    from rv2dist.graph import TaskGraph, build_statistics
-    from rv2dist.plan import make_plan
+    from rv2dist.engine.graph import TaskGraph, build_statistics
+    from rv2dist.planning.plan import make_plan
 
     n = 60
     layers = [rng.standard_normal((n, w)) + 2 for w in (7, 3, 5)]
@@ -330,7 +331,8 @@ def test_p_values_stop_at_the_floor_and_figures_show_z(rng, tmp_path):
     matplotlib.use("Agg")
     from test_service import _chromium, _dump_dom
 
-    from rv2dist import dashboard, jobs
+    from rv2dist.service import dashboard
+    from rv2dist.service import jobs
     from rv2dist.plot import heatmap, job_grid
 
     n = 2000
@@ -383,7 +385,7 @@ def test_cli_compare_with_tests_and_bootstrap_and_starred_plot(rng, tmp_path):
     matplotlib.use("Agg")
     from test_store_cli import _run_cli
 
-    from rv2dist import store
+    from rv2dist.io import store
     from rv2dist.plot import heatmap
 
     _related_stores(rng, tmp_path)
@@ -423,7 +425,7 @@ def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng,
     from distributed import Client, LocalCluster
     from test_service import _chromium, _dump_dom
 
-    from rv2dist import jobs
+    from rv2dist.service import jobs
 
     _related_stores(rng, tmp_path)
     job_file = tmp_path / "job.toml"

@@ -8,7 +8,8 @@ import pytest
 
 import rv2dist
 from conftest import relu_network, write_unchecked
-from rv2dist import cli, store
+from rv2dist import cli
+from rv2dist.io import store
 
 
 def test_store_round_trip_gives_same_matrix(rng, tmp_path):
@@ -106,7 +107,7 @@ def test_main_returns_two_on_bad_input(tmp_path, capsys):
 
 
 def test_compare_says_what_a_long_job_costs_before_it_starts(rng, tmp_path, capsys, monkeypatch):
-    from rv2dist import progress
+    from rv2dist.service import progress
 
     store.write_activations(tmp_path / "a.zarr", relu_network(rng, 200, (6, 9)))
     monkeypatch.setattr(progress, "COST_LINE_FLOP", 0)  # as if the job were long

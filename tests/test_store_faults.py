@@ -19,7 +19,10 @@ import zarr
 
 import rv2dist
 from conftest import relu_network
-from rv2dist import chunks, cli, jobs, store
+from rv2dist.io import chunks
+from rv2dist import cli
+from rv2dist.service import jobs
+from rv2dist.io import store
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
 CHUNK_1 = r"layer 'l1', chunk 1 \(rows 1,000 to 1,999\), "

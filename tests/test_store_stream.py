@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 import rv2dist
 from conftest import relu_network
 from reference import dense_matrix
-from rv2dist import chunks, store, transforms
-from rv2dist.buffers import KEPT_BUFFERS, KeptBuffers
+from rv2dist.io import chunks
+from rv2dist.io import store
+from rv2dist.core import preprocess as transforms
+from rv2dist.engine.buffers import KEPT_BUFFERS, KeptBuffers
 from test_store_cli import _run_cli
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import first_repeated
-from .pooling import MASKED_POOLS, choose_pool, pool_output
+from rv2dist.io.inputs import first_repeated
+from rv2dist.record.pooling import MASKED_POOLS, choose_pool, pool_output
 
 INPUT_KEYS = ("inputs", "input", "x")
 STORED_DTYPES = ("float16", "float32", "float64")

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hooks import Recorder, layer_names
-from .progress import ProgressBar
-from .store import DEFAULT_CHUNK_BYTES, ActivationWriter, StoreError
-from .transforms import StreamingDownsampler
+from rv2dist.record.hooks import Recorder, layer_names
+from rv2dist.service.progress import ProgressBar
+from rv2dist.io.store import DEFAULT_CHUNK_BYTES, ActivationWriter, StoreError
+from rv2dist.core.preprocess import StreamingDownsampler
 
 
 def _batches(loader, label, progress):
@@ -56,7 +56,7 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
     """Run ``model`` over ``loader`` and stream the named layers' outputs into a store.
 
     Each batch's activations are pooled and downsampled on the fly, copied to the host
-    and appended to an :class:`~rv2dist.store.ActivationWriter`, so memory stays at one
+    and appended to an :class:`~rv2dist.io.store.ActivationWriter`, so memory stays at one
     batch plus one row chunk per layer however many observations there are.  The model
     runs in eval mode without gradients; every module's own mode is restored afterwards.
 
@@ -164,7 +164,7 @@ def _pair(model_a, model_b, layers_a, layers_b, names, options):
 
 
 def _record_pair(pair, batch):
-    """Both models' :class:`~rv2dist.hooks.RecordedBatch` of one batch."""
+    """Both models' :class:`~rv2dist.record.hooks.RecordedBatch` of one batch."""
     recorded = []
     for recorder in pair.recorders:
         # one model at a time in eval mode: the same object may be both models
@@ -222,8 +222,8 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     """
     import tempfile
 
-    from .api import similarity
-    from .plan import budget_bytes
+    from rv2dist.api import similarity
+    from rv2dist.planning.plan import budget_bytes
 
     pair = _pair(model_a, model_b, layers_a, layers_b, names, dict(
         pool=pool, channel_axis=channel_axis, output=output, device=device, dtype=dtype, call=call, mask=mask))
@@ -267,7 +267,7 @@ def _default_names(model_a, model_b):
 def plan_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric="rv2", names=None, pool=True,
                 channel_axis=None, mask=None, call=None, output=None, downsample_by=1, method="stride",
                 device=None, dtype="float32", **options):
-    """The :class:`~rv2dist.plan.Plan` of the matrix :func:`compare_models` would compute
+    """The :class:`~rv2dist.planning.plan.Plan` of the matrix :func:`compare_models` would compute
     with these arguments, from one batch: ``print()`` it to see the route, the work in
     FLOP (bootstrap and permutations included) and the memory per task.
 
@@ -288,7 +288,7 @@ def plan_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric="rv
         For a loader without ``len()`` (a generator: its first batch would be lost,
         and its length is unknown), or an empty one.
     """
-    from .api import plan
+    from rv2dist.api import plan
 
     for ignored in ("memory_budget", "spill_dir", "progress"):
         options.pop(ignored, None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from rv2dist.io import store
 
 RESULT_FORMATS = ("nc", "zarr")
 COMBINED = "combined"  # a job's combined result: combined.nc or combined.zarr

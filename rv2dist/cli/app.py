@@ -12,9 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import metrics, significance
-from .record_verb import add_record_parser, run_record
-from .significance import MARK_LEVEL
+from rv2dist.core import metrics
+from rv2dist.core import significance
+from rv2dist.record.verb import add_record_parser, run_record
+from rv2dist.core.significance import MARK_LEVEL
 
 # OSError: a read-only or full output folder, a folder where a file should go (the
 # messages name the path)
@@ -33,7 +34,7 @@ def _add_cluster_options(parser):
 
 
 def _parser():
-    from . import __version__
+    from rv2dist import __version__
 
     parser = argparse.ArgumentParser(
         prog="rv2dist",
@@ -160,11 +161,11 @@ def _check_output(path, suffixes, what):
 
 def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False,
              precision="auto", memory_budget=None, resampling=None):
-    from . import store
-    from .api import plan, similarity, warn_undefined
-    from .jobs import label_result
-    from .plot import heatmap
-    from .progress import announce_cost
+    from rv2dist.io import store
+    from rv2dist.api import plan, similarity, warn_undefined
+    from rv2dist.service.jobs import label_result
+    from rv2dist.plot import heatmap
+    from rv2dist.service.progress import announce_cost
 
     options = dict(metric=list(metric), center=center, route=route, layers=layers, client=client,
                    device=_device(gpus, client), align_obs=align_obs, precision=precision,
@@ -185,10 +186,10 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
 def _compute_with_progress(lazy, client):
     """Compute on ``client`` with a bar of the job's finished tasks (counted by the
     rv2dist board on the scheduler), in bounded time if the cluster goes away."""
-    from . import dashboard
-    from .cluster import watch
-    from .progress import ProgressBar
-    from .buffers import job_finished
+    from rv2dist.service import dashboard
+    from rv2dist.service.cluster import watch
+    from rv2dist.service.progress import ProgressBar
+    from rv2dist.engine.buffers import job_finished
 
     token = dashboard.task_token(lazy.key)
     total = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
@@ -217,7 +218,7 @@ def _device(gpus, client):
 def _connect(args, links=True):
     import logging
 
-    from .cluster import EMBEDDED_LOG_LEVEL, connect, dashboard_link
+    from rv2dist.service.cluster import EMBEDDED_LOG_LEVEL, connect, dashboard_link
 
     import distributed  # noqa: F401  (its import sets its loggers' levels: set ours after)
 
@@ -231,7 +232,7 @@ def _connect(args, links=True):
         scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS")
     client = connect(scheduler=scheduler, scheduler_file=getattr(args, "scheduler_file", None),
                      gpus=getattr(args, "gpus", False), workers=getattr(args, "workers", None))
-    from . import dashboard
+    from rv2dist.service import dashboard
 
     link = dashboard_link(client) if links else None
     if link:
@@ -242,8 +243,8 @@ def _connect(args, links=True):
 
 
 def _run_demo(args):
-    from . import store
-    from .demo import related_networks
+    from rv2dist.io import store
+    from rv2dist.service.demo import related_networks
 
     if args.n_obs < 4:
         raise UsageError(f"--n-obs must be at least 4, got {args.n_obs}")
@@ -278,7 +279,7 @@ def _run_demo(args):
 
 
 def _run_compare(args):
-    from . import store
+    from rv2dist.io import store
 
     _check_output(args.out, (".nc", ".zarr"), "result")
     store.check_result_path(args.out)  # before any work: a result replaces no folder or store
@@ -305,7 +306,7 @@ def _run_compare(args):
 
 def _resampling(args):
     """The significance options of ``compare``, checked before any work."""
-    from .api import check_resampling
+    from rv2dist.api import check_resampling
 
     options = {key: getattr(args, key) for key in ("tests", "correction", "permutations", "bootstrap", "seed",
                                                    "confidence", "keep_replicates")}
@@ -314,21 +315,21 @@ def _resampling(args):
 
 
 def _run_import(args):
-    from .conversion import convert
+    from rv2dist.io.convert import convert
 
     convert(args.source, args.out, layers=args.layers, network=args.network, pool=args.pool,
             channel_axis=args.channel_axis, downsample_by=args.downsample, method=args.method,
             overwrite=args.overwrite, obs_dim=args.obs_dim)
-    from . import store
+    from rv2dist.io import store
 
     print(store.describe(args.out))
 
 
 def _run_job(args):
-    from .jobs import load_job, run_job
+    from rv2dist.service.jobs import load_job, run_job
 
     job = load_job(args.job, out=args.out)
-    from . import store
+    from rv2dist.io import store
 
     for name, path in job.networks.items():
         store.open_activations(path)
@@ -339,14 +340,14 @@ def _run_job(args):
 
 
 def _run_info(args):
-    from . import store
+    from rv2dist.io import store
 
     print(store.describe(args.store))
 
 
 def _run_plot(args):
-    from . import results
-    from .plot import heatmap, job_grid
+    from rv2dist.io import results
+    from rv2dist.plot import heatmap, job_grid
 
     _check_output(args.out, (".png", ".svg", ".pdf"), "plot")
     if not 0 <= args.significance < 1:
@@ -383,7 +384,8 @@ def _set_verbosity(args):
     cluster (kept out of the terminal by default) from that level."""
     import logging
 
-    from . import cluster, progress
+    from rv2dist.service import cluster
+    from rv2dist.service import progress
 
     progress.ENABLED = not args.quiet
     level = args.log_level or ("INFO" if args.verbose else None)
@@ -420,7 +422,7 @@ def _plain_warnings(verb):
 
 def main(argv=None) -> int:
     """Entry point of the ``rv2dist`` command."""
-    from .cluster import ClusterLostError
+    from rv2dist.service.cluster import ClusterLostError
 
     args = _parser().parse_args(argv)
     _set_verbosity(args)
@@ -452,6 +454,3 @@ def _said(error):
     text = str(message).strip()
     return text if text else type(error).__name__
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """From sufficient statistics to similarity metrics (small arrays only).
 
-A statistics mapping (see :func:`rv2dist.kernels.feature_statistics`) holds, for every
+A statistics mapping (see :func:`rv2dist.core.kernels.feature_statistics`) holds, for every
 computed pair of layers ``(l, m)`` with Grams ``A_l = X_l X_l'``:
 
 ``cross``   ``<A_l, A_m>``, ``rowdot`` ``sum_i a_i b_i`` (``a`` the squared row norms),

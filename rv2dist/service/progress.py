@@ -93,9 +93,9 @@ def _work(plan):
 
 
 def cost_line(plan) -> str:
-    """A :class:`~rv2dist.plan.Plan`'s cost in one line: its work in FLOP (resampling
+    """A :class:`~rv2dist.planning.plan.Plan`'s cost in one line: its work in FLOP (resampling
     included) and tasks."""
-    from .plan import _flops
+    from rv2dist.planning.plan import _flops
 
     parts = [f"products {_flops(plan.flops)}"] + [
         f"{count:,} {'permutations' if kind == 'permutation' else 'bootstrap replicates'} "

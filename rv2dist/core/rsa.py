@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rv2dist.metrics import _normalise
+from rv2dist.core.metrics import _normalise
 
 
 def _off_diagonal_count(stats):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from rv2dist.kernels import namespace
+from rv2dist.core.kernels import namespace
 
 # eigenvalues at or below RCOND x the largest count as zero: whitening divides each
 # direction by the square root of its eigenvalue, so an error d x lambda_max in a block

@@ -163,7 +163,7 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         ``(k,)`` non-negative weights of the rows (a bootstrap replicate's counts):
         every sum over rows becomes a weighted sum.  The slab rows are scaled by
         ``sqrt(w)``, so the products ``X' W Y`` cost no more than plain ones.
-    buffers : rv2dist.buffers.KeptBuffers, optional
+    buffers : rv2dist.engine.buffers.KeptBuffers, optional
         Where numpy slabs and per-sub-block product buffers are lent from and given back
         to before returning (kept memory, no fresh pages), and the returned float64 sums
         of several sub-blocks lent from, to come back once unreferenced; default: new
@@ -395,7 +395,7 @@ ZERO_VARIANCE = 1e-10
 
 
 # sums out of float64's range are reported by layer name once the job ends (see
-# rv2dist.metrics.scale_faults), not as numpy's warnings along the way
+# rv2dist.core.metrics.scale_faults), not as numpy's warnings along the way
 _QUIET_RANGE = np.errstate(over="ignore", invalid="ignore")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import check_id_values, first_repeated
+from rv2dist.io.inputs import check_id_values, first_repeated
 
 COMPLETE_ATTR = "rv2dist_complete"
 # per array (layers and "obs"), the CRC-32C of each row chunk as written: what the store
@@ -377,7 +377,7 @@ class ActivationWriter:
         meta[COMPLETE_ATTR] = 0
         # every write sets the attrs: xarray's append replaces them
         dataset = xr.Dataset(variables, coords={"obs": ids}, attrs=_json_attrs(meta))
-        from .chunks import checksum
+        from rv2dist.io.chunks import checksum
 
         for name, buffer in self._buffers.items():
             self._checksums.setdefault(name, []).append(checksum(buffer[:count]))
@@ -609,7 +609,7 @@ def open_activations(path):
     """
     import xarray as xr
 
-    from .chunks import checked_layers, verified_checksums
+    from rv2dist.io.chunks import checked_layers, verified_checksums
 
     path = Path(path)
     if not path.exists():
@@ -872,7 +872,7 @@ def describe(path) -> str:
         units = int(np.prod(array.shape[1:], dtype=np.int64))
         chunks = array.chunks[0] if hasattr(array, "chunks") else (n,)
         lines.append(f"           {name:<{width}} {units:<9,} {str(array.dtype):<9} {len(chunks)} x <= {max(chunks):,}")
-    from .chunks import verified_checksums
+    from rv2dist.io.chunks import verified_checksums
 
     path = Path(path)
     recorded = verified_checksums(path.absolute()) is not None
@@ -892,7 +892,7 @@ def store_fingerprint(path) -> str:
     data changes it."""
     import hashlib
 
-    from .chunks import verified_checksums
+    from rv2dist.io.chunks import verified_checksums
 
     path = Path(path)
     metadata = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}

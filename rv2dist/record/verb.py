@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .pooling import POOLS
+from rv2dist.record.pooling import POOLS
 
 EPILOG = """\
 MODEL is one of
@@ -73,7 +73,7 @@ def _check(args):
             raise ValueError(f"store {out}: folder {out.parent} does not exist")
         if out.exists() and not args.overwrite:
             raise ValueError(f"store {out} exists; --overwrite replaces it")
-    from .hooks import check_device
+    from rv2dist.record.hooks import check_device
 
     check_device(args.device)
     for option in ("max_length", "image_size", "batch_size", "downsample"):
@@ -88,9 +88,9 @@ def _field(text):
 def run_record(args):
     """The ``record`` verb: bad input is a ValueError naming the file, model or layer,
     raised before any store is written (an interrupted recording leaves none)."""
-    from . import store
-    from .record import record_activations
-    from .sources import load_inputs, load_model, parse_arguments
+    from rv2dist.io import store
+    from rv2dist.record.recording import record_activations
+    from rv2dist.record.sources import load_inputs, load_model, parse_arguments
 
     _check(args)
     try:

@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .metrics import NUMERATORS
+from rv2dist.core.metrics import NUMERATORS
 
 TESTED = tuple(NUMERATORS)
 CORRECTIONS = ("holm", "bh")
@@ -62,7 +62,7 @@ def permutation_moments(stats):
     Parameters
     ----------
     stats : dict
-        Sufficient statistics (see :func:`rv2dist.kernels.feature_statistics`).
+        Sufficient statistics (see :func:`rv2dist.core.kernels.feature_statistics`).
 
     Returns
     -------

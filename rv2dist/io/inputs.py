@@ -52,7 +52,7 @@ def as_layers(obj, side, *, names=None, obs_dim=None):
     TypeError
         For a kind that is not accepted, naming the side or layer and what is accepted.
     """
-    from . import store
+    from rv2dist.io import store
 
     if isinstance(obj, (str, os.PathLike)):
         dataset = store.open_activations(obj)

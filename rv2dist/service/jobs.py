@@ -59,10 +59,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as metric_names
-from . import buffers, chunks, store
-from .results import COMBINED, RESULT_FORMATS
-from .significance import FLOOR_NOTE, MARK_LEVEL, floor_z
+from rv2dist.core import metrics as metric_names
+from rv2dist.engine import buffers
+from rv2dist.io import chunks
+from rv2dist.io import store
+from rv2dist.io.results import COMBINED, RESULT_FORMATS
+from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 
 JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
              "plots": bool, "align_obs": bool, "networks": dict, "compare": list, "tests": bool, "correction": str,
@@ -165,7 +167,7 @@ def load_job(path, out=None) -> Job:
         # TOML's true is no count (bool is an int subclass in Python)
         if key in spec and (not isinstance(spec[key], kind) or (kind is not bool and isinstance(spec[key], bool))):
             raise JobError(f"{path}: {key} must be {JOB_TYPE_NAMES[key]}, not {spec[key]!r}")
-    from .api import check_metrics, check_resampling
+    from rv2dist.api import check_metrics, check_resampling
 
     resampling = {key: spec[key] for key in RESAMPLING_KEYS if key in spec}
     try:
@@ -303,8 +305,8 @@ def _what_changed(job, comparison, previous, now):
 def _write_combined(job, finished, networks):
     """Combine the job's current results (done before, or computed now; in memory)
     along a ``comparison`` dimension and write them as one file."""
-    from . import __version__
-    from .results import combine
+    from rv2dist import __version__
+    from rv2dist.io.results import combine
 
     parts = [(comparison.name, networks[comparison.a], networks[comparison.b], finished[comparison])
              for comparison in job.comparisons if finished.get(comparison) is not None]
@@ -333,7 +335,7 @@ def routes_used(results, requested):
 
 def label_result(result, *, store_a, store_b, network_a, network_b, metrics, extra=None):
     """Provenance attrs of a result Dataset: inputs, parameters, version and time."""
-    from . import __version__
+    from rv2dist import __version__
 
     # the names as coordinates too: files opened together (open_mfdataset) keep them apart
     result = result.assign_coords(network_a=network_a, network_b=network_b)
@@ -372,7 +374,7 @@ def _check_kept_inputs(client, datasets, kept, stream):
     checked against its checksum: a chunk rewritten other than by rv2dist's writer leaves
     the store's fingerprint (its metadata and recorded checksums) as it was, and must not
     keep a result of the old data.  Costs one read of those stores, no products."""
-    from .cluster import watch
+    from rv2dist.service.cluster import watch
 
     names = sorted({name for comparison in kept for name in (comparison.a, comparison.b)})
     checks = [task for name in names for task in chunks.chunk_checks(datasets[name])]
@@ -414,10 +416,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     JobError
         After every other comparison has finished, when some failed (naming them).
     """
-    from . import dashboard
-    from .api import plan, similarity, undefined_message
-    from .cluster import ClusterLostError, watch
-    from .progress import ProgressBar
+    from rv2dist.service import dashboard
+    from rv2dist.api import plan, similarity, undefined_message
+    from rv2dist.service.cluster import ClusterLostError, watch
+    from rv2dist.service.progress import ProgressBar
 
     stream = stream or sys.stdout
     used = sorted({c.a for c in job.comparisons} | {c.b for c in job.comparisons})
@@ -558,7 +560,7 @@ def _write(job, comparison, result, networks, digest, inputs):
 
 
 def _draw(job, comparison, result):
-    from .plot import heatmap
+    from rv2dist.plot import heatmap
 
     heatmap(result, job.plot_path(comparison))
 
@@ -591,7 +593,8 @@ def _write_report(job, networks, finished, plans, seconds, status):
     """``report.html`` in the results folder: every matrix of the job (values on hover,
     a metric selector), each comparison's plan and time, and the provenance — the
     rv2dist page with its data embedded, readable without the cluster."""
-    from . import __version__, dashboard
+    from rv2dist import __version__
+    from rv2dist.service import dashboard
 
     comparisons = []
     for comparison in job.comparisons:

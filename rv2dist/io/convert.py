@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import store
-from .transforms import preprocess
+from rv2dist.io import store
+from rv2dist.core.preprocess import preprocess
 
 
 def _is_activation_store(path: Path) -> bool:
@@ -34,10 +34,10 @@ def convert(source, out, *, layers=None, network=None, pool=False, channel_axis=
     ----------
     source : str or Path
         An ``.npz`` file, a folder of ``.npy`` files (see
-        :func:`rv2dist.store.read_numpy_layers`), an HDF5 file (``.h5``/``.hdf5``: one
+        :func:`rv2dist.io.store.read_numpy_layers`), an HDF5 file (``.h5``/``.hdf5``: one
         dataset per layer, observations first, ids in a dataset ``obs``), a NetCDF file
         (``.nc``) or zarr store written by xarray with any sample dimension (see
-        ``obs_dim``; :func:`rv2dist.store.read_labelled_layers`), or an activation store.
+        ``obs_dim``; :func:`rv2dist.io.store.read_labelled_layers`), or an activation store.
     out : str or Path
         The store to write.
     layers : list of str, optional

@@ -1,6 +1,6 @@
 """Verified reads of an activation store's chunks.
 
-:class:`~rv2dist.store.ActivationWriter` records a CRC-32C of every row chunk as written
+:class:`~rv2dist.io.store.ActivationWriter` records a CRC-32C of every row chunk as written
 (decoded values) in the store's attr ``rv2dist_checksums``.  Every read of such a store
 checks the chunk it decodes against that record before anything looks at the values, in
 the task that reads it, so a damaged chunk (cut short, garbled, rewritten by other means)
@@ -19,8 +19,8 @@ import weakref
 
 import numpy as np
 
-from .buffers import KEPT_BUFFERS
-from .store import CHECKSUMS_ATTR, StoreError
+from rv2dist.engine.buffers import KEPT_BUFFERS
+from rv2dist.io.store import CHECKSUMS_ATTR, StoreError
 
 
 def checksum(block) -> int:
@@ -176,7 +176,7 @@ _STORED_LAYERS = weakref.WeakValueDictionary()
 def row_ranges(array, row_chunks):
     """Per row chunk of ``row_chunks``, a :class:`RowRange` of ``array`` when it is a
     float layer read from a store as it is (no operation since
-    :func:`~rv2dist.store.open_activations`); None for any other array."""
+    :func:`~rv2dist.io.store.open_activations`); None for any other array."""
     layer = _STORED_LAYERS.get(getattr(array, "name", None))
     if layer is None or layer.dtype.kind != "f":
         return None
@@ -185,7 +185,7 @@ def row_ranges(array, row_chunks):
 
 
 def share_reads(dataset):
-    """Have the layers of ``dataset`` (from :func:`~rv2dist.store.open_activations`) read
+    """Have the layers of ``dataset`` (from :func:`~rv2dist.io.store.open_activations`) read
     by tasks of their own, as any dask array is, instead of by the tasks that use them:
     the graphs of several comparisons then share those reads, and each chunk is read once."""
     for name in dataset.data_vars:
@@ -194,7 +194,7 @@ def share_reads(dataset):
 
 def chunk_checks(dataset):
     """Delayed tasks that read every stored chunk of ``dataset``'s layers (from
-    :func:`~rv2dist.store.open_activations`), each verified against its checksum, and keep
+    :func:`~rv2dist.io.store.open_activations`), each verified against its checksum, and keep
     nothing: what a store holds, checked without using it (none for a store without
     checksums, whose fingerprint digests every byte)."""
     import dask
@@ -228,7 +228,7 @@ class RowRange:
 
     def read_rows(self):
         """The rows as a ``(rows, units)`` array (a read failure as :class:`_CheckedLayer`'s),
-        in an array lent by :data:`rv2dist.buffers.KEPT_BUFFERS`; :meth:`recycle` gives it back."""
+        in an array lent by :data:`rv2dist.engine.buffers.KEPT_BUFFERS`; :meth:`recycle` gives it back."""
         block = KEPT_BUFFERS.lend((self.stop - self.start,) + self.layer.shape[1:], self.layer.dtype)
         try:
             self.layer.read_into(self.start, self.stop, block)

@@ -54,7 +54,7 @@ def parse_arguments(pairs):
 
 def load_model(spec, *, weights=None, checkpoint=None, arguments=None, device="cpu"):
     """The model named by ``spec`` (see :data:`MODEL_FORMS`), on ``device``."""
-    from .hooks import require_torch
+    from rv2dist.record.hooks import require_torch
 
     torch = require_torch()
     path = Path(spec)

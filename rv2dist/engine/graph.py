@@ -1,4 +1,4 @@
-"""One dask graph for a whole job, built from a :class:`~rv2dist.plan.Plan`.
+"""One dask graph for a whole job, built from a :class:`~rv2dist.planning.plan.Plan`.
 
 Every row chunk of every layer is read once and serves every product it belongs to (a
 stored chunk with one consumer is read by that task, so no chunk moves between
@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from . import kernels
-from .buffers import KEPT_BUFFERS, on_worker
-from .plan import SPLIT_EVERY, block_triples
+from rv2dist.core import kernels
+from rv2dist.engine.buffers import KEPT_BUFFERS, on_worker
+from rv2dist.planning.plan import SPLIT_EVERY, block_triples
 
 
 class TaskGraph:
@@ -65,7 +65,7 @@ def _head(chunk, count):
 @contextlib.contextmanager
 def _reading(chunks):
     """The chunks as arrays: one given as a row range (see
-    :func:`rv2dist.chunks.row_ranges`) read here, in the task that uses it, into a buffer
+    :func:`rv2dist.io.chunks.row_ranges`) read here, in the task that uses it, into a buffer
     given back when the block ends; any other chunk as it is."""
     arrays = []
     try:

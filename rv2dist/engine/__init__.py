@@ -1,0 +1,1 @@
+"""Dask task graphs built from a Plan, their execution, and the assembly of results."""

@@ -1,0 +1,1 @@
+"""Every file rv2dist reads or writes: inputs, activation stores, results."""

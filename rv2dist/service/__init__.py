@@ -1,0 +1,1 @@
+"""Jobs, clusters, progress and the live page: what runs rv2dist for a user."""
