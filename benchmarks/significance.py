@@ -86,7 +86,7 @@ def validate_moments(permutations):
 def _mean_and_sd(x, y, metric, center):
     import dask
 
-    from rv2dist.core import metrics
+    from rv2dist.core.measures import MEASURES
     from rv2dist.engine.graph import TaskGraph, build_statistics
     from rv2dist.planning.plan import make_plan
 
@@ -94,7 +94,7 @@ def _mean_and_sd(x, y, metric, center):
     graph = TaskGraph("validate")
     edges = np.cumsum((0,) + plan.row_chunks)
     chunks = [[v[s:e] for s, e in zip(edges[:-1], edges[1:])] for v in (x, y)]
-    stats = dask.get(graph.tasks, build_statistics(graph, chunks, plan, metrics.needs_centring(metric, center)))
+    stats = dask.get(graph.tasks, build_statistics(graph, chunks, plan, MEASURES[metric].centred(center)))
     mean, variance = significance.null_moments(metric, stats)
     return mean[0, 1], np.sqrt(variance[0, 1])
 

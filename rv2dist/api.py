@@ -11,7 +11,8 @@ import warnings
 
 import numpy as np
 
-from rv2dist.core import metrics
+from rv2dist.core import statistics as stat_checks
+from rv2dist.core.measures import MEASURES, check_names
 from rv2dist.core import significance
 from rv2dist.io.inputs import (as_layers, backend, check_ids, check_obs, first_repeated, is_dask, is_pair, real_number, select,
                                split_layer_selection)
@@ -32,22 +33,6 @@ class UndefinedReplicateWarning(RuntimeWarning):
 class FewReplicatesWarning(UserWarning):
     """Too few bootstrap replicates for the interval's confidence: its ends rest on the
     most extreme replicates."""
-
-
-def check_metrics(metric):
-    """``metric`` as a list of known, distinct metric names."""
-    if not isinstance(metric, (str, list, tuple)):
-        raise TypeError(f"metric must be a metric name or a list of them, not {metric!r}")
-    names = [metric] if isinstance(metric, str) else list(metric)
-    if not names:
-        raise ValueError("no metric given")
-    for name in names:
-        if name not in metrics.METRICS:
-            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(metrics.METRICS)}")
-    repeated = first_repeated(names)
-    if repeated is not None:
-        raise ValueError(f"metric {repeated!r} is asked for more than once")
-    return names
 
 
 def _result_dtype(layers):
@@ -190,7 +175,7 @@ def check_resampling(tests, correction, permutations, bootstrap, seed, confidenc
 
 def _prepare(a, b, metric, center, layers, route, client, memory_budget, precision, device, align_obs,
              layer_names=None, obs_dim=None, resampling=Resampling()):
-    names = check_metrics(metric)
+    names = check_names(metric)
     tests, permutations, bootstrap = resampling.tests, resampling.permutations, resampling.bootstrap
     for option, value in (("center", center), ("align_obs", align_obs)):
         if not isinstance(value, (bool, np.bool_)):
@@ -211,10 +196,10 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
             layers_b = [(name, array[order]) for name, array in layers_b]
     everything = layers_a + (layers_b or [])
     n = check_obs(everything)
-    needed = sorted({metrics.needs_centring(m, center) for m in names}, reverse=True)
+    needed = sorted({MEASURES[m].centred(center) for m in names}, reverse=True)
     for name in names:
-        if n < metrics.MIN_OBS.get(name, 0):
-            raise ValueError(f"{name} needs at least {metrics.MIN_OBS[name]} observations, got {n}")
+        if n < MEASURES[name].min_obs:
+            raise ValueError(f"{name} needs at least {MEASURES[name].min_obs} observations, got {n}")
     if tests and n < significance.MIN_OBS:
         raise ValueError(f"tests need at least {significance.MIN_OBS} observations (the permutation variance "
                          f"divides by n - 3), got n = {n}")
@@ -702,7 +687,7 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         if bad:
             raise ValueError(f"{layer(bad[0])} contains NaN or Inf (or values too large to sum in float64)")
         faults = [(i, fault) for i, fault in
-                  enumerate(metrics.scale_faults(stats, job_plan.widths, job_plan.compute_dtype)) if fault]
+                  enumerate(stat_checks.scale_faults(stats, job_plan.widths, job_plan.compute_dtype)) if fault]
         if faults:
             i, fault = faults[0]
             wider = ", or pass precision='float64'" if job_plan.compute_dtype == "float32" else ""
@@ -713,13 +698,13 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
                         for i, u in enumerate(stats["undefined"]) if u})
     if job_plan.self_job:
         # (not the permuted sets: a layer against another's shuffled rows is no symmetric pair)
-        statistics = {flag: metrics.symmetrised(stats) for flag, stats in statistics.items()}
+        statistics = {flag: stat_checks.symmetrised(stats) for flag, stats in statistics.items()}
         if "bootstrap" in resampled:
-            resampled["bootstrap"] = {flag: [metrics.symmetrised(r) for r in sets]
+            resampled["bootstrap"] = {flag: [stat_checks.symmetrised(r) for r in sets]
                                       for flag, sets in resampled["bootstrap"].items()}
         if "permutation" in resampled:
             # computed as the network against a permuted copy of itself: twice its layers
-            resampled["permutation"] = {flag: [metrics.against_copy(r, job_plan.n_layers_a) for r in sets]
+            resampled["permutation"] = {flag: [stat_checks.against_copy(r, job_plan.n_layers_a) for r in sets]
                                         for flag, sets in resampled["permutation"].items()}
     la = job_plan.n_layers_a
     rows = slice(0, la)
@@ -733,12 +718,13 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
 
     variables = {}
     for name in names:
-        centred = metrics.needs_centring(name, center)
+        measure = MEASURES[name]
+        centred = measure.centred(center)
         stats = statistics[centred]
-        values = metrics.metric_matrix(name, stats)
-        variables[name] = variable(values[rows, cols], name, *metrics.DESCRIPTIONS[name], metric=name,
+        values = measure.matrix(stats)
+        variables[name] = variable(values[rows, cols], name, measure.long_name, measure.description, metric=name,
                                    center=int(centred))
-        replicates = (np.stack([metrics.metric_matrix(name, r)[rows, cols] for r in resampled["bootstrap"][centred]])
+        replicates = (np.stack([measure.matrix(r)[rows, cols] for r in resampled["bootstrap"][centred]])
                       if resampling.bootstrap else None)
         undefined_replicates = (significance.undefined_replicates(replicates, values[rows, cols])
                                 if resampling.bootstrap else 0)

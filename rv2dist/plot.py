@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from rv2dist.core.measures import MEASURES
+from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 from rv2dist.io.inputs import real_number
 from rv2dist.io.results import network_names, panels
-from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 
 DPI = 200
-# metrics bounded above by 1 and near 0 for unrelated layers share one scale, so that
-# panels compare; rv2_null (values near 1e-8) and negative values get their own
-BOUNDED = ("rv2", "rv", "cka", "cka_debiased")
-# short names on colour bars and titles (long names, from the results, on the diagonal's axis)
-LABELS = {"rv2": "RV2", "rv": "RV", "cka": "CKA", "cka_debiased": "debiased CKA"}
 
 
 def _label(metric):
-    return LABELS.get(metric, metric)
+    """A measure's short name for colour bars and titles (long names, from the
+    results, go on the diagonal's axis)."""
+    known = MEASURES.get(metric)
+    return known.label if known is not None else metric
 
 
 def _plain(text):
@@ -82,12 +81,14 @@ def _save(figure, path):
 
 
 def default_range(metric, values):
-    """The colour scale of ``metric``: [min(0, lowest), 1] for the bounded metrics,
-    the data's own range otherwise."""
+    """The colour scale of ``metric``: [min(0, lowest), 1] for measures of the unit
+    scale (bounded above by 1, near 0 for unrelated layers: panels then compare), the
+    data's own range otherwise (rv2_null, of values near 1e-8)."""
     finite = values[np.isfinite(values)]
     if not finite.size:
         return 0.0, 1.0
-    if metric in BOUNDED:
+    known = MEASURES.get(metric)
+    if known is not None and known.scale == "unit":
         return min(0.0, float(finite.min())), max(1.0, float(finite.max()))
     low, high = float(finite.min()), float(finite.max())
     return (low, high) if high > low else (low - 0.5, high + 0.5)

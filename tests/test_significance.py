@@ -86,13 +86,13 @@ def _statistics(x, y, metric, center):
     """The engine's sufficient statistics of the pair (x, y)."""
     import dask
 
-    from rv2dist.core import metrics
+    from rv2dist.core.measures import MEASURES
     from rv2dist.engine.graph import TaskGraph, build_statistics
     from rv2dist.planning.plan import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], memory_budget=2**30)
     graph = TaskGraph("reference")
-    key = build_statistics(graph, [[x], [y]], plan, metrics.needs_centring(metric, center))
+    key = build_statistics(graph, [[x], [y]], plan, MEASURES[metric].centred(center))
     return dask.get(graph.tasks, key)
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from rv2dist.core import metrics
+from rv2dist.core.measures import MEASURES
 from rv2dist.core import significance
 from rv2dist.record.verb import add_record_parser, run_record
 from rv2dist.core.significance import MARK_LEVEL
@@ -59,8 +59,8 @@ def _parser():
     compare = verbs.add_parser("compare", help="compare the layers of store A with those of B (or A itself)")
     compare.add_argument("a", help="activation store of network A")
     compare.add_argument("b", nargs="?", help="activation store of network B (default: A against itself)")
-    compare.add_argument("--metric", nargs="+", default=["rv2"], choices=metrics.METRICS, metavar="M",
-                         help=f"metrics among {', '.join(metrics.METRICS)} (default: rv2)")
+    compare.add_argument("--metric", nargs="+", default=["rv2"], choices=list(MEASURES), metavar="M",
+                         help=f"metrics among {', '.join(MEASURES)} (default: rv2)")
     compare.add_argument("--no-center", action="store_true", help="do not centre columns (hoggorm's RV2)")
     compare.add_argument("--route", default="auto", choices=("auto", "feature", "gram"),
                          help="exact route: cross-products per row chunk (feature) or off-diagonal Gram tiles "

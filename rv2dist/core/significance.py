@@ -26,9 +26,10 @@ import warnings
 
 import numpy as np
 
-from rv2dist.core.metrics import NUMERATORS
+from rv2dist.core.measures import MEASURES
 
-TESTED = tuple(NUMERATORS)
+# the measures with exact permutation moments and Monte Carlo permutation p-values
+TESTED = tuple(name for name, measure in MEASURES.items() if measure.numerator is not None)
 CORRECTIONS = ("holm", "bh")
 # the Mantel variance divides by n - 3
 MIN_OBS = 4
@@ -87,15 +88,6 @@ def permutation_moments(stats):
         }
 
 
-def _combination(name, n):
-    """``(alpha, beta)`` of the metric's numerator ``alpha T1 + beta T2 + const``."""
-    if name == "rv2":
-        return 1.0, 0.0
-    if name == "cka_debiased":
-        return 1.0, -2.0 / (n - 2.0)
-    return 1.0, 1.0
-
-
 def null_moments(name, stats):
     """Mean and variance of metric ``name`` under permutation, for every layer pair.
 
@@ -106,8 +98,9 @@ def null_moments(name, stats):
     """
     n = float(stats["n"])
     moments = permutation_moments(stats)
-    alpha, beta = _combination(name, n)
-    numerator = NUMERATORS[name](stats)
+    inner = MEASURES[name].numerator
+    alpha, beta = inner.terms(n)
+    numerator = inner.inner(stats)
     diagonal = np.diag(numerator)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.sqrt(np.outer(diagonal, diagonal))
@@ -235,7 +228,7 @@ def permutation_p(name, stats, permuted):
     """Monte Carlo p-values ``(1 + #{permuted >= observed}) / (K + 1)`` of metric
     ``name`` from the statistics of ``K`` permutations (their own-layer terms do not
     change under permutation and come from ``stats``)."""
-    numerator = NUMERATORS[name]
+    numerator = MEASURES[name].numerator.inner
     diagonal = np.diag(numerator(stats))
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.sqrt(np.outer(diagonal, diagonal))

@@ -59,7 +59,6 @@ from pathlib import Path
 
 import numpy as np
 
-from rv2dist.core import metrics as metric_names
 from rv2dist.engine import buffers
 from rv2dist.io import chunks
 from rv2dist.io import store
@@ -167,7 +166,8 @@ def load_job(path, out=None) -> Job:
         # TOML's true is no count (bool is an int subclass in Python)
         if key in spec and (not isinstance(spec[key], kind) or (kind is not bool and isinstance(spec[key], bool))):
             raise JobError(f"{path}: {key} must be {JOB_TYPE_NAMES[key]}, not {spec[key]!r}")
-    from rv2dist.api import check_metrics, check_resampling
+    from rv2dist.api import check_resampling
+    from rv2dist.core.measures import MEASURES, check_names
 
     resampling = {key: spec[key] for key in RESAMPLING_KEYS if key in spec}
     try:
@@ -187,9 +187,9 @@ def load_job(path, out=None) -> Job:
     comparisons = _comparisons(path, spec.get("compare"), list(networks))
     metrics = spec.get("metrics", ["rv2"])
     if isinstance(metrics, list) and not metrics:
-        raise JobError(f"{path}: metrics is empty; name at least one of {', '.join(metric_names.METRICS)}")
+        raise JobError(f"{path}: metrics is empty; name at least one of {', '.join(MEASURES)}")
     try:
-        metrics = check_metrics(metrics)
+        metrics = check_names(metrics)
     except (TypeError, ValueError) as error:
         raise JobError(f"{path}: {error}") from None
     result_format = spec.get("format", "nc")

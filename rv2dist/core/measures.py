@@ -1,0 +1,122 @@
+"""The measures rv2dist computes: one record each, in one read-only table.
+
+Everything the rest of rv2dist needs to know about a measure is here: its names and
+description (a result variable's attrs), how it is finalised from the sums of one
+pass, whether it always centres, which significance methods apply, its range and its
+plot scale.  The command line, job files, results, figures and the significance code
+read this table; adding a measure is one entry here, its finalize function, and its
+tests.  See docs/architecture.md for a worked example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from rv2dist.core import rv_family
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One similarity (or distance) measure between two layers.
+
+    Attributes
+    ----------
+    name : str
+        The name users pass (``metric=``), and the result variable's name.
+    long_name, description : str
+        The result variable's ``long_name`` and ``description`` attrs.
+    label : str
+        Short name for colour bars and titles.
+    finalize : callable
+        ``finalize(stats) -> (L, L) array`` from the sufficient statistics of every
+        layer pair (see :mod:`rv2dist.core.rv_family`).
+    always_centred : bool
+        Computed from centred data whatever ``center=`` says.
+    numerator : rv_family.Numerator or None
+        The inner product of a ratio measure: its exact permutation moments give the
+        z-scores and p-values of ``tests=True``, and Monte Carlo permutations compare
+        it directly; None for a measure without them.
+    min_obs : int
+        Fewest (weighted) observations for which the measure is defined.
+    scale : {"unit", "data"}
+        Colour scale of figures: ``"unit"`` shares ``[min(0, lowest), 1]`` across
+        panels (measures bounded above by 1); ``"data"`` the values' own range.
+    kind : {"similarity", "distance"}
+        Whether larger values mean more alike.
+    """
+
+    name: str
+    long_name: str
+    description: str
+    label: str
+    finalize: Callable
+    always_centred: bool = False
+    numerator: rv_family.Numerator | None = None
+    min_obs: int = 2
+    scale: str = "unit"
+    kind: str = "similarity"
+
+    def centred(self, center: bool) -> bool:
+        """Whether this measure is computed from centred statistics under ``center=``."""
+        return True if self.always_centred else bool(center)
+
+    def matrix(self, stats):
+        """The full ``(L, L)`` matrix from ``stats``: NaN rows and columns for undefined
+        layers, all NaN with fewer (weighted) observations than the measure needs."""
+        if stats["n"] < self.min_obs:
+            return np.full(np.shape(stats["cross"]), np.nan)
+        values = self.finalize(stats)
+        undefined = np.asarray(stats["undefined"], dtype=bool)
+        values[undefined, :] = np.nan
+        values[:, undefined] = np.nan
+        return values
+
+
+_ALL = (
+    Measure("rv2", "modified RV coefficient (RV2)",
+            "<A~, B~> / sqrt(<A~, A~> <B~, B~>), the Grams without their diagonals (Smilde et al. 2009); "
+            "near 0 for unrelated layers, 1 for equal ones up to rotation and scale",
+            "RV2", rv_family.ratio(rv_family.OFF_DIAGONAL), numerator=rv_family.OFF_DIAGONAL),
+    Measure("rv", "RV coefficient", "<A, B> / sqrt(<A, A> <B, B>) of the Gram matrices (Escoufier 1973)",
+            "RV", rv_family.ratio(rv_family.GRAM), numerator=rv_family.GRAM),
+    Measure("cka", "linear CKA",
+            "centred kernel alignment with linear kernels: RV of the centred data (Kornblith et al. 2019)",
+            "CKA", rv_family.ratio(rv_family.GRAM), always_centred=True, numerator=rv_family.GRAM),
+    Measure("cka_debiased", "debiased linear CKA",
+            "linear CKA with the unbiased HSIC estimator (Song et al. 2012); may be slightly negative",
+            # the unbiased HSIC divides by n (n - 3)
+            "debiased CKA", rv_family.ratio(rv_family.UNBIASED_HSIC), always_centred=True,
+            numerator=rv_family.UNBIASED_HSIC, min_obs=4),
+    Measure("rv2_null", "expected RV2 under permutation",
+            "the mean of RV2 when the observations of one side are shuffled: the level an RV2 is compared against",
+            "expected RV2", rv_family.rv2_null, scale="data"),
+)
+
+MEASURES = MappingProxyType({measure.name: measure for measure in _ALL})
+
+
+def measure(name) -> Measure:
+    """The measure called ``name``; a ValueError listing the known ones otherwise."""
+    try:
+        return MEASURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(MEASURES)}") from None
+
+
+def check_names(metric) -> list[str]:
+    """``metric`` (a name or a list of names) as a list of known, distinct names."""
+    if not isinstance(metric, (str, list, tuple)):
+        raise TypeError(f"metric must be a metric name or a list of them, not {metric!r}")
+    names = [metric] if isinstance(metric, str) else list(metric)
+    if not names:
+        raise ValueError("no metric given")
+    for name in names:
+        measure(name)
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"metric {repeated!r} is asked for more than once")
+    return names

@@ -1,0 +1,50 @@
+"""Properties of the sufficient statistics themselves (small arrays only): whether the
+arithmetic that summed them was in range for each layer, and the symmetric and
+copied layouts of a network compared with itself."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# float32 products of values of smaller mean square lose bits in the subnormals
+# (squares below 2^-126)
+FLOAT32_MIN_MEAN_SQUARE = 2.0**-120
+# sums of squares whose squares (the fourth-order sums <A, B>) are normal float64
+# numbers, with room for a layer's 1/p spread and for sums of many terms
+FLOAT64_TRACE_RANGE = (2.0**-480, 2.0**480)
+
+
+def scale_faults(stats, widths, compute_dtype):
+    """Per layer, why its values are too small or too large for the arithmetic that
+    computed ``stats`` (``None``: they are not).  The metrics do not depend on a
+    layer's scale, but their sums in floating point do."""
+    faults = []
+    for lost, undefined, trace, width in zip(stats["squares_lost"], stats["undefined"], stats["trace"], widths):
+        mean_square = trace / (stats["n"] * width)
+        if lost:
+            faults.append(f"is too small: every square underflowed to 0 in {compute_dtype}")
+        elif undefined or not np.isfinite(trace):
+            faults.append(None)
+        elif compute_dtype == "float32" and mean_square < FLOAT32_MIN_MEAN_SQUARE:
+            faults.append(f"is too small for float32 products (mean square {mean_square:.1e})")
+        elif not FLOAT64_TRACE_RANGE[0] <= trace <= FLOAT64_TRACE_RANGE[1]:
+            faults.append(f"has a sum of squares ({trace:.1e}) too {'small' if trace < 1 else 'large'} "
+                          "for float64 statistics")
+        else:
+            faults.append(None)
+    return faults
+
+
+def symmetrised(stats):
+    """``stats`` of a network against itself with each pair's two cells made one value:
+    the same sums, accumulated in different orders, differ in their last bits."""
+    return {**stats, **{key: (stats[key] + stats[key].T) / 2 for key in ("cross", "rowdot")}}
+
+
+def against_copy(stats, n_layers):
+    """Statistics of a network's ``n_layers`` layers against a (permuted) copy of
+    themselves, computed as ``2 n_layers`` layers of which only the cross block is
+    filled, in the ``(n_layers, n_layers)`` layout of the network against itself."""
+    rows, cols = slice(0, n_layers), slice(n_layers, 2 * n_layers)
+    return {key: value[rows, cols] if np.ndim(value) == 2 else value[rows] if np.ndim(value) == 1 else value
+            for key, value in stats.items()}
