@@ -14,7 +14,7 @@ import numpy as np
 from rv2dist.core import statistics as stat_checks
 from rv2dist.core.measures import MEASURES, check_names
 from rv2dist.core import significance
-from rv2dist.io.inputs import (as_layers, backend, check_ids, check_obs, first_repeated, is_dask, is_pair, real_number, select,
+from rv2dist.io.inputs import (as_layers, backend, check_ids, check_obs, is_dask, is_pair, real_number, select,
                                split_layer_selection)
 from rv2dist.planning.plan import make_plan
 

@@ -11,7 +11,7 @@ from scipy import stats
 
 import rv2dist
 from rv2dist import cli
-from rv2dist.core import kernels
+from rv2dist.core import resampling
 from rv2dist.io import store
 from rv2dist.differences import UnverifiedPairingWarning
 
@@ -36,7 +36,7 @@ def test_kept_replicates_are_the_metrics_of_resampled_data(rng):
         warnings.simplefilter("ignore", rv2dist.FewReplicatesWarning)
         result = rv2dist.similarity({"y1": y1, "y2": y2}, {"x": x}, metric=METRICS, bootstrap=count, seed=seed,
                                     keep_replicates=True)
-    counts = kernels.poisson_weights(seed, 0, n, count)
+    counts = resampling.poisson_weights(seed, 0, n, count)
     for metric in METRICS:
         kept = result[f"{metric}_replicates"]
         assert kept.dims == ("replicate", "layer_a", "layer_b") and kept.shape == (count, 2, 1)

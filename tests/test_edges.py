@@ -11,7 +11,7 @@ import xarray as xr
 
 import rv2dist
 from conftest import relu_network
-from rv2dist.core import kernels
+from rv2dist.core import resampling
 
 from reference import resampled_metric
 
@@ -79,7 +79,7 @@ def test_undefined_bootstrap_replicates_are_counted_and_left_out(rng):
     and the interval is that of the other replicates."""
     n, count, seed = 6, 41, 0
     x, y = rng.standard_normal((n, 3)), rng.standard_normal((n, 2))
-    counts = kernels.poisson_weights(seed, 0, n, count)
+    counts = resampling.poisson_weights(seed, 0, n, count)
     assert (counts.sum(axis=0) == 2).any()  # the case of the report
     with np.errstate(divide="ignore", invalid="ignore"):
         values = np.array([resampled_metric(x, y, "cka_debiased", True, counts[:, r]) if counts[:, r].sum() >= 4

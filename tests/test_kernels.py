@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rv2dist.core import kernels
+from rv2dist.core import feature, feature_totals, gram, resampling, xp
 
 xps = pytest.importorskip("array_api_strict")
 
@@ -20,7 +20,7 @@ def _host(value):
         return [_host(v) for v in value]
     if isinstance(value, (bool, int, float)):
         return value
-    return kernels.to_numpy(value)
+    return xp.to_numpy(value)
 
 
 def _assert_same(a, b):
@@ -42,17 +42,17 @@ def test_feature_kernels_agree_across_namespaces(rng):
     layout = [[(0, 0, 4, 0), (1, 1, 3, 4)]]
     results = []
     for chunks in (np_chunks, x_chunks):
-        shifts = [kernels.first_rows_mean(c, "float64") for c in chunks]
+        shifts = [feature.first_rows_mean(c, "float64") for c in chunks]
         norms = []
-        slab = kernels.shift_slab(chunks, pieces, shifts, "float64", row_norms=norms)
-        moments = kernels.chunk_moments([slab], layout, 2, [norms])
-        sums = kernels.chunk_sums(chunks, [layout[0]], shifts, "float64", [(0, (0, 6), 0, (1, 5))], 2)
+        slab = feature.shift_slab(chunks, pieces, shifts, "float64", row_norms=norms)
+        moments = feature.chunk_moments([slab], layout, 2, [norms])
+        sums = feature.chunk_sums(chunks, [layout[0]], shifts, "float64", [(0, (0, 6), 0, (1, 5))], 2)
         # the finalisation's one-transfer copy of the moments keeps every value and shape
-        on_host = kernels._moments_on_host(moments)
+        on_host = feature_totals._moments_on_host(moments)
         assert all(isinstance(a, np.ndarray) for a in on_host["colsum"][1] + [on_host["norm_outer"]])
         results.append(_host({"slab": slab, "norms": norms, "moments": moments, "sums": sums, "on_host": on_host}))
     _assert_same(*results)
-    assert kernels.namespace(x_chunks[0]) is not np
+    assert xp.namespace(x_chunks[0]) is not np
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -65,17 +65,17 @@ def test_feature_statistics_agree_across_namespaces(rng, center, weighted):
     np_chunks = [rng.standard_normal((40, 5)) + 3, rng.standard_normal((40, 7)), rng.standard_normal((40, 2)) * 4]
     plan = make_plan(40, [("a", 5), ("b", 7)], [("c", 2)], memory_budget=8 * 5 * 6 * 6)
     assert len(plan.blocks) > 2  # layers split into pieces across blocks
-    weights = kernels.poisson_weights(1, 0, 40, 1)[:, 0] if weighted else None  # a bootstrap replicate
+    weights = resampling.poisson_weights(1, 0, 40, 1)[:, 0] if weighted else None  # a bootstrap replicate
     results = []
     for chunks in (np_chunks, [xps.asarray(c) for c in np_chunks]):
-        shifts = [kernels.first_rows_mean(c, "float64") if center else None for c in chunks]
+        shifts = [feature.first_rows_mean(c, "float64") if center else None for c in chunks]
         sums = [
-            kernels.chunk_sums(chunks, plan.blocks, shifts, "float64",
+            feature.chunk_sums(chunks, plan.blocks, shifts, "float64",
                                [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[a:b]],
                                plan.n_layers, g == 0, weights=weights)
             for g, (a, b) in enumerate(plan.product_groups)
         ]
-        results.append(kernels.feature_statistics(
+        results.append(feature_totals.feature_statistics(
             sums, [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products],
             center))
     for key in ("cross", "rowdot", "trace", "ones", "rowsum_sq", "rowsum_norm", "trace_cubed"):
@@ -87,14 +87,14 @@ def test_gram_kernels_agree_across_namespaces(rng):
     np_chunks, x_chunks = _both(rng)
     results = []
     for chunks in (np_chunks, x_chunks):
-        shifts = [kernels.first_rows_mean(c, "float64") for c in chunks]
-        summary = kernels.column_summary(chunks, shifts)
-        means = kernels.column_means(summary, shifts)
-        prepared = kernels.gram_prepare(chunks, means, "float32")
-        tile = kernels.gram_tile(prepared, prepared, True)
+        shifts = [feature.first_rows_mean(c, "float64") for c in chunks]
+        summary = gram.column_summary(chunks, shifts)
+        means = gram.column_means(summary, shifts)
+        prepared = gram.gram_prepare(chunks, means, "float32")
+        tile = gram.gram_tile(prepared, prepared, True)
         # kept tiles (their diagonal back) and the one-block cube of the tests' tr(A^3)
-        kept = kernels.gram_tile(prepared, prepared, True, keep=True)
-        cube = kernels.gram_cube([[kept]], [[kept]], [[kept]], ([[False]],) * 3, 1)
+        kept = gram.gram_tile(prepared, prepared, True, keep=True)
+        cube = gram.gram_cube([[kept]], [[kept]], [[kept]], ([[False]],) * 3, 1)
         results.append(_host({"summary": summary, "tile": tile, "outer": prepared["norm_outer"], "kept": kept,
                               "cube": cube}))
     _assert_same(*results)
@@ -111,9 +111,9 @@ def test_gram_kernels_agree_across_namespaces(rng):
 def test_slab_row_norms_are_those_of_the_values_written(rng, center, input_dtype, dtype):
     chunks = [(rng.standard_normal((30, 5)) * 3 + 2).astype(input_dtype), rng.standard_normal((30, 4)).astype(input_dtype)]
     pieces = [(0, 1, 5), (1, 0, 4), (0, 0, 1)]
-    shifts = ([kernels.first_rows_mean(c, dtype) for c in chunks] if center else [None, None])
+    shifts = ([feature.first_rows_mean(c, dtype) for c in chunks] if center else [None, None])
     norms = []
-    slab = kernels.shift_slab(chunks, pieces, shifts, dtype, row_norms=norms)
+    slab = feature.shift_slab(chunks, pieces, shifts, dtype, row_norms=norms)
     assert slab.dtype == np.dtype(dtype) and [n.dtype for n in norms] == [slab.dtype] * 3
     offsets = [0, 4, 8, 9]
     for piece, (start, stop) in zip(norms, zip(offsets[:-1], offsets[1:])):
@@ -124,15 +124,15 @@ def test_slab_row_norms_are_those_of_the_values_written(rng, center, input_dtype
 def test_combine_sums_moments_and_accumulates_products_in_float64():
     a = {"n": 2, "colsum": [[np.array([1.0])]]}
     b = {"n": 3, "colsum": [[np.array([2.0])]]}
-    merged = kernels.combine([a, b])
+    merged = xp.combine([a, b])
     assert merged["n"] == 5 and merged["colsum"][0][0][0] == 3.0
     parts = [np.full((2, 2), 1e8, np.float32), np.full((2, 2), 1.0, np.float32)]
-    total = kernels.combine(parts)
+    total = xp.combine(parts)
     assert total.dtype == np.float64 and total[0, 0] == 1e8 + 1
     assert parts[0][0, 0] == np.float32(1e8)  # inputs untouched
     # chunk sums as chunk_sums returns them: float32 products of one sub-block each
     chunks = [{"products": [p], "moments": None} for p in parts + [parts[1]]]
-    merged = kernels.combine(chunks)
+    merged = xp.combine(chunks)
     assert merged["moments"] is None
     assert merged["products"][0].dtype == np.float64 and merged["products"][0][0, 0] == 1e8 + 2
     assert chunks[0]["products"][0][0, 0] == np.float32(1e8)
@@ -145,7 +145,7 @@ def test_chunk_products_of_one_sub_block_keep_the_compute_dtype(rng, sub_rows, d
     x = rng.standard_normal((40, 3)).astype(np.float32)
     y = rng.standard_normal((40, 2)).astype(np.float32)
     blocks = [[(0, 0, 3, 0)], [(1, 0, 2, 0)]]
-    sums = kernels.chunk_sums([x, y], blocks, [None, None], "float32", [(0, (0, 3), 1, (0, 2))], 2, sub_rows=sub_rows)
+    sums = feature.chunk_sums([x, y], blocks, [None, None], "float32", [(0, (0, 3), 1, (0, 2))], 2, sub_rows=sub_rows)
     product = sums["products"][0]
     assert product.dtype == dtype
     np.testing.assert_allclose(product, x.astype(np.float64).T @ y, rtol=1e-5, atol=1e-5)
@@ -178,12 +178,12 @@ def test_chunk_sums_from_kept_buffers_equal_fresh_ones_and_alias_none(rng, scale
     blocks = [[(0, 0, 5, 0), (1, 0, 4, 5)]]
     products = [(0, (0, 5), 0, (5, 9)), (0, (0, 5), 0, (0, 5))]
     with np.errstate(over="ignore"):
-        fresh = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows)
+        fresh = feature.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows)
     pool = KeptBuffers()
 
     def lent_sums():
         with np.errstate(over="ignore"):
-            sums = kernels.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows, buffers=pool)
+            sums = feature.chunk_sums([x, y], blocks, shifts, "float32", products, 2, sub_rows=sub_rows, buffers=pool)
         _assert_same(_host(sums), _host(fresh))
         kept = [a for arrays in pool._free.values() for a in arrays]
         assert kept and pool.nbytes == sum(a.nbytes for a in kept)

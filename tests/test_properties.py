@@ -175,13 +175,13 @@ def test_in_memory_jobs_run_directly_on_the_local_pool(rng, monkeypatch, threads
     from reference import dense_matrix
 
     import rv2dist.api
-    import rv2dist.core.kernels
+    import rv2dist.core.feature_totals
 
     a = relu_network(rng, 150, (6, 30))
     b = relu_network(rng, 150, (9, 4))
     ran_in = []
-    statistics = rv2dist.core.kernels.feature_statistics
-    monkeypatch.setattr(rv2dist.core.kernels, "feature_statistics",
+    statistics = rv2dist.core.feature_totals.feature_statistics
+    monkeypatch.setattr(rv2dist.core.feature_totals, "feature_statistics",
                         lambda *args, **kwargs: ran_in.append(threading.get_ident()) or statistics(*args, **kwargs))
     monkeypatch.setattr(rv2dist.api, "_local_task_threads", lambda: threads)
     got = rv2dist.similarity(a, b, metric="rv2", center=False)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rv2dist
-from rv2dist.core import kernels
+from rv2dist.core import resampling
 from rv2dist.core import significance
 
 from reference import dense_metric, permuted_values, resampled_metric
@@ -103,7 +103,7 @@ def test_engine_permutations_are_the_seeded_permutations(rng):
     for route in ("feature", "gram"):
         result = rv2dist.similarity({"x": x}, {"y": y}, metric=list(TESTED), permutations=count, seed=seed,
                                     route=route)
-        orders = [kernels.permutation(seed, k, n) for k in range(count)]
+        orders = [resampling.permutation(seed, k, n) for k in range(count)]
         for metric in TESTED:
             values = permuted_values(x, y, metric, True, orders)
             observed = dense_metric(x, y, metric)
@@ -117,7 +117,7 @@ def test_bootstrap_replicates_are_the_metrics_of_resampled_data(rng, center):
     metric of the data set that repeats observation i counts[i] times."""
     n, seed = 30, 5
     x, y = _pair(rng, n, 3, 4)
-    counts = kernels.poisson_weights(seed, 0, n, 1)[:, 0]
+    counts = resampling.poisson_weights(seed, 0, n, 1)[:, 0]
     metrics = [m for m in TESTED + ("rv2_null",) if center or not m.startswith("cka")]
     result = rv2dist.similarity({"x": x}, {"y": y}, metric=metrics, center=center, bootstrap=1, seed=seed)
     for metric in metrics:
@@ -127,8 +127,8 @@ def test_bootstrap_replicates_are_the_metrics_of_resampled_data(rng, center):
 
 
 def test_bootstrap_counts_do_not_depend_on_the_chunking():
-    whole = kernels.poisson_weights(9, 0, 10_000, 3)
-    parts = np.concatenate([kernels.poisson_weights(9, start, min(10_000, start + 3001), 3)
+    whole = resampling.poisson_weights(9, 0, 10_000, 3)
+    parts = np.concatenate([resampling.poisson_weights(9, start, min(10_000, start + 3001), 3)
                             for start in range(0, 10_000, 3001)])
     np.testing.assert_array_equal(whole, parts)
     assert 0.95 < whole.mean() < 1.05 and whole.min() == 0

@@ -2,7 +2,7 @@
 each a ratio of Frobenius inner products of Gram matrices, from the sufficient
 statistics of every layer pair (small arrays only).
 
-A statistics mapping (see :func:`rv2dist.core.kernels.feature_statistics`) holds, for
+A statistics mapping (see :func:`rv2dist.core.feature_totals.feature_statistics`) holds, for
 every computed pair of layers ``(l, m)`` with Grams ``A_l = X_l X_l'``: ``cross``
 ``<A_l, A_m>``, ``rowdot`` ``sum_i a_i b_i`` (``a`` the squared row norms), ``trace``
 ``tr A_l``, ``ones`` ``1' Ã_l 1`` and ``n`` the number of observations.

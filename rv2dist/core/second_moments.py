@@ -13,7 +13,7 @@ the two singular value decompositions that several measures share: the whitened 
 (``cca``, ``cca_r2``, ``pwcca``, ``shape_metric`` at ``alpha=0``) and the plain one
 (``procrustes``, ``procrustes_distance``, ``shape_metric`` at ``alpha=1``).
 
-Pure and array-namespace agnostic like :mod:`rv2dist.kernels`: numpy or CuPy arrays
+Pure and array-namespace agnostic like :mod:`rv2dist.core.feature`: numpy or CuPy arrays
 in, Python floats out.  A measure of a layer without variance (rank 0) is NaN.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from rv2dist.core.kernels import namespace
+from rv2dist.core.xp import namespace
 
 # eigenvalues at or below RCOND x the largest count as zero: whitening divides each
 # direction by the square root of its eigenvalue, so an error d x lambda_max in a block

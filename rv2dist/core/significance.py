@@ -63,7 +63,7 @@ def permutation_moments(stats):
     Parameters
     ----------
     stats : dict
-        Sufficient statistics (see :func:`rv2dist.core.kernels.feature_statistics`).
+        Sufficient statistics (see :func:`rv2dist.core.feature_totals.feature_statistics`).
 
     Returns
     -------

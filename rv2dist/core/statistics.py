@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rv2dist.core.xp import concat_host, to_numpy
+
 # float32 products of values of smaller mean square lose bits in the subnormals
 # (squares below 2^-126)
 FLOAT32_MIN_MEAN_SQUARE = 2.0**-120
@@ -48,3 +50,38 @@ def against_copy(stats, n_layers):
     rows, cols = slice(0, n_layers), slice(n_layers, 2 * n_layers)
     return {key: value[rows, cols] if np.ndim(value) == 2 else value[rows] if np.ndim(value) == 1 else value
             for key, value in stats.items()}
+
+
+# relative size of the centred sum of squares under which a layer counts as constant
+ZERO_VARIANCE = 1e-10
+
+
+def layer_flags(moments, trace, center):
+    """Per layer: ``(finite, undefined, squares_lost)``; undefined means zero variance
+    (centred; the centred sum of squares ``trace`` vanishes against the shifted one) or
+    all zeros; squares lost, that the values are not all zero (a column sum is not) but
+    every square underflowed to 0."""
+    flags = []
+    for sums, total, centred in zip(moments["colsum"], to_numpy(moments["norm_sum"]), trace):
+        sums = concat_host(sums)
+        finite = bool(np.all(np.isfinite(sums))) and bool(np.isfinite(total))
+        lost = bool(total == 0 and np.any(sums != 0))
+        undefined = not lost and (total == 0 or (center and centred <= ZERO_VARIANCE * total))
+        flags.append((finite, bool(undefined), lost))
+    return flags
+
+
+def flag_arrays(flags):
+    return {key: np.array([f[i] for f in flags]) for i, key in enumerate(("finite", "undefined", "squares_lost"))}
+
+
+def off_diagonal_row_sums(xs_squared, weighted, squared_norms):
+    """Sums over rows of ``r_i = (Ã1)_i = x_i.s - a_i`` (``s`` the column sums):
+    ``rowsum_sq`` = sum r_i^2 = |Xs|^2 - 2 sum a_i x_i.s + sum a_i^2 and ``rowsum_norm``
+    = sum r_i a_i, from ``|Xs|^2``, ``sum a_i x_i.s`` and ``sum a_i^2`` per layer."""
+    return {"rowsum_sq": xs_squared - 2 * weighted + squared_norms, "rowsum_norm": weighted - squared_norms}
+
+
+def centred_row_sums(rowdot):
+    """Centred columns sum to zero, so ``r_i = -a_i``."""
+    return off_diagonal_row_sums(0.0, 0.0, np.diag(rowdot).copy())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from rv2dist.core import kernels
+from rv2dist.core import feature, feature_totals, gram, resampling, xp
 from rv2dist.engine.buffers import KEPT_BUFFERS, on_worker
 from rv2dist.planning.plan import SPLIT_EVERY, block_triples
 
@@ -39,11 +39,11 @@ class TaskGraph:
         return self.add(what, index, bound, *dynamic.values())
 
     def tree(self, what, parts):
-        """Reduce ``parts`` with :func:`kernels.combine` in a tree of fan-in SPLIT_EVERY."""
+        """Reduce ``parts`` with :func:`xp.combine` in a tree of fan-in SPLIT_EVERY."""
         level = 0
         while len(parts) > 1:
             parts = [
-                self.add(what, (level, i), kernels.combine, list(parts[i : i + SPLIT_EVERY]))
+                self.add(what, (level, i), xp.combine, list(parts[i : i + SPLIT_EVERY]))
                 for i in range(0, len(parts), SPLIT_EVERY)
             ]
             level += 1
@@ -53,7 +53,7 @@ class TaskGraph:
 def _shifts(graph, chunks, dtype, center, tag):
     if not center:
         return [None] * len(chunks)
-    return [graph.add(f"shift{tag}", (i,), _first_rows_mean, _head(layer[0], kernels.SHIFT_ROWS), dtype)
+    return [graph.add(f"shift{tag}", (i,), _first_rows_mean, _head(layer[0], feature.SHIFT_ROWS), dtype)
             for i, layer in enumerate(chunks)]
 
 
@@ -80,7 +80,7 @@ def _reading(chunks):
 
 def _first_rows_mean(chunk, dtype):
     with _reading([chunk]) as (rows,):
-        return kernels.first_rows_mean(rows, dtype)
+        return feature.first_rows_mean(rows, dtype)
 
 
 def _chunk_sums(chunks, **arguments):
@@ -88,11 +88,11 @@ def _chunk_sums(chunks, **arguments):
     # arrays as unmanaged memory, and the results waiting for a reduction need the room
     slabs = None if on_worker() else KEPT_BUFFERS
     with _reading(chunks) as arrays:
-        return kernels.chunk_sums(arrays, buffers=slabs, **arguments)
+        return feature.chunk_sums(arrays, buffers=slabs, **arguments)
 
 
 def feature_statistics(graph, chunks, plan, center, label="", weights=None, shifts=None):
-    """Key of the feature route's statistics (see :func:`kernels.feature_statistics`);
+    """Key of the feature route's statistics (see :func:`feature_totals.feature_statistics`);
     ``weights``: per row chunk, the key of its rows' weights (a bootstrap replicate);
     ``shifts``: the centring shifts' keys, when other statistics already have them."""
     tag = ("-centred" if center else "") + label
@@ -114,42 +114,42 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None, shif
     static = dict(product_pieces=[(p.row_pieces, p.col_pieces) for p in plan.products],
                   mirrored=[p.mirrored for p in plan.products], center=center, skewness=plan.tests,
                   column_sums=column_sums)
-    return graph.add_bound(f"statistics{tag}", (), kernels.feature_statistics, static, sums=totals)
+    return graph.add_bound(f"statistics{tag}", (), feature_totals.feature_statistics, static, sums=totals)
 
 
 def gram_statistics(graph, chunks, plan, center, label=""):
-    """Key of the gram route's statistics (see :func:`kernels.gram_statistics`)."""
+    """Key of the gram route's statistics (see :func:`gram.gram_statistics`)."""
     tag = ("-centred" if center else "") + label
     shifts = _shifts(graph, chunks, "float64", center, tag)
     rows = [[layer[c] for layer in chunks] for c in range(len(plan.row_chunks))]
     summary = graph.tree(
         f"summary-sum{tag}",
-        [graph.add(f"summary{tag}", (c,), kernels.column_summary, row, shifts) for c, row in enumerate(rows)],
+        [graph.add(f"summary{tag}", (c,), gram.column_summary, row, shifts) for c, row in enumerate(rows)],
     )
     if center:
-        means, sums = graph.add(f"means{tag}", (), kernels.column_means, summary, shifts), None
+        means, sums = graph.add(f"means{tag}", (), gram.column_means, summary, shifts), None
     else:
-        means, sums = [None] * len(chunks), graph.add(f"sums{tag}", (), kernels.column_sums, summary)
+        means, sums = [None] * len(chunks), graph.add(f"sums{tag}", (), gram.column_sums, summary)
     prepared = [
-        graph.add(f"prepare{tag}", (c,), kernels.gram_prepare, row, means, plan.compute_dtype, sums)
+        graph.add(f"prepare{tag}", (c,), gram.gram_prepare, row, means, plan.compute_dtype, sums)
         for c, row in enumerate(rows)
     ]
     cubes = center and plan.tests and plan.cube_group > 0
-    tiles = {(i, j): graph.add(f"tile{tag}", (i, j), kernels.gram_tile, prepared[i], prepared[j], i == j, cubes)
+    tiles = {(i, j): graph.add(f"tile{tag}", (i, j), gram.gram_tile, prepared[i], prepared[j], i == j, cubes)
              for i in range(len(rows)) for j in range(i, len(rows))}
     inner = ([graph.add(f"tile-inner{tag}", index, _inner, key) for index, key in tiles.items()] if cubes
              else list(tiles.values()))
     diagonal = [graph.add(f"diagonal{tag}", (c,), _diagonal_part, p) for c, p in enumerate(prepared)]
     cubed = _cubes(graph, tiles, len(rows), plan.cube_group, tag) if cubes else None
     return graph.add(
-        f"statistics{tag}", (), kernels.gram_statistics, summary, shifts,
+        f"statistics{tag}", (), gram.gram_statistics, summary, shifts,
         graph.tree(f"tile-sum{tag}", inner), graph.tree(f"diagonal-sum{tag}", diagonal), center, cubed,
     )
 
 
 def _cubes(graph, tiles, count, group, tag):
     """Key of every layer's tr(A^3) from the kept upper tiles of its Gram: one task per
-    triple of blocks of ``group`` consecutive row blocks (see :func:`kernels.gram_cube`)."""
+    triple of blocks of ``group`` consecutive row blocks (see :func:`gram.gram_cube`)."""
     blocks = [range(start, min(start + group, count)) for start in range(0, count, group)]
 
     def block(first, second):
@@ -160,7 +160,7 @@ def _cubes(graph, tiles, count, group, tag):
     parts = []
     for i, j, k, orders in block_triples(len(blocks)):
         (first, flips_1), (second, flips_2), (third, flips_3) = block(i, j), block(j, k), block(i, k)
-        parts.append(graph.add_bound(f"cube{tag}", (i, j, k), kernels.gram_cube,
+        parts.append(graph.add_bound(f"cube{tag}", (i, j, k), gram.gram_cube,
                                      dict(flips=(flips_1, flips_2, flips_3), orders=orders),
                                      first=first, second=second, third=third))
     return graph.tree(f"cube-sum{tag}", parts)
@@ -210,7 +210,7 @@ def permuted_statistics(graph, chunks_a, chunks_b, plan, center, seed, count):
     sources = [graph.add("permutation-source", (i,), _as_list, *layer) for i, layer in enumerate(chunks_b)]
     keys = []
     for k in range(count):
-        order = graph.add("permutation", (k,), kernels.permutation, seed, k, n)
+        order = graph.add("permutation", (k,), resampling.permutation, seed, k, n)
         gathered = [[graph.add("permuted", (k, i, c), _gather, source, order, edges[c], edges[c + 1])
                      for c in range(len(plan.row_chunks))] for i, source in enumerate(sources)]
         keys.append(build_statistics(graph, list(chunks_a) + gathered, plan, center, f"-permutation{k}"))
@@ -222,14 +222,14 @@ def _as_list(*parts):
 
 
 def _gather(chunks, order, start, stop):
-    return kernels.gather_rows(chunks, order[start:stop])
+    return resampling.gather_rows(chunks, order[start:stop])
 
 
 def bootstrap_statistics(graph, chunks, plan, center, seed, count):
     """Keys of the statistics of ``count`` Poisson bootstrap replicates (feature route):
     the counts of each row chunk are drawn once and serve every replicate."""
     edges = chunk_edges(plan.row_chunks)
-    counts = [graph.add("counts", (c,), kernels.poisson_weights, seed, edges[c], edges[c + 1], count)
+    counts = [graph.add("counts", (c,), resampling.poisson_weights, seed, edges[c], edges[c + 1], count)
               for c in range(len(plan.row_chunks))]
     # the shifts do not depend on the weights: one set serves every replicate
     shifts = _shifts(graph, chunks, plan.compute_dtype, center, ("-centred" if center else "") + "-replicates")

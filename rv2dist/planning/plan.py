@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from rv2dist.io.inputs import real_number
-from rv2dist.core.kernels import MAX_CUBED_WIDTH, SUB_ROWS
+from rv2dist.core.feature import SUB_ROWS
+from rv2dist.core.feature_totals import MAX_CUBED_WIDTH
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class Plan:
 def block_triples(count):
     """``(i, j, k, orders)`` for the row blocks ``i <= j <= k`` of ``count`` blocks, with
     the number of distinct orders of each triple (1, 3 or 6): the terms of tr(A^3) of a
-    Gram in tiles (see :func:`rv2dist.core.kernels.gram_cube`)."""
+    Gram in tiles (see :func:`rv2dist.core.gram.gram_cube`)."""
     import itertools
 
     return [(i, j, k, len(set(itertools.permutations((i, j, k)))))

@@ -1,0 +1,281 @@
+"""The feature route's chunk kernels: every sum over the rows of one row chunk.
+
+:func:`chunk_sums` walks one row chunk in sub-blocks: :func:`shift_slab` writes the
+shifted columns of several layers into a reused slab, :func:`chunk_moments` and the
+cross-products reduce it to sums over observations.  The partial sums of all chunks are
+added by :func:`rv2dist.core.xp.combine`, and :mod:`rv2dist.core.feature_totals` turns
+the totals into sufficient statistics.
+
+Centring uses the shifted-data algorithm: every chunk subtracts a fixed reference row
+``shift`` (the mean of the first rows, rounded to the compute dtype) before any product,
+so uncentred products never see the large means of post-ReLU activations; the exact
+correction for the small residual mean is applied once, in float64, on the totals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rv2dist.core.xp import accumulate, all_finite, astype, concat, f64, matmul_into, namespace, numpy_like, sums_of_squares
+
+
+SHIFT_ROWS = 1024
+
+
+SUB_ROWS = 8192
+
+
+def first_rows_mean(x, dtype):
+    """Mean of the first rows of ``x`` in float64, rounded to ``dtype``: the centring
+    shift (any fixed row near the mean serves; a few rows give one)."""
+    xp = namespace(x)
+    return astype(xp.mean(f64(x[: min(SHIFT_ROWS, x.shape[0]), :]), axis=0), getattr(xp, dtype))
+
+
+def shift_slab(chunks, pieces, shifts, dtype, out=None, row_norms=None):
+    """Gather column pieces of several layers into one shifted slab.
+
+    Parameters
+    ----------
+    chunks : sequence of arrays
+        One row chunk per layer, shape ``(k, p_l)``.
+    pieces : sequence of (int, int, int)
+        ``(index into chunks, first column, stop column)`` in slab order.
+    shifts : sequence of arrays or None
+        Per layer, the row subtracted before products (``None``: no centring).
+    dtype : str
+        Compute dtype of the slab (``"float32"`` or ``"float64"``).
+    out : array, optional
+        A ``(k, width)`` buffer of ``dtype`` to write into (reused between calls).
+    row_norms : list, optional
+        Receives, per piece, the ``(k,)`` squared row norms of the values written (in
+        ``dtype``), taken while the piece is still in cache (see :func:`chunk_moments`).
+    """
+    xp = namespace(*chunks)
+    dt = getattr(xp, dtype)
+    if len(pieces) == 1 and shifts[pieces[0][0]] is None and out is None and row_norms is None:
+        index, start, stop = pieces[0]
+        return astype(chunks[index][:, start:stop], dt)
+    if out is None:
+        width = sum(stop - start for _, start, stop in pieces)
+        out = xp.empty((chunks[0].shape[0], width), dtype=dt)
+    offset = 0
+    for index, start, stop in pieces:
+        part = chunks[index][:, start:stop]
+        target = out[:, offset : offset + stop - start]
+        if shifts[index] is None:
+            target[...] = part
+        elif numpy_like(xp):
+            # one pass instead of a temporary and a copy
+            xp.subtract(part, shifts[index][start:stop], out=target, casting="unsafe")
+        else:
+            out[:, offset : offset + stop - start] = astype(part, dt) - shifts[index][start:stop]
+        if row_norms is not None:
+            # an unshifted piece's own rows hold the same values, contiguous where the
+            # slab's are strided (0.6x the time)
+            same = shifts[index] is None and part.dtype == target.dtype
+            row_norms.append(sums_of_squares(part if same else target, 1, xp))
+        offset += stop - start
+    return out
+
+
+def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS, weights=None,
+               buffers=None, column_sums=True):
+    """Every sum over the rows of one chunk that the feature route needs.
+
+    The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
+    buffers allocated once, so the extra passes stay in reused memory.
+
+    Parameters
+    ----------
+    chunks : sequence of arrays
+        One row chunk per layer, ``(k, p_l)``.
+    blocks : sequence of sequence of (int, int, int, int)
+        Column blocks: pieces ``(layer, start, stop, offset in block)``.
+    shifts : sequence of arrays or None
+        Per layer, the row subtracted before products.
+    dtype : str
+        Compute dtype of the products.
+    products : sequence of (int, (int, int), int, (int, int))
+        ``(row block, row range, column block, column range)`` of each product.
+    n_layers : int
+        Number of layers.
+    moments : bool
+        Also compute :func:`chunk_moments`.
+    sub_rows : int
+        Most rows per sub-block; the chunk is cut into equal sub-blocks.
+    weights : numpy.ndarray, optional
+        ``(k,)`` non-negative weights of the rows (a bootstrap replicate's counts):
+        every sum over rows becomes a weighted sum.  The slab rows are scaled by
+        ``sqrt(w)``, so the products ``X' W Y`` cost no more than plain ones.
+    buffers : rv2dist.engine.buffers.KeptBuffers, optional
+        Where numpy slabs and per-sub-block product buffers are lent from and given back
+        to before returning (kept memory, no fresh pages), and the returned float64 sums
+        of several sub-blocks lent from, to come back once unreferenced; default: new
+        arrays.
+    column_sums : bool
+        The moments' column sums (see :func:`chunk_moments`); default True.
+
+    Returns
+    -------
+    dict
+        ``products``: the sums of ``X_b[:, range]' Y_c[:, range]`` over the chunk's
+        rows, in float64; for a chunk of one sub-block, its products as they are, in the
+        compute dtype (:func:`combine` and :func:`feature_statistics` sum in float64);
+        ``moments``: the summed :func:`chunk_moments` (or None).
+    """
+    xp = namespace(*chunks)
+    lending = buffers is not None and xp is np
+    lent = []
+
+    def empty(shape, dt):
+        if not lending:
+            return xp.empty(shape, dtype=getattr(xp, dt))
+        lent.append(buffers.lend(shape, dt))
+        return lent[-1]
+
+    # the float64 sums this call returns: from the pool too (kept memory), back in it
+    # once nothing refers to them
+    returned = buffers.lend_result if lending else None
+    try:
+        sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty,
+                           returned, xp, column_sums)
+    finally:
+        for array in lent:
+            buffers.give_back(array)
+    if sums is None:
+        # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
+        # again in float64; non-finite input stays non-finite and is reported as such
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers,
+                          column_sums)
+    return sums
+
+
+def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp,
+                column_sums):
+    """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)`` and
+    its float64 sums of several sub-blocks from ``returned`` (None: new arrays); None
+    where a float32 sum overflowed."""
+    k = chunks[0].shape[0]
+    used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
+    # equal sub-blocks: a short last one would pay a whole output pass for few rows
+    rows = -(-k // -(-k // sub_rows))
+    # one sub-block: its products go on as they are, the float64 sums starting in the
+    # reduction (the same sums, with no float64 copy made here and half the bytes moved)
+    single = rows >= k
+    slabs = {b: empty((rows, sum(stop - start for _, start, stop, _ in blocks[b])), dtype) for b in used}
+    buffers = [None] * len(products)
+    totals = [None] * len(products)
+    summed = None
+    # an overflow in a float32 attempt is caught below and the chunk redone in float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        for begin in range(0, k, rows):
+            end = min(k, begin + rows)
+            sub = [c[begin:end, :] for c in chunks]
+            piece_norms = {b: [] if moments else None for b in used}
+            views = {b: shift_slab(sub, [(l, s, e) for l, s, e, _ in blocks[b]], shifts, dtype,
+                                   out=slabs[b][: end - begin, :], row_norms=piece_norms[b])
+                     for b in used}
+            sub_weights = None if weights is None else xp.asarray(weights[begin:end], dtype=xp.float64)
+            if sub_weights is not None:
+                views = {b: _scale_rows(view, xp.sqrt(sub_weights), xp) for b, view in views.items()}
+            if moments:
+                part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers,
+                                     [piece_norms[b] for b in range(len(blocks))], sub_weights, column_sums)
+                summed = part if summed is None else accumulate(summed, part)  # this call's own arrays
+            for p, (rb, rr, cb, cr) in enumerate(products):
+                x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
+                if buffers[p] is None and not single:
+                    buffers[p] = empty((x.shape[1], y.shape[1]), dtype)
+                buffers[p] = matmul_into(x.T, y, buffers[p])
+                if single:
+                    continue
+                if totals[p] is None and returned is not None:
+                    totals[p] = returned(buffers[p].shape, "float64")
+                    totals[p][...] = buffers[p]
+                else:
+                    totals[p] = accumulate(totals[p], buffers[p])
+    sums = buffers if single else totals
+    if dtype != "float64" and not all_finite(sums + _moment_leaves(summed), xp):
+        return None
+    return {"products": sums, "moments": summed}
+
+
+def _scale_rows(block, factors, xp):
+    """``block`` with row i multiplied by ``factors[i]`` (in place where allowed)."""
+    factors = astype(factors, block.dtype)[:, None]
+    if numpy_like(xp):
+        xp.multiply(block, factors, out=block)
+        return block
+    return block * factors
+
+
+def _moment_leaves(moments):
+    if moments is None:
+        return []
+    return ([a for parts in moments["colsum"] for a in parts] + [moments["norm_sum"]]
+            + [a for parts in moments["norm_cross"] for a in parts])
+
+
+def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None, column_sums=True):
+    """Sums over the rows of one chunk that the feature route needs besides X'Y.
+
+    Parameters
+    ----------
+    slabs : sequence of arrays
+        Shifted slabs of one row chunk, ``(k, width_b)`` each.
+    pieces : sequence of sequence of (int, int, int, int)
+        Per slab, ``(layer, layer column start, layer column stop, slab column start)``.
+    n_layers : int
+        Number of layers the pieces refer to.
+    piece_norms : sequence of sequence of arrays
+        Per slab and piece, the ``(k,)`` squared row norms of its shifted, unweighted
+        rows (as :func:`shift_slab` gives them).
+    weights : array, optional
+        ``(k,)`` float64 row weights ``w``, the slabs' rows already scaled by
+        ``sqrt(w)``: then every sum is weighted and ``n`` is ``sum w``.
+    column_sums : bool
+        Also ``colsum`` and ``norm_cross`` (default): centring needs them, and so does
+        ``1'Ã1`` of uncentred data (``rv2_null``, the tests); without them those lists
+        stay empty, saving a pass over the slabs.
+
+    Returns
+    -------
+    dict
+        ``n`` rows; per layer ``colsum`` (list of per-piece float64 arrays); ``norm_sum``
+        (L,), ``norm_outer`` (L, L) and ``norm_cross`` (per layer and piece,
+        ``(L, width)``): sums of the squared row norms ``a_i``, of ``a_i b_i`` and of
+        ``a_i y_i``.
+
+    Notes
+    -----
+    Within the chunk, sums run in the slab dtype like the products (row norms over
+    units, column sums over rows); every sum across pieces and chunks is float64.
+    """
+    xp = namespace(*slabs)
+    k, dtype = slabs[0].shape[0], slabs[0].dtype
+    unit = [0.0] * n_layers
+    for slab_pieces, slab_norms in zip(pieces, piece_norms):
+        for (layer, _, _, _), piece in zip(slab_pieces, slab_norms):
+            unit[layer] = unit[layer] + f64(piece)
+    unit = xp.stack(unit, axis=1)
+    count, norms = (k, unit) if weights is None else (float(xp.sum(weights)), unit * weights[:, None])
+    colsum = [[] for _ in range(n_layers)]
+    norm_cross = [[] for _ in range(n_layers)]
+    if column_sums:
+        root = xp.ones((k, 1), dtype=xp.float64) if weights is None else xp.sqrt(weights)[:, None]
+        # one GEMM per slab yields the a_i-weighted column sums and, from a column of
+        # ones (of sqrt(w)), the plain column sums (per-piece reductions cost more)
+        multipliers = astype(concat(xp, [unit * root, root], axis=1), dtype)
+        for slab, slab_pieces in zip(slabs, pieces):
+            sums = f64(multipliers.T @ slab)
+            for layer, start, stop, offset in slab_pieces:
+                colsum[layer].append(sums[n_layers, offset : offset + stop - start])
+                norm_cross[layer].append(sums[:n_layers, offset : offset + stop - start])
+    return {
+        "n": count,
+        "colsum": colsum,
+        "norm_sum": xp.sum(norms, axis=0),
+        "norm_outer": norms.T @ unit,
+        "norm_cross": norm_cross,
+    }

@@ -1,0 +1,215 @@
+"""The feature route's totals (summed over every row chunk) turned into the sufficient
+statistics of every layer pair (see :mod:`rv2dist.core.rv_family`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rv2dist.core.xp import QUIET_RANGE, concat_host, f64, namespace, sums_of_squares, to_device_together, to_host_together, to_numpy
+from rv2dist.core.statistics import centred_row_sums, flag_arrays, layer_flags, off_diagonal_row_sums
+
+
+@QUIET_RANGE
+def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, column_sums=True):
+    """Sufficient statistics of every layer pair from the feature route's totals.
+
+    Parameters
+    ----------
+    sums : sequence of dict
+        Per product group, the :func:`combine` of :func:`chunk_sums` over all chunks;
+        the first group holds the moments.
+    product_pieces : sequence of (rows, cols)
+        Per product (groups in order), the pieces ``(layer, start, stop, offset)``
+        along its rows and columns.
+    mirrored : sequence of bool
+        Whether the product also stands for its transpose (an off-diagonal block pair
+        of a symmetric job).
+    center : bool
+        Whether the statistics are of column-centred data (uncentred ones are of
+        unshifted rows).
+    skewness : bool
+        Also compute ``trace_cubed``, which only the tests' skewness uses (centred
+        data only; it costs ``2 p^3`` per layer); NaN otherwise.
+    column_sums : bool
+        Whether the moments hold the column sums (see :func:`chunk_moments`; centred
+        statistics always need them).  Without, ``ones``, ``rowsum_sq`` and
+        ``rowsum_norm`` are NaN.
+
+    Returns
+    -------
+    dict
+        ``n``, ``cross`` ``<A_l, A_m>`` (L, L), ``rowdot`` ``sum_i a_i b_i`` (L, L),
+        ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``rowsum_sq`` and
+        ``rowsum_norm`` (L,) (see :func:`rv2dist.core.statistics.off_diagonal_row_sums`), ``finite``, ``undefined`` and
+        ``squares_lost`` flags (L,) (see :func:`layer_flags`); entries of pairs not
+        computed are NaN.
+    """
+    products = [f64(p) for group in sums for p in group["products"]]
+    xp = namespace(*products)
+    # every product's reductions are queued before the host waits for anything, and
+    # copied back in one transfer: on a GPU each copy waits for the device; the plain
+    # sums of squares need no means, so they queue behind the chunk products
+    indicators = iter(to_device_together(
+        [_piece_indicator(pieces) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
+    plain = [_piece_squares(product, rows, next(indicators), next(indicators), xp)
+             for product, (rows, _) in zip(products, product_pieces)]
+    moments = _moments_on_host(sums[0]["moments"])
+    n = moments["n"]
+    n_layers = len(moments["colsum"])
+    colsum = [concat_host(c) for c in moments["colsum"]]
+    residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
+    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and skewness else None
+    # per piece pair: m_r' P m_c centred; uncentred, s_r' P s_c with s the column sums
+    # (the |Xs|^2 of the permutation moments), the residual means being zero
+    with_sums = center or column_sums
+    weights = iter(to_device_together(
+        [_piece_indicator(pieces, residual if center else colsum) for rows, cols in product_pieces
+         for pieces in (rows, cols)], xp) if with_sums else ())
+    quads = [next(weights).T @ product @ next(weights) for product in products] if with_sums else []
+    reduced = iter(to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
+    plain = [next(reduced) for _ in products]
+    quads = [next(reduced) for _ in quads]
+    sum_quads = None
+    if not center:
+        sum_quads = quads if column_sums else None
+        quads = [np.zeros((len(rows), len(cols))) for rows, cols in product_pieces]
+    trace_cubed = next(reduced) if cubed is not None else np.full(n_layers, np.nan)
+    cross = np.zeros((n_layers, n_layers))
+    quad = np.zeros((n_layers, n_layers))
+    sum_quad = np.zeros((n_layers, n_layers))
+    computed = np.zeros((n_layers, n_layers), dtype=bool)
+    squared = [c * c for c in residual]
+    for p, ((rows, cols), mirror, plain_sums, quad_sums) in enumerate(zip(product_pieces, mirrored, plain, quads)):
+        # |P - n m_r m_c'|^2 = |P|^2 - 2n m_r' P m_c + n^2 |m_r|^2 |m_c|^2, expanded so
+        # that no p x q temporary is made (the residual means m are small)
+        squares = (plain_sums - 2 * n * quad_sums
+                   + n * n * np.outer(_piece_sums(rows, squared), _piece_sums(cols, squared)))
+        cells = [(np.array([p[0] for p in rows])[:, None], np.array([p[0] for p in cols])[None, :])]
+        if mirror:
+            cells.append(cells[0][::-1])
+        for index in cells:
+            np.add.at(cross, index, squares)
+            np.add.at(quad, index, quad_sums)
+            if sum_quads is not None:
+                np.add.at(sum_quad, index, sum_quads[p])
+            computed[index] = True
+    cross[~computed] = np.nan
+    quad[~computed] = np.nan
+    norm_sum = to_numpy(moments["norm_sum"])
+    norm_outer = to_numpy(moments["norm_outer"])
+    norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
+    sq = np.array([r @ r for r in residual])
+    # a_i y_i summed, restricted to layer m's columns: row l of N'X over layer m
+    nx_dot = np.zeros((n_layers, n_layers))
+    for m, parts in enumerate(norm_cross):
+        if parts:
+            nx_dot[:, m] = np.concatenate(parts, axis=1) @ residual[m]
+    # |x_i - mean|^2 = a'_i - 2 x'_i.mean' + |mean'|^2 with x' the shifted rows, mean' their mean
+    rowdot = (
+        norm_outer
+        - 2 * nx_dot
+        - 2 * nx_dot.T
+        + np.outer(norm_sum, sq)
+        + np.outer(sq, norm_sum)
+        + 4 * quad
+        - 3 * n * np.outer(sq, sq)
+    )
+    trace = norm_sum - n * sq
+    if center:
+        ones = -trace
+        row_sums = centred_row_sums(rowdot)
+        trace_cubed[[len(c) > MAX_CUBED_WIDTH for c in colsum]] = np.nan
+    elif not column_sums:
+        ones = np.full(n_layers, np.nan)
+        row_sums = {"rowsum_sq": np.full(n_layers, np.nan), "rowsum_norm": np.full(n_layers, np.nan)}
+    else:
+        # no shift without centring: the column sums are colsum, the rows unshifted
+        ones = np.array([c @ c for c in colsum]) - trace
+        # sum_i a_i x_i.s over layer l's own columns
+        weighted = np.array([np.concatenate([p[l] for p in norm_cross[l]]) @ colsum[l] if norm_cross[l] else 0.0
+                             for l in range(n_layers)])
+        row_sums = off_diagonal_row_sums(np.diag(sum_quad), weighted, np.diag(rowdot))
+    flags = layer_flags(moments, trace, center)
+    return {
+        "n": n,
+        "cross": cross,
+        "rowdot": rowdot,
+        "trace": trace,
+        "ones": ones,
+        **row_sums,
+        "trace_cubed": trace_cubed,
+        **flag_arrays(flags),
+    }
+
+
+# widest layer whose tr(A^3) is computed (p^3 operations on its p x p cross-product)
+MAX_CUBED_WIDTH = 4096
+
+
+def _cubed_traces(products, product_pieces, mirrored, residual, n, xp):
+    """Per layer ``tr(A^3) = tr((X_c'X_c)^3)`` of the centred data, from the blocks of
+    its own cross-product among ``products`` (0 for layers wider than MAX_CUBED_WIDTH,
+    which are not assembled).  Feeds the skewness of the permutation distribution."""
+    widths = [len(r) for r in residual]
+    own = {layer: xp.zeros((width, width), dtype=xp.float64)
+           for layer, width in enumerate(widths) if width <= MAX_CUBED_WIDTH}
+    for product, (rows, cols), mirror in zip(products, product_pieces, mirrored):
+        for layer, r_start, r_stop, r_offset in rows:
+            for col_layer, c_start, c_stop, c_offset in cols:
+                if layer != col_layer or layer not in own:
+                    continue
+                block = product[r_offset : r_offset + r_stop - r_start, c_offset : c_offset + c_stop - c_start]
+                own[layer][r_start:r_stop, c_start:c_stop] = block
+                if mirror:
+                    own[layer][c_start:c_stop, r_start:r_stop] = block.T
+    means = iter(to_device_together([residual[layer][:, None] for layer in own], xp) if own else ())
+    traces = []
+    for layer in range(len(widths)):
+        if layer not in own:
+            traces.append(xp.zeros((), dtype=xp.float64))
+            continue
+        mean = next(means)
+        centred = own[layer] - n * (mean @ mean.T)
+        traces.append(xp.sum((centred @ centred) * centred))
+    return xp.stack(traces)
+
+
+def _moments_on_host(moments):
+    """The moments as numpy arrays, copied from a device in one transfer."""
+    leaves = [a for parts in moments["colsum"] for a in parts]
+    leaves += [moments["norm_sum"], moments["norm_outer"]]
+    leaves += [a for parts in moments["norm_cross"] for a in parts]
+    host = iter(to_host_together(leaves))
+    return {
+        "n": moments["n"],
+        "colsum": [[next(host) for _ in parts] for parts in moments["colsum"]],
+        "norm_sum": next(host),
+        "norm_outer": next(host),
+        "norm_cross": [[next(host) for _ in parts] for parts in moments["norm_cross"]],
+    }
+
+
+def _piece_squares(product, pieces, row_indicator, col_indicator, xp):
+    """Per piece pair, the sum of the squares of that block of ``product``."""
+    if xp is np:
+        # per row piece, without a squared temporary of the whole product
+        columns = [sums_of_squares(product[offset : offset + stop - start, :], 0, xp)
+                   for _, start, stop, offset in pieces]
+        return xp.stack(columns, axis=0) @ col_indicator
+    # on a device: one pass and two small GEMMs instead of launches per piece
+    return row_indicator.T @ (product * product) @ col_indicator
+
+
+def _piece_indicator(pieces, residual=None):
+    """Which piece each row (or column) of a product belongs to, as a matrix
+    ``(width, pieces)``: ones, or each row's residual mean when ``residual`` is given."""
+    width = max(offset + stop - start for _, start, stop, offset in pieces)
+    indicator = np.zeros((width, len(pieces)))
+    for k, (layer, start, stop, offset) in enumerate(pieces):
+        indicator[offset : offset + stop - start, k] = 1.0 if residual is None else residual[layer][start:stop]
+    return indicator
+
+
+def _piece_sums(pieces, values):
+    """Per piece, the sum of its layer's ``values`` over the piece's columns."""
+    return np.array([values[layer][start:stop].sum() for layer, start, stop, _ in pieces])
