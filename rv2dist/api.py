@@ -219,8 +219,8 @@ def _prepare(a, b, metric, center, layers, route, client, memory_budget, precisi
         device=device,
         n_stat_sets=len(needed),
     )
-    # uncentred 1'Ã1 and row sums: only rv2_null and the tests read them
-    column_sums = bool(tests) or "rv2_null" in names
+    # uncentred 1'Ã1 and row sums: only the tests and measures reading them (rv2_null, rsa) need them
+    column_sums = bool(tests) or any(MEASURES[name].reads_column_sums for name in names)
     # the tests' skewness (tr(A^3) of every layer) is of centred statistics only
     job_plan = dataclasses.replace(make_plan(n, widths, widths_b, route=route, tests=tests and True in needed,
                                              **shared), column_sums=column_sums)
@@ -334,7 +334,7 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
-    (see :mod:`rv2dist.metrics`), computed in one dask graph for all layer pairs.
+    (see :mod:`rv2dist.core.measures`), computed in one dask graph for all layer pairs.
 
     Parameters
     ----------
@@ -683,7 +683,7 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
         return f"layer {layer_names[i]!r}{side}"
 
     for stats in statistics.values():
-        bad = [i for i, ok in enumerate(stats["finite"]) if not ok]
+        bad = [i for i, ok in enumerate(stats.finite) if not ok]
         if bad:
             raise ValueError(f"{layer(bad[0])} contains NaN or Inf (or values too large to sum in float64)")
         faults = [(i, fault) for i, fault in
@@ -695,7 +695,7 @@ def _assemble(statistics, flags, names, center, device, job_plan, names_a, names
                              f"scale){wider}")
     # told by the caller from the attrs: a warning here, on a worker, would go to its stderr
     undefined = sorted({layer_names[i] for stats in statistics.values()
-                        for i, u in enumerate(stats["undefined"]) if u})
+                        for i, u in enumerate(stats.undefined) if u})
     if job_plan.self_job:
         # (not the permuted sets: a layer against another's shuffled rows is no symmetric pair)
         statistics = {flag: stat_checks.symmetrised(stats) for flag, stats in statistics.items()}

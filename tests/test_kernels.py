@@ -79,8 +79,8 @@ def test_feature_statistics_agree_across_namespaces(rng, center, weighted):
             sums, [(p.row_pieces, p.col_pieces) for p in plan.products], [p.mirrored for p in plan.products],
             center))
     for key in ("cross", "rowdot", "trace", "ones", "rowsum_sq", "rowsum_norm", "trace_cubed"):
-        np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-12, atol=1e-10)
-    assert np.isfinite(results[0]["cross"][:2, 2]).all()
+        np.testing.assert_allclose(getattr(results[1], key), getattr(results[0], key), rtol=1e-12, atol=1e-10)
+    assert np.isfinite(results[0].cross[:2, 2]).all()
 
 
 def test_gram_kernels_agree_across_namespaces(rng):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_measures as ref
-from rv2dist.core import rsa
+from rv2dist.core import measures
 from rv2dist.core import second_moments as sm
 
 # (n, p, q): p < n; p and q close to n (r_x + r_y > n - 1: some ρ forced to 1)
@@ -121,13 +121,13 @@ def _statistics(x, y, center, route):
 def test_rsa_from_the_statistics_of_either_route_equals_n_by_n(rng, route):
     x, y = _pair_data(rng, 50, 9, 6)
     stats = _statistics(x, y, True, route)
-    assert rsa.rsa(stats)[0, 1] == pytest.approx(ref.rsa(x, y), rel=1e-10)
-    assert rsa.rsa_euclidean(stats)[0, 1] == pytest.approx(ref.rsa_euclidean(x, y), rel=1e-10)
-    for measure in (rsa.rsa, rsa.rsa_euclidean):
+    assert measures.MEASURES['rsa'].finalize(stats)[0, 1] == pytest.approx(ref.rsa(x, y), rel=1e-10)
+    assert measures.MEASURES['rsa_euclidean'].finalize(stats)[0, 1] == pytest.approx(ref.rsa_euclidean(x, y), rel=1e-10)
+    for measure in (measures.MEASURES['rsa'].finalize, measures.MEASURES['rsa_euclidean'].finalize):
         assert np.diag(measure(stats)).tolist() == [1.0, 1.0]
     # raw columns (small means: the mean of uncentred Grams swamps their spread)
     x, y = _pair_data(rng, 50, 9, 6, offset=False)
-    assert rsa.rsa(_statistics(x, y, False, route))[0, 1] == pytest.approx(ref.rsa(x, y, center=False), rel=1e-10)
+    assert measures.MEASURES['rsa'].finalize(_statistics(x, y, False, route))[0, 1] == pytest.approx(ref.rsa(x, y, center=False), rel=1e-10)
 
 
 def test_svcca_keeps_the_fewest_directions_reaching_the_share():
@@ -269,7 +269,7 @@ def test_rsa_unchanged_by_rotation_and_isotropic_scaling(seed, scale):
     x, y = _pair_data(rng, 30, 4, 5)
     base = _statistics(x, y, True, "feature")
     moved = _statistics(scale * x @ _orthogonal(rng, 4) + 7.0, y @ _orthogonal(rng, 5), True, "feature")
-    for measure in (rsa.rsa, rsa.rsa_euclidean):
+    for measure in (measures.MEASURES['rsa'].finalize, measures.MEASURES['rsa_euclidean'].finalize):
         assert measure(moved)[0, 1] == pytest.approx(measure(base)[0, 1], rel=1e-9)
 
 

@@ -246,12 +246,12 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budg
     graph = TaskGraph("cubed")
     tested = dataclasses.replace(plan, tests=True, cube_group=group)
     stats = dask.get(graph.tasks, build_statistics(graph, chunks, tested, True))
-    for x, value in zip(layers, stats["trace_cubed"]):
+    for x, value in zip(layers, stats.trace_cubed):
         c = (x - x.mean(axis=0)) @ (x - x.mean(axis=0)).T
         assert value == pytest.approx(np.trace(c @ c @ c), rel=1e-10)
     # a job without tests skips the cubes: tr(A^3) stays unknown
     untested = TaskGraph("untested")
-    assert np.isnan(dask.get(untested.tasks, build_statistics(untested, chunks, plan, True))["trace_cubed"]).all()
+    assert np.isnan(dask.get(untested.tasks, build_statistics(untested, chunks, plan, True)).trace_cubed).all()
 
 
 @pytest.mark.parametrize("self_job", [False, True])

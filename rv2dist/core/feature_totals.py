@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from rv2dist.core.xp import QUIET_RANGE, concat_host, f64, namespace, sums_of_squares, to_device_together, to_host_together, to_numpy
-from rv2dist.core.statistics import centred_row_sums, flag_arrays, layer_flags, off_diagonal_row_sums
+from rv2dist.core.statistics import Statistics, centred_row_sums, flag_arrays, layer_flags, off_diagonal_row_sums
 
 
 @QUIET_RANGE
@@ -37,12 +37,8 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, co
 
     Returns
     -------
-    dict
-        ``n``, ``cross`` ``<A_l, A_m>`` (L, L), ``rowdot`` ``sum_i a_i b_i`` (L, L),
-        ``trace`` ``sum_i a_i`` (L,), ``ones`` ``1'Ã1`` (L,), ``rowsum_sq`` and
-        ``rowsum_norm`` (L,) (see :func:`rv2dist.core.statistics.off_diagonal_row_sums`), ``finite``, ``undefined`` and
-        ``squares_lost`` flags (L,) (see :func:`layer_flags`); entries of pairs not
-        computed are NaN.
+    rv2dist.core.statistics.Statistics
+        Of every pair of layers; entries of pairs not computed are NaN.
     """
     products = [f64(p) for group in sums for p in group["products"]]
     xp = namespace(*products)
@@ -130,16 +126,8 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, co
                              for l in range(n_layers)])
         row_sums = off_diagonal_row_sums(np.diag(sum_quad), weighted, np.diag(rowdot))
     flags = layer_flags(moments, trace, center)
-    return {
-        "n": n,
-        "cross": cross,
-        "rowdot": rowdot,
-        "trace": trace,
-        "ones": ones,
-        **row_sums,
-        "trace_cubed": trace_cubed,
-        **flag_arrays(flags),
-    }
+    return Statistics(n=n, cross=cross, rowdot=rowdot, trace=trace, ones=ones, **row_sums, trace_cubed=trace_cubed,
+                      **flag_arrays(flags))
 
 
 # widest layer whose tr(A^3) is computed (p^3 operations on its p x p cross-product)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from rv2dist.core.xp import QUIET_RANGE, all_finite, astype, concat, concat_host, f64, namespace, numpy_like, sums_of_squares, swap_last, to_numpy
-from rv2dist.core.statistics import centred_row_sums, flag_arrays, layer_flags
+from rv2dist.core.statistics import Statistics, centred_row_sums, flag_arrays, layer_flags
 
 
 def _float64_row_blocks(chunk, offset, block_bytes=2**25):
@@ -187,13 +187,6 @@ def gram_statistics(summary, shifts, inner, prepared, center, cubed=None):
         ones = np.array([s @ s for s in sums]) - trace
         row_sums = {key: to_numpy(prepared[key]) for key in ("rowsum_sq", "rowsum_norm")}
     flags = layer_flags(summary, trace, center)
-    return {
-        "n": n,
-        "cross": to_numpy(inner) + rowdot,
-        "rowdot": rowdot,
-        "trace": trace,
-        "ones": ones,
-        **row_sums,
-        "trace_cubed": np.full(len(trace), np.nan) if cubed is None else to_numpy(cubed).astype(np.float64),
-        **flag_arrays(flags),
-    }
+    trace_cubed = np.full(len(trace), np.nan) if cubed is None else to_numpy(cubed).astype(np.float64)
+    return Statistics(n=n, cross=to_numpy(inner) + rowdot, rowdot=rowdot, trace=trace, ones=ones, **row_sums,
+                      trace_cubed=trace_cubed, **flag_arrays(flags))

@@ -42,6 +42,9 @@ class Measure:
         it directly; None for a measure without them.
     min_obs : int
         Fewest (weighted) observations for which the measure is defined.
+    reads_column_sums : bool
+        Reads ``ones`` (``1'Ã1``) of uncentred statistics, whose column sums cost a pass
+        of their own (centred statistics always have them).
     scale : {"unit", "data"}
         Colour scale of figures: ``"unit"`` shares ``[min(0, lowest), 1]`` across
         panels (measures bounded above by 1); ``"data"`` the values' own range.
@@ -57,6 +60,7 @@ class Measure:
     always_centred: bool = False
     numerator: rv_family.Numerator | None = None
     min_obs: int = 2
+    reads_column_sums: bool = False
     scale: str = "unit"
     kind: str = "similarity"
 
@@ -67,10 +71,10 @@ class Measure:
     def matrix(self, stats):
         """The full ``(L, L)`` matrix from ``stats``: NaN rows and columns for undefined
         layers, all NaN with fewer (weighted) observations than the measure needs."""
-        if stats["n"] < self.min_obs:
-            return np.full(np.shape(stats["cross"]), np.nan)
+        if stats.n < self.min_obs:
+            return np.full(np.shape(stats.cross), np.nan)
         values = self.finalize(stats)
-        undefined = np.asarray(stats["undefined"], dtype=bool)
+        undefined = np.asarray(stats.undefined, dtype=bool)
         values[undefined, :] = np.nan
         values[:, undefined] = np.nan
         return values
@@ -91,9 +95,18 @@ _ALL = (
             # the unbiased HSIC divides by n (n - 3)
             "debiased CKA", rv_family.ratio(rv_family.UNBIASED_HSIC), always_centred=True,
             numerator=rv_family.UNBIASED_HSIC, min_obs=4),
+    Measure("rsa", "representational similarity (RSA)",
+            "Pearson correlation of the off-diagonal entries of the linear-kernel similarity matrices X X' and "
+            "Y Y' (Kriegeskorte et al. 2008), of centred columns unless center=False; from the same sums as RV2",
+            "RSA", rv_family.ratio(rv_family.RSA), numerator=rv_family.RSA, min_obs=3, reads_column_sums=True),
+    Measure("rsa_euclidean", "RSA of squared Euclidean distances",
+            "Pearson correlation of the off-diagonal entries of the squared Euclidean distance matrices of the "
+            "observations (Kriegeskorte et al. 2008); from the same sums as RV2",
+            "RSA (distances)", rv_family.ratio(rv_family.RSA_DISTANCES), always_centred=True,
+            numerator=rv_family.RSA_DISTANCES, min_obs=3),
     Measure("rv2_null", "expected RV2 under permutation",
             "the mean of RV2 when the observations of one side are shuffled: the level an RV2 is compared against",
-            "expected RV2", rv_family.rv2_null, scale="data"),
+            "expected RV2", rv_family.rv2_null, reads_column_sums=True, scale="data"),
 )
 
 MEASURES = MappingProxyType({measure.name: measure for measure in _ALL})

@@ -43,16 +43,16 @@ P_FLOOR = 1e-300
 
 def _side(stats):
     """Per layer: the sums the moments need, each with its mean part removed."""
-    n = stats["n"]
-    s1, a1 = stats["ones"], stats["trace"]
-    a2 = np.diag(stats["rowdot"])
-    s2 = np.diag(stats["cross"]) - a2
+    n = stats.n
+    s1, a1 = stats.ones, stats.trace
+    a2 = np.diag(stats.rowdot)
+    s2 = np.diag(stats.cross) - a2
     return {
         "s1": s1,
         "a1": a1,
         "s2": s2 - s1 * s1 / (n * (n - 1.0)),
-        "s3": stats["rowsum_sq"] - s1 * s1 / n,
-        "q": stats["rowsum_norm"] - s1 * a1 / n,
+        "s3": stats.rowsum_sq - s1 * s1 / n,
+        "q": stats.rowsum_norm - s1 * a1 / n,
         "a2": a2 - a1 * a1 / n,
     }
 
@@ -63,14 +63,14 @@ def permutation_moments(stats):
     Parameters
     ----------
     stats : dict
-        Sufficient statistics (see :func:`rv2dist.core.feature_totals.feature_statistics`).
+        Sufficient statistics (:class:`~rv2dist.core.statistics.Statistics`).
 
     Returns
     -------
     dict of (L, L) arrays
         ``mean1``, ``var1``, ``mean2``, ``var2``, ``cov``.
     """
-    n = float(stats["n"])
+    n = float(stats.n)
     side = _side(stats)
     outer = np.outer
     s2, s3 = side["s2"], side["s3"]
@@ -96,7 +96,7 @@ def null_moments(name, stats):
     (numpy.ndarray, numpy.ndarray)
         ``(L, L)`` means and variances; NaN where a layer's metric is undefined.
     """
-    n = float(stats["n"])
+    n = float(stats.n)
     moments = permutation_moments(stats)
     inner = MEASURES[name].numerator
     alpha, beta = inner.terms(n)
@@ -106,8 +106,8 @@ def null_moments(name, stats):
         scale = np.sqrt(np.outer(diagonal, diagonal))
         # the constant part: the numerator minus its permutation-varying terms, which for
         # the observed pair are T1 = <Ã, B̃> and T2 = sum a_i b_i
-        t1 = stats["cross"] - stats["rowdot"]
-        constant = numerator - alpha * t1 - beta * stats["rowdot"]
+        t1 = stats.cross - stats.rowdot
+        constant = numerator - alpha * t1 - beta * stats.rowdot
         mean = (alpha * moments["mean1"] + beta * moments["mean2"] + constant) / scale
         variance = (alpha * alpha * moments["var1"] + beta * beta * moments["var2"]
                     + 2 * alpha * beta * moments["cov"]) / (scale * scale)
@@ -130,7 +130,7 @@ def skewness(stats):
     ``tr(A^3)`` is not known (uncentred data, the gram route, very wide layers).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        shape = stats["trace_cubed"] / np.diag(stats["cross"]) ** 1.5
+        shape = stats.trace_cubed / np.diag(stats.cross) ** 1.5
     return 2.0 * math.sqrt(2.0) * np.outer(shape, shape)
 
 
@@ -235,7 +235,7 @@ def permutation_p(name, stats, permuted):
         observed = numerator(stats) / scale
         exceed = np.zeros(observed.shape)
         for permuted_stats in permuted:
-            values = numerator({**stats, "cross": permuted_stats["cross"], "rowdot": permuted_stats["rowdot"]}) / scale
+            values = numerator(stats.replace(cross=permuted_stats.cross, rowdot=permuted_stats.rowdot)) / scale
             # a permutation that reproduces the observed value counts, despite rounding
             exceed += values >= observed - 1e-12 * np.abs(observed)
     p = (1.0 + exceed) / (len(permuted) + 1.0)

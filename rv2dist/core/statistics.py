@@ -4,9 +4,56 @@ copied layouts of a network compared with itself."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from rv2dist.core.xp import concat_host, to_numpy
+
+@dataclass(frozen=True)
+class Statistics:
+    """The sufficient statistics of every pair of a job's layers (both sides, in plan
+    order), with Grams ``A_l = X_l X_l'`` and squared row norms ``a``; entries of pairs
+    not computed are NaN.
+
+    Attributes
+    ----------
+    n : float
+        Observations (the sum of the weights of a bootstrap replicate).
+    cross : (L, L) array
+        ``<A_l, A_m>``.
+    rowdot : (L, L) array
+        ``sum_i a_i b_i``.
+    trace : (L,) array
+        ``tr A_l``.
+    ones : (L,) array
+        ``1' Ã_l 1`` (NaN where the job did not need the column sums).
+    rowsum_sq, rowsum_norm : (L,) arrays
+        ``sum_i r_i^2`` and ``sum_i r_i a_i`` of the row sums ``r = Ã1`` (see
+        :func:`off_diagonal_row_sums`); the permutation variance reads them.
+    trace_cubed : (L,) array
+        ``tr(A^3)``, for the tests' skewness; NaN where not computed.
+    finite, undefined, squares_lost : (L,) bool arrays
+        Per layer (see :func:`layer_flags`).
+    """
+
+    n: Any
+    cross: Any
+    rowdot: Any
+    trace: Any
+    ones: Any
+    rowsum_sq: Any
+    rowsum_norm: Any
+    trace_cubed: Any
+    finite: Any
+    undefined: Any
+    squares_lost: Any
+
+    def replace(self, **changes) -> Statistics:
+        return dataclasses.replace(self, **changes)
+
 
 # float32 products of values of smaller mean square lose bits in the subnormals
 # (squares below 2^-126)
@@ -21,8 +68,8 @@ def scale_faults(stats, widths, compute_dtype):
     computed ``stats`` (``None``: they are not).  The metrics do not depend on a
     layer's scale, but their sums in floating point do."""
     faults = []
-    for lost, undefined, trace, width in zip(stats["squares_lost"], stats["undefined"], stats["trace"], widths):
-        mean_square = trace / (stats["n"] * width)
+    for lost, undefined, trace, width in zip(stats.squares_lost, stats.undefined, stats.trace, widths):
+        mean_square = trace / (stats.n * width)
         if lost:
             faults.append(f"is too small: every square underflowed to 0 in {compute_dtype}")
         elif undefined or not np.isfinite(trace):
@@ -40,7 +87,7 @@ def scale_faults(stats, widths, compute_dtype):
 def symmetrised(stats):
     """``stats`` of a network against itself with each pair's two cells made one value:
     the same sums, accumulated in different orders, differ in their last bits."""
-    return {**stats, **{key: (stats[key] + stats[key].T) / 2 for key in ("cross", "rowdot")}}
+    return stats.replace(cross=(stats.cross + stats.cross.T) / 2, rowdot=(stats.rowdot + stats.rowdot.T) / 2)
 
 
 def against_copy(stats, n_layers):
@@ -48,8 +95,10 @@ def against_copy(stats, n_layers):
     themselves, computed as ``2 n_layers`` layers of which only the cross block is
     filled, in the ``(n_layers, n_layers)`` layout of the network against itself."""
     rows, cols = slice(0, n_layers), slice(n_layers, 2 * n_layers)
-    return {key: value[rows, cols] if np.ndim(value) == 2 else value[rows] if np.ndim(value) == 1 else value
-            for key, value in stats.items()}
+    def block(value):
+        return value[rows, cols] if np.ndim(value) == 2 else value[rows] if np.ndim(value) == 1 else value
+
+    return Statistics(**{field.name: block(getattr(stats, field.name)) for field in dataclasses.fields(stats)})
 
 
 # relative size of the centred sum of squares under which a layer counts as constant
