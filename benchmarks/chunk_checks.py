@@ -28,33 +28,37 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rv2dist  # noqa: E402
 from paper_scale import network  # noqa: E402
-from rv2dist.io import store  # noqa: E402
-from rv2dist.io import chunks
+from rv2dist.engine.buffers import KEPT_BUFFERS  # noqa: E402
+from rv2dist.io.chunks import StoredLayer, stored_rows  # noqa: E402
+from rv2dist.io.reader import open_activations  # noqa: E402
+from rv2dist.io.schema import layer_arrays  # noqa: E402
 
 
 def read_every_chunk(paths):
     """Read every stored row chunk of every layer of ``paths``, as a job's tasks do."""
     for path in paths:
-        dataset = store.open_activations(path)
-        for _, array in store.layer_arrays(dataset):
-            for rows in chunks.row_ranges(array, array.chunks[0]):
-                rows.recycle(rows.read_rows())
+        dataset = open_activations(path)
+        for _, array in layer_arrays(dataset):
+            for rows in stored_rows(array, array.chunks[0]):
+                out = KEPT_BUFFERS.lend(rows.shape, rows.dtype)
+                rows.read_into(out, KEPT_BUFFERS)
+                KEPT_BUFFERS.give_back(out)
 
 
 def alternate(work, repeat):
     """Seconds of ``work()`` with the checks on and off, alternately, ``repeat`` times each."""
-    check = chunks._CheckedLayer._verify
+    check = StoredLayer._verify
     seconds = {"on": [], "off": []}
     work()  # warm: imports, kept buffers, page cache
     for _ in range(repeat):
         for arm in ("on", "off"):
-            chunks._CheckedLayer._verify = check if arm == "on" else (lambda *args: None)
+            StoredLayer._verify = check if arm == "on" else (lambda *args: None)
             try:
                 start = time.perf_counter()
                 work()
                 seconds[arm].append(time.perf_counter() - start)
             finally:
-                chunks._CheckedLayer._verify = check
+                StoredLayer._verify = check
     return seconds
 
 

@@ -7,10 +7,10 @@ __version__ = "0.1.0"
 
 # the rest loads on first use: xarray, zarr, matplotlib and torch stay out of a bare import
 _LAZY = {
-    "open_activations": "io.store",
-    "write_activations": "io.store",
-    "ActivationWriter": "io.store",
-    "StoreError": "io.store",
+    "open_activations": "io.reader",
+    "write_activations": "io.writer",
+    "ActivationWriter": "io.writer",
+    "StoreError": "io.errors",
     "convert": "io.convert",
     "record_activations": "record",
     "compare_models": "record",

@@ -14,8 +14,9 @@ import numpy as np
 from rv2dist.core import statistics as stat_checks
 from rv2dist.core.measures import MEASURES, check_names
 from rv2dist.core import significance
-from rv2dist.io.inputs import (as_layers, backend, check_ids, check_obs, is_dask, is_pair, real_number, select,
-                               split_layer_selection)
+from rv2dist.io.ids import check_ids
+from rv2dist.io.inputs import as_layers, backend, check_obs, is_dask, real_number
+from rv2dist.io.names import is_pair, select, split_layer_selection
 from rv2dist.planning.plan import make_plan
 
 __all__ = ["similarity", "rv2", "plan", "UndefinedLayerWarning", "UndefinedReplicateWarning", "FewReplicatesWarning"]
@@ -561,14 +562,14 @@ def _chunk_lists(graph, layers, row_chunks, device, collections, index, shared=F
     moved to the GPU when the job runs there; dask collections read are appended to
     ``collections``.  ``shared``: in-memory chunks become tasks of their own, which the
     many tasks of resampling refer to instead of each carrying a copy.  ``read_in_task``:
-    a layer read from a store as it is comes as row ranges (:func:`chunks.row_ranges`)
+    a layer read from a store as it is comes as stored rows (:func:`rv2dist.io.chunks.stored_rows`)
     that the one task using each chunk reads itself."""
     from rv2dist.engine.graph import to_device
-    from rv2dist.io.chunks import row_ranges
+    from rv2dist.io.chunks import stored_rows
 
     chunks = []
     for i, (_, array) in enumerate(layers):
-        ranges = row_ranges(array, row_chunks) if read_in_task else None
+        ranges = stored_rows(array, row_chunks) if read_in_task else None
         if ranges is not None:
             chunks.append(ranges)
             continue

@@ -12,7 +12,7 @@ from scipy import stats
 import rv2dist
 from rv2dist import cli
 from rv2dist.core import resampling
-from rv2dist.io import store
+from rv2dist.io.results import read_result, write_result
 from rv2dist.differences import UnverifiedPairingWarning
 
 from reference import resampled_metric
@@ -121,8 +121,8 @@ def test_pairing_is_checked_by_observation_ids(rng, tmp_path):
     options = dict(metric=["cka"], bootstrap=50, seed=1, keep_replicates=True)
     joint = rv2dist.similarity(tmp_path / "y.zarr", tmp_path / "x.zarr", **options)
     first = rv2dist.similarity(tmp_path / "y.zarr", tmp_path / "x.zarr", layers=(["y1"], ["x"]), **options)
-    store.write_result(first, tmp_path / "first.nc")
-    first = store.read_result(tmp_path / "first.nc")
+    write_result(first, tmp_path / "first.nc")
+    first = read_result(tmp_path / "first.nc")
     # y2 in another order, aligned to x's: the weights fall on x's order, as in `joint`
     second = rv2dist.similarity(tmp_path / "x.zarr", tmp_path / "shuffled.zarr", align_obs=True, **options)
     with warnings.catch_warnings():
@@ -176,7 +176,7 @@ def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
     args = ["compare", str(tmp_path / "y.zarr"), str(tmp_path / "x.zarr"), "--metric", "cka", "--bootstrap", "50",
             "--seed", "4"]
     assert cli.main([*args, "--keep-replicates", "--out", str(tmp_path / "r.nc")]) == 0
-    assert store.read_result(tmp_path / "r.nc")["cka_replicates"].shape == (50, 1, 1)
+    assert read_result(tmp_path / "r.nc")["cka_replicates"].shape == (50, 1, 1)
     assert cli.main([*args[:-4], "--keep-replicates", "--out", str(tmp_path / "bad.nc")]) == 2
     assert "keep_replicates=True keeps bootstrap replicates" in capsys.readouterr().err
     assert not (tmp_path / "bad.nc").exists()

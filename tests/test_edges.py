@@ -54,19 +54,19 @@ def test_self_permutations_from_the_command_line_and_a_job(net, tmp_path, capsys
 
     from rv2dist import cli
     from rv2dist.service import jobs
-    from rv2dist.io import store
+    from rv2dist.io.results import read_result
 
     rv2dist.write_activations(tmp_path / "a.zarr", net, network="a")
     want = rv2dist.similarity(tmp_path / "a.zarr", permutations=9, seed=2)
     assert cli.main(["compare", str(tmp_path / "a.zarr"), "--permutations", "9", "--seed", "2",
                      "--out", str(tmp_path / "r.nc")]) == 0, capsys.readouterr().err
-    np.testing.assert_array_equal(store.read_result(tmp_path / "r.nc").rv2_p_permutation.values,
+    np.testing.assert_array_equal(read_result(tmp_path / "r.nc").rv2_p_permutation.values,
                                   want.rv2_p_permutation.values)
     (tmp_path / "job.toml").write_text('permutations = 9\nseed = 2\nplots = false\n[networks]\na = "a.zarr"\n'
                                        '[[compare]]\nself = ["a"]\n')
     with Client(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as client:
         jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
-    np.testing.assert_array_equal(store.read_result(tmp_path / "results" / "a__a.nc").rv2_p_permutation.values,
+    np.testing.assert_array_equal(read_result(tmp_path / "results" / "a__a.nc").rv2_p_permutation.values,
                                   want.rv2_p_permutation.values)
 
 
@@ -238,12 +238,12 @@ def test_progress_lines_in_logs_are_whole():
 
 
 def test_info_columns_align_for_long_layer_names(tmp_path):
-    from rv2dist.io import store
+    from rv2dist.io.reader import describe
 
     layers = {"encoder.layer.11.attention.output.dense": np.ones((10, 3)) * np.arange(10)[:, None],
               "fc": np.ones((10, 300)) * np.arange(10)[:, None]}
     rv2dist.write_activations(tmp_path / "s.zarr", layers)
-    lines = store.describe(tmp_path / "s.zarr").splitlines()
+    lines = describe(tmp_path / "s.zarr").splitlines()
     header = next(line for line in lines if line.startswith("layers"))
     rows = [line for line in lines if line.split()[0] in layers]
     assert [row.index(" 3 ") + 1 if "dense" in row else row.index("300") for row in rows] == [header.index("units")] * 2
@@ -289,7 +289,7 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
     from test_service import _chromium, _dump_dom
 
     from rv2dist.service import dashboard
-    from rv2dist.io import store
+    from rv2dist.io.atomic import write_text
 
     if not _chromium():
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
@@ -306,7 +306,7 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
                                       comparison("short", ["c1", "c2"], ["c1", "c2"], "c"),
                                       comparison("huge", ["x" * 150, "l"], long[:2], "e")]}]}
     page = dashboard.page_html(data).replace("</body>", CHECK_LABELS)
-    store.write_text(tmp_path / "report.html", page)
+    write_text(tmp_path / "report.html", page)
     dom = _dump_dom((tmp_path / "report.html").as_uri(), tmp_path / "chromium")
     found = json.loads(html.unescape(re.search(r'data-found="([^"]*)"', dom).group(1)))
     assert found == {"outside": [], "over": []}

@@ -13,7 +13,11 @@ import pytest
 import xarray as xr
 
 import rv2dist
-from rv2dist.io import store
+from rv2dist.io.atomic import set_aside
+from rv2dist.io.errors import StoreError
+from rv2dist.io.reader import open_activations, store_fingerprint
+from rv2dist.io.results import read_result
+from rv2dist.io.writer import write_activations
 from conftest import relu_network, write_unchecked
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
@@ -33,7 +37,7 @@ def _assert_clean_failure(done, *needles):
 def _chunked_store(tmp_path, rng, name="net", n=600, seed_layers=None):
     layers = seed_layers or relu_network(rng, n, (5, 7))
     path = tmp_path / f"{name}.zarr"
-    store.write_activations(path, layers, network=name, chunk_bytes=7 * 8 * 100)  # 100-row chunks
+    write_activations(path, layers, network=name, chunk_bytes=7 * 8 * 100)  # 100-row chunks
     return path, layers
 
 
@@ -54,8 +58,8 @@ def test_overwrite_killed_midway_leaves_a_whole_store(rng, tmp_path, exchange):
     np.savez(tmp_path / "new.npz", **new)
     # killed at the worst instant of each way: deleting the old copy after the
     # exchange, or between moving the old one aside and the new one in
-    kill = ("store._discard = lambda p: os._exit(9)" if exchange else
-            "store._exchange = lambda a, b: False\n"
+    kill = ("atomic.discard = lambda p: os._exit(9)" if exchange else
+            "atomic.exchange = lambda a, b: False\n"
             "real = os.replace\n"
             "def replace(a, b):\n"
             f"    if str(b) == {str(path)!r}: os._exit(9)  # the new store moving in\n"
@@ -63,28 +67,29 @@ def test_overwrite_killed_midway_leaves_a_whole_store(rng, tmp_path, exchange):
             "os.replace = replace")
     _kill_during(tmp_path, "\n".join([
         "import os, numpy as np",
-        "from rv2dist.io import store",
+        "from rv2dist.io import atomic",
+        "from rv2dist.io.writer import write_activations",
         f"new = dict(np.load({str(tmp_path / 'new.npz')!r}))",
         kill,
-        f"store.write_activations({str(path)!r}, new, overwrite=True, chunk_bytes=7 * 8 * 100)",
+        f"write_activations({str(path)!r}, new, overwrite=True, chunk_bytes=7 * 8 * 100)",
     ]))
     if exchange:
-        got = store.open_activations(path)
+        got = open_activations(path)
         assert np.array_equal(got["l1"].values, new["l1"])
         info = _cli("info", path)
         assert info.returncode == 0 and "leftover" in info.stdout and "partial" in info.stdout
     else:
-        with pytest.raises(store.StoreError, match="replacement was interrupted; the previous store is whole"):
-            store.open_activations(path)
-        aside = store._set_aside(path)[0]
-        assert np.array_equal(store.open_activations(aside)["l1"].values, old["l1"])
+        with pytest.raises(StoreError, match="replacement was interrupted; the previous store is whole"):
+            open_activations(path)
+        aside = set_aside(path)[0]
+        assert np.array_equal(open_activations(aside)["l1"].values, old["l1"])
 
 
 def test_missing_chunks_are_errors_naming_store_layer_and_rows(rng, tmp_path):
     path, _ = _chunked_store(tmp_path, rng)
     os.remove(path / "l1" / "c" / "2" / "0")
-    with pytest.raises(store.StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), is missing"):
-        store.open_activations(path)
+    with pytest.raises(StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), is missing"):
+        open_activations(path)
     out = tmp_path / "r.nc"
     _assert_clean_failure(_cli("info", path), "chunk 2 (rows 200 to 299), is missing")
     _assert_clean_failure(_cli("compare", path, "--out", out), "chunk 2 (rows 200 to 299), is missing")
@@ -92,14 +97,14 @@ def test_missing_chunks_are_errors_naming_store_layer_and_rows(rng, tmp_path):
     assert not out.exists() and not (tmp_path / "copy.zarr").exists()
     ids_path, _ = _chunked_store(tmp_path, rng, name="ids")
     os.remove(ids_path / "obs" / "c" / "1")
-    with pytest.raises(store.StoreError, match=r"observation ids, chunk 1 \(rows 100 to 199\), is missing"):
-        store.open_activations(ids_path)
+    with pytest.raises(StoreError, match=r"observation ids, chunk 1 \(rows 100 to 199\), is missing"):
+        open_activations(ids_path)
 
 
 def test_corrupt_chunk_is_a_clean_error_from_the_workers(rng, tmp_path):
     path, _ = _chunked_store(tmp_path, rng)
     (path / "l0" / "c" / "3" / "0").write_bytes(b"not zstd at all" * 10)
-    with pytest.raises(store.StoreError, match=r"layer 'l0', chunk 3 \(rows 300 to 399\), cannot be read"):
+    with pytest.raises(StoreError, match=r"layer 'l0', chunk 3 \(rows 300 to 399\), cannot be read"):
         rv2dist.similarity(path)
     out = tmp_path / "r.nc"
     done = _cli("compare", path, "--out", out)  # the embedded cluster's workers read the chunk
@@ -117,7 +122,7 @@ def test_chunk_that_decodes_to_the_wrong_rows_is_a_clean_error(rng, tmp_path, da
         chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     else:
         chunk.write_bytes((path / "l0" / "c" / "2" / "0").read_bytes())  # 5 units, not 7
-    with pytest.raises(store.StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), cannot be read"):
+    with pytest.raises(StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), cannot be read"):
         rv2dist.similarity(path)
 
 
@@ -132,7 +137,7 @@ def _foreign_store(path, layers, obs=None):
 def test_complex_and_text_layers_in_stores_are_refused(rng, tmp_path):
     good = rng.standard_normal((20, 3))
     complex_store = _foreign_store(tmp_path / "c.zarr", {"ok": good, "waves": good + 1j * good})
-    with pytest.raises(store.StoreError, match=r"c.zarr: layer 'waves' has dtype complex128 \(complex\)"):
+    with pytest.raises(StoreError, match=r"c.zarr: layer 'waves' has dtype complex128 \(complex\)"):
         rv2dist.similarity(complex_store)
     text_store = _foreign_store(tmp_path / "t.zarr", {"ok": good, "labels": good.astype(str)})
     _assert_clean_failure(_cli("compare", text_store, "--out", tmp_path / "r.nc"), "layer 'labels'", "real numbers")
@@ -141,32 +146,32 @@ def test_complex_and_text_layers_in_stores_are_refused(rng, tmp_path):
 @pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit"])
 def test_layer_names_a_store_cannot_give_back_are_refused(rng, tmp_path, name):
     layers = {"l0": rng.standard_normal((10, 3)), name: rng.standard_normal((10, 2))}
-    with pytest.raises(store.StoreError, match="layer name"):
-        store.write_activations(tmp_path / "s.zarr", layers)
+    with pytest.raises(StoreError, match="layer name"):
+        write_activations(tmp_path / "s.zarr", layers)
     assert not list(tmp_path.iterdir())
 
 
 def test_repeated_observation_ids_are_refused_on_open(rng, tmp_path):
     layers = {"x": rng.standard_normal((6, 3))}
     path = _foreign_store(tmp_path / "d.zarr", layers, obs=np.array([0, 1, 2, 2, 4, 5]))
-    with pytest.raises(store.StoreError, match="observation id 2 repeats"):
+    with pytest.raises(StoreError, match="observation id 2 repeats"):
         rv2dist.similarity(path, path, align_obs=True)
 
 
 def test_fingerprint_follows_content_not_times_or_copies(rng, tmp_path):
     path, layers = _chunked_store(tmp_path, rng)
-    first = store.store_fingerprint(path)
+    first = store_fingerprint(path)
     copy = tmp_path / "copy.zarr"
     shutil.copytree(path, copy)  # new modification times
-    assert store.store_fingerprint(copy) == first
+    assert store_fingerprint(copy) == first
     times = {f: f.stat() for f in path.rglob("*")}
     changed = {name: value.copy() for name, value in layers.items()}
     changed["l1"][0, 0] += 1.0
-    store.write_activations(path, changed, network="net", chunk_bytes=7 * 8 * 100, overwrite=True)
+    write_activations(path, changed, network="net", chunk_bytes=7 * 8 * 100, overwrite=True)
     for file, stat in times.items():
         if file.exists():
             os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert store.store_fingerprint(path) != first
+    assert store_fingerprint(path) != first
 
 
 @pytest.mark.parametrize("route", ["feature", "gram"])
@@ -195,8 +200,8 @@ def _long_job(tmp_path, rng):
     """A job of several seconds of products (wide layers), from stores written quickly
     (few, large chunks)."""
     for name in ("big1", "big2"):
-        store.write_activations(tmp_path / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
-                                network=name, chunk_bytes=4_000_000)
+        write_activations(tmp_path / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
+                          network=name, chunk_bytes=4_000_000)
     return _write_job(tmp_path, ["big1", "big2"], [{"pairs": [["big1", "big2"]]}, {"self": ["big1", "big2"]}],
                       plots=False)
 
@@ -284,7 +289,7 @@ def test_os_level_faults_on_the_command_line(rng, tmp_path):
     refused = _cli("compare", path, "--out", path)
     _assert_clean_failure(refused, "is an activation store")
     assert "task/s" not in refused.stderr and len(refused.stderr.splitlines()) == 1  # refused before any work
-    assert store.open_activations(path)["l0"].shape == (600, 5)
+    assert open_activations(path)["l0"].shape == (600, 5)
     not_json = tmp_path / "scheduler.json"
     not_json.write_text("this is not json")
     _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "r.nc", "--scheduler-file", not_json),
@@ -311,7 +316,7 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
 
     layers = relu_network(rng, 300, (3, 4))
     hostile_layer = {"l0": layers["l0"], HOSTILE.format("layer"): layers["l1"]}
-    store.write_activations(tmp_path / "ref.zarr", hostile_layer, network=HOSTILE.format("network"))
+    write_activations(tmp_path / "ref.zarr", hostile_layer, network=HOSTILE.format("network"))
     broken = dict(hostile_layer)
     broken[HOSTILE.format("layer")] = np.where(np.arange(300)[:, None] == 7, np.nan, layers["l1"])
     write_unchecked(tmp_path / "bad.zarr", broken, network="bad")
@@ -436,7 +441,7 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
 
     jobs_folder = tmp_path / "project"
     jobs_folder.mkdir()
-    store.write_activations(jobs_folder / "a.zarr", relu_network(rng, 50, (3,)))
+    write_activations(jobs_folder / "a.zarr", relu_network(rng, 50, (3,)))
     (jobs_folder / "job.toml").write_text('plots = true\n[networks]\n"../../escaped" = "a.zarr"\n'
                                           '"a/b" = "a.zarr"\n[[compare]]\nself = ["../../escaped", "a/b"]\n')
     done = _cli("run", jobs_folder / "job.toml", "--no-progress")
@@ -524,7 +529,7 @@ def test_command_line_conventions(rng, tmp_path):
     done = _cli("compare", path, "--out", tmp_path / "r.nc", "--precision", "float64", "--memory-budget", "64MB",
                 "--metric", "rv2", "cka")
     assert done.returncode == 0, done.stderr
-    result = store.read_result(tmp_path / "r.nc")
+    result = read_result(tmp_path / "r.nc")
     assert result.attrs["precision"] == "float64"
     want = rv2dist.similarity(path, metric=["rv2", "cka"], precision="float64")
     np.testing.assert_allclose(result["cka"].values, want["cka"].values, rtol=0, atol=1e-12)

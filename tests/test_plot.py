@@ -113,7 +113,7 @@ def test_names_are_text_never_mathtext(rng, tmp_path):
 
 
 def test_one_result_works_in_every_reader_and_figure(result, tmp_path):
-    from rv2dist.io import store
+    from rv2dist.io.results import write_result
 
     single = result.cka.assign_attrs(network_a="pretrained", network_b="random")  # as compare_models gives it
     figure, ax = plt.subplots()
@@ -125,7 +125,7 @@ def test_one_result_works_in_every_reader_and_figure(result, tmp_path):
     np.testing.assert_array_equal(heatmap(result.rv2.values, metric="rv2").images[0].get_array(), result.rv2.values)
     plt.close("all")
     path = tmp_path / "r.nc"
-    store.write_result(result.assign_attrs(network_a="x", network_b="y"), path)
+    write_result(result.assign_attrs(network_a="x", network_b="y"), path)
     for source in (path, [path, result], result, single, result.rv2.values):
         opened = rv2dist.open_results(source)
         assert next(iter(opened.data_vars.values())).dims == ("comparison", "layer_a", "layer_b")
@@ -216,12 +216,12 @@ def test_an_error_without_words_is_named_by_its_type(monkeypatch, capsys):
 
 def test_rv2dist_plot_draws_a_results_folder_or_a_file(result, tmp_path, capsys):
     from rv2dist import cli
-    from rv2dist.io import store
+    from rv2dist.io.results import write_result
 
     folder = tmp_path / "results"
     folder.mkdir()
-    store.write_result(_combined(result), folder / "combined.nc")
-    store.write_result(rv2dist.open_results(result.assign_attrs(network_a="x", network_b="y")), tmp_path / "one.nc")
+    write_result(_combined(result), folder / "combined.nc")
+    write_result(rv2dist.open_results(result.assign_attrs(network_a="x", network_b="y")), tmp_path / "one.nc")
     for source, name in ((folder, "grid.png"), (tmp_path / "one.nc", "one.png")):
         assert cli.main(["plot", str(source), "--out", str(tmp_path / name), "--metric", "cka"]) == 0
         assert (tmp_path / name).stat().st_size > 0

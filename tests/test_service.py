@@ -17,9 +17,9 @@ import pytest
 
 import rv2dist
 from conftest import relu_network
-from rv2dist.io import chunks
+from rv2dist.io.chunks import StoredLayer
+from rv2dist.io.results import read_result
 from rv2dist.service import jobs
-from rv2dist.io import store
 from test_store_cli import _run_cli
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
@@ -80,7 +80,7 @@ def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
         assert f"skip {name[:-3]}" in rerun.stdout
     for comparison, (a, b) in {"ref__small": ("ref", "small"), "wide1__wide2": ("wide1", "wide2"),
                                "wide1__wide1": ("wide1", None), "wide2__wide2": ("wide2", None)}.items():
-        result = store.read_result(results / f"{comparison}.nc")
+        result = read_result(results / f"{comparison}.nc")
         want = rv2dist.similarity(tmp_path / f"{a}.zarr", b and tmp_path / f"{b}.zarr", metric=["rv2", "cka"])
         assert np.allclose(result.rv2.values, want.rv2.values, rtol=0, atol=1e-12)
         assert result.attrs["network_a"] == a and result.attrs["rv2dist_version"] == rv2dist.__version__
@@ -102,18 +102,18 @@ def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
     reads = collections.Counter()
-    read, read_into = chunks._CheckedLayer.__getitem__, chunks._CheckedLayer.read_into
+    read, read_into = StoredLayer.__getitem__, StoredLayer.read_into
 
     def counted(layer, key):
         reads[(os.path.basename(layer.path), layer.name, str(key))] += 1
         return read(layer, key)
 
-    def counted_into(layer, start, stop, out):
+    def counted_into(layer, start, stop, out, pool=None):
         reads[(os.path.basename(layer.path), layer.name, str(slice(start, stop)))] += 1
-        return read_into(layer, start, stop, out)
+        return read_into(layer, start, stop, out, pool)
 
-    monkeypatch.setattr(chunks._CheckedLayer, "__getitem__", counted)
-    monkeypatch.setattr(chunks._CheckedLayer, "read_into", counted_into)
+    monkeypatch.setattr(StoredLayer, "__getitem__", counted)
+    monkeypatch.setattr(StoredLayer, "read_into", counted_into)
     _stores(tmp_path, rng, {"ref": 900, "x": 900, "y": 900})
     job = jobs.load_job(_write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}], metrics=["cka", "rv2"]))
     assert [c.name for c in job.comparisons] == ["ref__x", "ref__y"]
@@ -210,7 +210,7 @@ def test_real_processes_and_a_killed_worker(rng, tmp_path, real_cluster):
     done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka_debiased",
                     "--scheduler", address, "--out", tmp_path / "r.nc")
     assert done.returncode == 0, done.stderr
-    got = store.read_result(tmp_path / "r.nc")
+    got = read_result(tmp_path / "r.nc")
     want = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric=["rv2", "cka_debiased"])
     for metric in ("rv2", "cka_debiased"):
         assert np.allclose(got[metric].values, want[metric].values, rtol=0, atol=1e-12)
@@ -236,7 +236,7 @@ def test_real_processes_and_a_killed_worker(rng, tmp_path, real_cluster):
     assert run.returncode == 0, output
     assert len(client.scheduler_info()["workers"]) == 1  # the kill was real
     for name, (a, b) in {"big1__big2": ("big1", "big2"), "big1__big1": ("big1", None)}.items():
-        result = store.read_result(tmp_path / "results" / f"{name}.nc")
+        result = read_result(tmp_path / "results" / f"{name}.nc")
         want = rv2dist.similarity(tmp_path / f"{a}.zarr", b and tmp_path / f"{b}.zarr")
         assert np.allclose(result.rv2.values, want.values, rtol=0, atol=1e-12)
 
@@ -294,7 +294,7 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
         assert list(combined.network_b.values) == ["x", "y", "y"]
         assert combined.rv2.attrs["long_name"] == "modified RV coefficient (RV2)" and combined.attrs["job"] == "job"
         for name in combined.comparison.values:
-            single = store.read_result(tmp_path / "results" / f"{name}.nc")
+            single = read_result(tmp_path / "results" / f"{name}.nc")
             assert np.array_equal(combined.cka.sel(comparison=name).values, single.cka.values)
         # the per-comparison files keep their own names when opened together
         files = sorted((tmp_path / "results").glob("*__*.nc"))

@@ -385,7 +385,7 @@ def test_cli_compare_with_tests_and_bootstrap_and_starred_plot(rng, tmp_path):
     matplotlib.use("Agg")
     from test_store_cli import _run_cli
 
-    from rv2dist.io import store
+    from rv2dist.io.results import read_result
     from rv2dist.plot import heatmap
 
     _related_stores(rng, tmp_path)
@@ -393,7 +393,7 @@ def test_cli_compare_with_tests_and_bootstrap_and_starred_plot(rng, tmp_path):
                     "--correction", "bh", "--bootstrap", "6", "--seed", "4", "--out", tmp_path / "r.nc",
                     "--plot", tmp_path / "r.png")
     assert done.returncode == 0, done.stderr
-    result = store.read_result(tmp_path / "r.nc")
+    result = read_result(tmp_path / "r.nc")
     want = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric=["rv2", "cka"], tests=True,
                               correction="bh", bootstrap=6, seed=4)
     for name in want.data_vars:

@@ -19,10 +19,14 @@ import zarr
 
 import rv2dist
 from conftest import relu_network
-from rv2dist.io import chunks
+from rv2dist.io.checksums import verified_checksums
+from rv2dist.io.errors import StoreError
+from rv2dist.io.reader import describe, open_activations, store_fingerprint
+from rv2dist.io.results import read_result
+from rv2dist.io.schema import observation_ids
+from rv2dist.io.writer import ActivationWriter, write_activations
 from rv2dist import cli
 from rv2dist.service import jobs
-from rv2dist.io import store
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
 CHUNK_1 = r"layer 'l1', chunk 1 \(rows 1,000 to 1,999\), "
@@ -32,7 +36,7 @@ DAMAGED = CHUNK_1 + r"(does not match the checksum written with it|cannot be rea
 def _store(path, rng, n=3000, zarr_format=3):
     """Three row chunks of 1,000 rows, float32 ReLU layers."""
     layers = relu_network(rng, n, (20, 40), np.float32)
-    store.write_activations(path, layers, network=path.stem, chunk_bytes=40 * 4 * 1000, zarr_format=zarr_format)
+    write_activations(path, layers, network=path.stem, chunk_bytes=40 * 4 * 1000, zarr_format=zarr_format)
     return layers
 
 
@@ -63,14 +67,14 @@ def test_a_damaged_chunk_is_an_error_naming_it_on_every_read(rng, tmp_path, how)
     path = tmp_path / "net.zarr"
     _store(path, rng)
     _damage(path, how)
-    with pytest.raises(store.StoreError, match=DAMAGED) as caught:
+    with pytest.raises(StoreError, match=DAMAGED) as caught:
         rv2dist.similarity(path)  # the chunk tasks read their rows, decoded from the files
     assert "NaN" not in str(caught.value)  # the damaged chunk is blamed, not the layer's values
-    with pytest.raises(store.StoreError, match=DAMAGED):
-        store.open_activations(path)["l1"][1500:1600].values  # dask's reads: a part of the chunk
-    with pytest.raises(store.StoreError, match=DAMAGED):
+    with pytest.raises(StoreError, match=DAMAGED):
+        open_activations(path)["l1"][1500:1600].values  # dask's reads: a part of the chunk
+    with pytest.raises(StoreError, match=DAMAGED):
         rv2dist.similarity(path, bootstrap=41)  # read by tasks of their own, shared by the replicates
-    with pytest.raises(store.StoreError, match=DAMAGED):
+    with pytest.raises(StoreError, match=DAMAGED):
         rv2dist.convert(path, tmp_path / "copy.zarr")
     assert not (tmp_path / "copy.zarr").exists()
 
@@ -81,12 +85,12 @@ def test_a_damaged_chunk_of_a_zarr_v2_store_or_of_its_ids_is_named(rng, tmp_path
     path = tmp_path / "v2.zarr"
     _store(path, rng, zarr_format=2)
     _damage(path, "garbled body")
-    with pytest.raises(store.StoreError, match=DAMAGED):
+    with pytest.raises(StoreError, match=DAMAGED):
         rv2dist.similarity(path)
     ids = tmp_path / "ids.zarr"
     _store(ids, rng)
     zarr.open_array(ids / "obs", mode="r+")[5] = 10**6  # still unique, so nothing else sees it
-    with pytest.raises(store.StoreError, match=r"observation ids, chunk 0 \(rows 0 to 999\), does not match the "
+    with pytest.raises(StoreError, match=r"observation ids, chunk 0 \(rows 0 to 999\), does not match the "
                                                r"checksum written with it"):
         rv2dist.similarity(ids)
 
@@ -96,10 +100,10 @@ def test_a_store_of_another_tool_reads_through_zarrs_decoding_and_names_a_bad_ch
     layers = relu_network(rng, 3000, (20, 40), np.float32)
     xr.Dataset({name: (("obs", f"{name}_unit"), value) for name, value in layers.items()}).chunk(
         {"obs": 1000}).to_zarr(path, zarr_format=3, consolidated=False)
-    assert chunks.verified_checksums(path) is None
+    assert verified_checksums(path) is None
     np.testing.assert_allclose(rv2dist.similarity(path).values, rv2dist.similarity(layers).values, atol=1e-12)
     _damage(path, "cut to half")
-    with pytest.raises(store.StoreError, match=CHUNK_1 + r"cannot be read \(RuntimeError: Zstd"):
+    with pytest.raises(StoreError, match=CHUNK_1 + r"cannot be read \(RuntimeError: Zstd"):
         rv2dist.similarity(path)
 
 
@@ -123,10 +127,10 @@ def test_a_rerun_notices_a_chunk_rewritten_with_zarr(rng, tmp_path):
         os.utime(tmp_path / "b.zarr" / "l1" / "c" / "1" / "0")
         summary = jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
         assert summary == {"computed": [], "skipped": ["a__b"]}
-        before = store.store_fingerprint(tmp_path / "b.zarr")
+        before = store_fingerprint(tmp_path / "b.zarr")
         zarr.open_array(tmp_path / "b.zarr" / "l1", mode="r+")[1000:2000] *= 2
-        assert store.store_fingerprint(tmp_path / "b.zarr") == before  # metadata and record unchanged
-        with pytest.raises(store.StoreError, match=f"{tmp_path / 'b.zarr'}: " + CHUNK_1 + "does not match"):
+        assert store_fingerprint(tmp_path / "b.zarr") == before  # metadata and record unchanged
+        with pytest.raises(StoreError, match=f"{tmp_path / 'b.zarr'}: " + CHUNK_1 + "does not match"):
             jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
     assert result.stat().st_mtime_ns == written
 
@@ -202,7 +206,7 @@ def test_relative_paths_on_a_cluster_started_elsewhere(rng, tmp_path, cluster_el
     _store(tmp_path / "stores" / "a.zarr", rng)
     scheduler = ["--scheduler", cluster_elsewhere]
     assert cli.main(["-q", "compare", "stores/a.zarr", "--out", "a.nc", *scheduler]) == 0, capsys.readouterr().err
-    np.testing.assert_allclose(store.read_result(tmp_path / "a.nc").rv2.values,
+    np.testing.assert_allclose(read_result(tmp_path / "a.nc").rv2.values,
                                rv2dist.similarity(tmp_path / "stores" / "a.zarr").values, atol=1e-12)
     (tmp_path / "stores" / "job.toml").write_text('plots = false\n[networks]\na = "a.zarr"\n[[compare]]\nself = ["a"]\n')
     assert cli.main(["-q", "run", "stores/job.toml", *scheduler]) == 0, capsys.readouterr().err
@@ -218,14 +222,14 @@ def test_relative_paths_on_a_cluster_started_elsewhere(rng, tmp_path, cluster_el
         capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in demo.rglob("*")} == times
     assert cli.main(["-q", "demo", "--n-obs", "80", "--overwrite", *scheduler]) == 0
-    assert store.read_result(demo / "result.nc").attrs["rv2dist_version"] and \
-        store.open_activations(demo / "standard.zarr").sizes["obs"] == 80
+    assert read_result(demo / "result.nc").attrs["rv2dist_version"] and \
+        open_activations(demo / "standard.zarr").sizes["obs"] == 80
     # the store gone between opening and reading: missing where the task runs
     lazy = rv2dist.similarity("stores/a.zarr", compute=False)
     shutil.move(tmp_path / "stores" / "a.zarr", tmp_path / "moved.zarr")
     from distributed import Client
 
-    with Client(cluster_elsewhere) as client, pytest.raises(store.StoreError) as caught:
+    with Client(cluster_elsewhere) as client, pytest.raises(StoreError) as caught:
         client.compute(lazy).result()
     assert "no such store where this task runs" in str(caught.value) and "damaged" not in str(caught.value)
 
@@ -236,19 +240,19 @@ def test_a_writer_is_refused_after_close_or_abort_and_leaves_nothing(rng, tmp_pa
     batch = relu_network(rng, 10, (3,))
     for finish in ("close", "abort"):
         path = tmp_path / f"{finish}.zarr"
-        writer = store.ActivationWriter(path)
+        writer = ActivationWriter(path)
         writer.append(batch)
         getattr(writer, finish)()
         done = "closed: the store was written" if finish == "close" else "discarded: nothing was kept"
-        with pytest.raises(store.StoreError, match=f"this writer is {done}; write with a new ActivationWriter"):
+        with pytest.raises(StoreError, match=f"this writer is {done}; write with a new ActivationWriter"):
             writer.append(batch)
         if finish == "abort":
-            with pytest.raises(store.StoreError, match="discarded"):
+            with pytest.raises(StoreError, match="discarded"):
                 writer.close()
         writer.close() if finish == "close" else writer.abort()  # closing twice, aborting twice: nothing
         assert [p.name for p in tmp_path.iterdir()] == ["close.zarr"]
-    assert store.open_activations(tmp_path / "close.zarr").sizes["obs"] == 10
-    with store.ActivationWriter(tmp_path / "again.zarr") as writer:
+    assert open_activations(tmp_path / "close.zarr").sizes["obs"] == 10
+    with ActivationWriter(tmp_path / "again.zarr") as writer:
         writer.append(batch)
         writer.abort()  # discarded inside the block: leaving it writes nothing
     assert not (tmp_path / "again.zarr").exists() and len(list(tmp_path.iterdir())) == 1
@@ -258,19 +262,19 @@ def test_a_store_that_appears_while_another_is_written_is_not_replaced(rng, tmp_
     """Two writes to one path without overwrite, at once: both pass the check at the
     start; the one that finishes second refuses to replace the other's store."""
     path = tmp_path / "net.zarr"
-    first = store.ActivationWriter(path)
+    first = ActivationWriter(path)
     first.append(relu_network(rng, 20, (3,)))
     np.savez(tmp_path / "other.npz", **relu_network(np.random.default_rng(5), 30, (4,)))
     assert cli.main(["import", str(tmp_path / "other.npz"), "--out", str(path)]) == 0  # finishes first
-    with pytest.raises(store.StoreError, match="net.zarr appeared while this store was written .* pass "
+    with pytest.raises(StoreError, match="net.zarr appeared while this store was written .* pass "
                                                r"overwrite=True \(--overwrite\) to replace it"):
         first.close()
-    assert store.open_activations(path).sizes["obs"] == 30
+    assert open_activations(path).sizes["obs"] == 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.zarr", "other.npz"]
-    writer = store.ActivationWriter(tmp_path / "net.zarr", overwrite=True)  # asked to replace: it does
+    writer = ActivationWriter(tmp_path / "net.zarr", overwrite=True)  # asked to replace: it does
     writer.append(relu_network(rng, 20, (3,)))
     writer.close()
-    assert store.open_activations(path).sizes["obs"] == 20
+    assert open_activations(path).sizes["obs"] == 20
 
 
 @pytest.mark.slow
@@ -306,7 +310,7 @@ def test_ctrl_c_during_import_leaves_nothing_and_exits_130(rng, tmp_path):
         assert "Traceback" not in errors, (delay, errors[-2000:])
         if left:  # interrupted after the store was complete: it is whole
             assert left == ["x.zarr"], (delay, left, errors)
-            assert store.open_activations(tmp_path / f"after-{delay}" / "x.zarr").sizes["obs"] == 24000
+            assert open_activations(tmp_path / f"after-{delay}" / "x.zarr").sizes["obs"] == 24000
         else:
             assert code == 130 and "rv2dist import: interrupted" in errors, (delay, code, errors)
 
@@ -341,8 +345,8 @@ def test_malformed_store_attributes_name_the_store_and_attribute(rng, tmp_path, 
     path = tmp_path / "net.zarr"
     _store(path, rng)
     edit(path)
-    for call in (rv2dist.similarity, store.describe):
-        with pytest.raises(store.StoreError) as caught:
+    for call in (rv2dist.similarity, describe):
+        with pytest.raises(StoreError) as caught:
             call(path)
         assert str(caught.value).startswith(f"{path}: ") and named in str(caught.value), caught.value
 
@@ -354,23 +358,23 @@ def test_layers_as_a_plain_list_and_ids_of_mixed_kinds_are_named(rng, tmp_path):
         rv2dist.write_activations(tmp_path / "list.zarr", arrays)
     nested = arrays[0].tolist()
     rv2dist.write_activations(tmp_path / "nested.zarr", {"l0": nested})  # a layer as nested lists
-    np.testing.assert_array_equal(store.open_activations(tmp_path / "nested.zarr")["l0"].values, arrays[0])
+    np.testing.assert_array_equal(open_activations(tmp_path / "nested.zarr")["l0"].values, arrays[0])
     layer = {"l0": arrays[0]}
     for ids, message in ((np.array([0, "a", 2, "b", 4, "c"], dtype=object), "mix integers, strings"),
                          ([0, 1.5, None, 3, 4, 5], "mix NoneType, floats, integers"),
                          ([(0, 1)] * 6, r"must be one value per observation, not an array of shape \(6, 2\)"),
                          (np.arange(6).astype("datetime64[D]"), "of dtype datetime64\\[D\\] cannot be stored")):
-        with pytest.raises(store.StoreError, match="observation ids " + message):
+        with pytest.raises(StoreError, match="observation ids " + message):
             rv2dist.write_activations(tmp_path / "ids.zarr", layer, obs=ids)
-    with pytest.raises(store.StoreError, match="this batch's observation ids are strings, the first batch's "
-                                               "integers"), store.ActivationWriter(tmp_path / "batches.zarr") as writer:
+    with pytest.raises(StoreError, match="this batch's observation ids are strings, the first batch's "
+                                         "integers"), ActivationWriter(tmp_path / "batches.zarr") as writer:
         writer.append({"l0": arrays[0][:3]}, obs=[0, 1, 2])
         writer.append({"l0": arrays[0][3:]}, obs=["a", "b", "c"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nested.zarr"]
     rv2dist.write_activations(tmp_path / "objects.zarr", layer, obs=np.array(["a", "b", "c", "d", "e", "f"], object))
-    assert list(store.observation_ids(store.open_activations(tmp_path / "objects.zarr"))) == list("abcdef")
+    assert list(observation_ids(open_activations(tmp_path / "objects.zarr"))) == list("abcdef")
     # bytes ids longer than the first chunk's: kept whole, as text
     long_ids = [b"x" * (i + 1) for i in range(6)]
     rv2dist.write_activations(tmp_path / "bytes.zarr", layer, obs=long_ids, chunk_bytes=2 * 3 * 8)
-    assert list(store.observation_ids(store.open_activations(tmp_path / "bytes.zarr"))) == \
+    assert list(observation_ids(open_activations(tmp_path / "bytes.zarr"))) == \
         [i.decode() for i in long_ids]

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 import rv2dist
 from conftest import relu_network
 from reference import dense_matrix
-from rv2dist.io import chunks
-from rv2dist.io import store
+from rv2dist.io.checksums import verified_checksums
+from rv2dist.io.chunks import StoredLayer, StoredRows, _blosc_only, stored_rows
+from rv2dist.io.errors import StoreError
+from rv2dist.io.reader import open_activations
+from rv2dist.io.schema import COMPLETE_ATTR, validate_dataset
 from rv2dist.core import preprocess as transforms
 from rv2dist.engine.buffers import KEPT_BUFFERS, KeptBuffers
 from test_store_cli import _run_cli
@@ -80,31 +83,31 @@ def test_interrupted_writer_leaves_no_store(rng, tmp_path):
     # a process killed mid-write leaves only its hidden partial: refused on open
     killed = rv2dist.ActivationWriter(tmp_path / "y.zarr", rows_per_chunk=16)
     killed.append(layers)
-    with pytest.raises(store.StoreError, match="interrupted"):
+    with pytest.raises(StoreError, match="interrupted"):
         rv2dist.open_activations(tmp_path / "y.zarr")
     killed.abort()
-    with pytest.raises(store.StoreError, match="no such activation store"):
+    with pytest.raises(StoreError, match="no such activation store"):
         rv2dist.open_activations(tmp_path / "y.zarr")
 
 
 def test_writer_rejects_inconsistent_batches(rng, tmp_path):
-    with pytest.raises(store.StoreError, match="'b' changed between batches"):
+    with pytest.raises(StoreError, match="'b' changed between batches"):
         with rv2dist.ActivationWriter(tmp_path / "a.zarr") as writer:
             writer.append({"a": np.ones((4, 2)), "b": np.ones((4, 3))})
             writer.append({"a": np.ones((4, 2)), "b": np.ones((4, 5))})
-    with pytest.raises(store.StoreError, match="'b' has 3 rows in a batch of 4"):
+    with pytest.raises(StoreError, match="layer 'b' has 3 observations but layer 'a' has 4"):
         rv2dist.ActivationWriter(tmp_path / "b.zarr").append({"a": np.ones((4, 2)), "b": np.ones((3, 2))})
-    with pytest.raises(store.StoreError, match="observation id 'x' repeats"):
+    with pytest.raises(StoreError, match="observation id 'x' repeats"):
         with rv2dist.ActivationWriter(tmp_path / "c.zarr") as writer:
             writer.append({"a": np.ones((2, 2))}, obs=["x", "y"])
             writer.append({"a": np.ones((2, 2))}, obs=["z", "x"])
-    with pytest.raises(store.StoreError, match="no observations"):
+    with pytest.raises(StoreError, match="no observations"):
         with rv2dist.ActivationWriter(tmp_path / "d.zarr"):
             pass
-    with pytest.raises(store.StoreError, match="dtype <U1"):
+    with pytest.raises(StoreError, match="dtype <U1"):
         rv2dist.ActivationWriter(tmp_path / "e.zarr").append({"a": np.array([["x"]])})
     rv2dist.write_activations(tmp_path / "f.zarr", {"a": np.ones((3, 1))})
-    with pytest.raises(store.StoreError, match="f.zarr already exists"):
+    with pytest.raises(StoreError, match="f.zarr already exists"):
         rv2dist.ActivationWriter(tmp_path / "f.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr"]
 
@@ -112,18 +115,18 @@ def test_writer_rejects_inconsistent_batches(rng, tmp_path):
 @pytest.mark.filterwarnings("ignore:Consolidated metadata")
 def test_schema_faults_are_named(rng, tmp_path):
     xr.Dataset({"c1": (("row", "unit"), np.ones((5, 2)))}).to_zarr(tmp_path / "noobs.zarr")
-    with pytest.raises(store.StoreError, match="noobs.zarr: has no 'obs' dimension"):
+    with pytest.raises(StoreError, match="noobs.zarr: has no 'obs' dimension"):
         rv2dist.open_activations(tmp_path / "noobs.zarr")
     uneven = xr.Dataset({"c1": (("obs", "u"), np.ones((5, 2))), "c2": (("time", "v"), np.ones((4, 2)))},
                         attrs={"layers": ["c1", "c2"]})
-    with pytest.raises(store.StoreError, match="layer 'c2' has dims"):
-        store.validate_dataset(uneven, "uneven")
+    with pytest.raises(StoreError, match="layer 'c2' has dims"):
+        validate_dataset(uneven, "uneven")
     rv2dist.write_activations(tmp_path / "half.zarr", relu_network(rng, 10, (2,)))
     import zarr
 
-    zarr.open_group(tmp_path / "half.zarr", mode="r+").attrs[store.COMPLETE_ATTR] = 0
+    zarr.open_group(tmp_path / "half.zarr", mode="r+").attrs[COMPLETE_ATTR] = 0
     zarr.consolidate_metadata(tmp_path / "half.zarr")
-    with pytest.raises(store.StoreError, match="half.zarr: the store is incomplete"):
+    with pytest.raises(StoreError, match="half.zarr: the store is incomplete"):
         rv2dist.open_activations(tmp_path / "half.zarr")
 
 
@@ -186,20 +189,67 @@ def test_stored_rows_read_into_buffers_equal_zarrs(rng, tmp_path):
     foreign = tmp_path / "f.zarr"
     xr.Dataset({name: (("obs",) + tuple(f"{name}_{i}" for i in range(1, value.ndim)), value)
                 for name, value in layers.items()}).chunk({"obs": 100}).to_zarr(foreign, zarr_format=3, consolidated=False)
-    (whole,) = chunks.row_ranges(store.open_activations(written)["fc"].data, (1030,))
-    assert isinstance(whole, chunks.RowRange)  # the writer's stores are read in the tasks
+    (whole,) = stored_rows(open_activations(written)["fc"].data, (1030,))
+    assert isinstance(whole, StoredRows)  # the writer's stores are read in the tasks
+    pool = _RecordingPool()
     for path, direct in ((written, True), (foreign, False)):
-        sums = chunks.verified_checksums(path)  # the writer's: each chunk read is checked
+        sums = verified_checksums(path)  # the writer's: each chunk read is checked
         assert (sums is not None) is direct
         for name, expected in layers.items():
-            assert chunks._blosc_only(zarr.open_array(path / name, mode="r")) is direct
-            layer = chunks._CheckedLayer(str(path), name, expected.shape, expected.dtype, sums and sums[name])
+            assert _blosc_only(zarr.open_array(path / name, mode="r")) is direct
+            layer = StoredLayer(str(path), name, expected.shape, expected.dtype, sums and sums[name])
             for start, stop in ((0, 100), (100, 400), (150, 250), (130, 140), (900, 1030), (1000, 1030)):
-                rows = chunks.RowRange(layer, start, stop)
-                read = rows.read_rows()
-                np.testing.assert_array_equal(read, expected[start:stop].reshape(stop - start, -1))
-                rows.recycle(read)
-    rv2dist.release_buffers()
+                rows = StoredRows(layer, start, stop)
+                assert rows.shape == (stop - start, expected[0].size) and rows.dtype == expected.dtype
+                for lender in (None, pool):  # scratch memory new, or lent
+                    out = np.full(rows.shape, np.nan, rows.dtype)
+                    rows.read_into(out, lender)
+                    np.testing.assert_array_equal(out, expected[start:stop].reshape(stop - start, -1))
+    # the edges of ranges and the encoded chunks of the writer's store used lent scratch
+    # memory, every array of it given back
+    assert pool.lent and not pool.out
+    with pytest.raises(ValueError, match=r"C-ordered float32 array of shape \(30, 9\)"):
+        whole.first_rows(30).read_into(np.empty((9, 30), np.float32))
+
+
+class _RecordingPool:
+    """A pool of scratch arrays that records what it lends and what comes back."""
+
+    def __init__(self):
+        self.lent, self.out = 0, {}
+
+    def lend(self, shape, dtype):
+        array = np.empty(shape, dtype)
+        self.lent += 1
+        self.out[id(array)] = array
+        return array
+
+    def give_back(self, array):
+        assert self.out.pop(id(array)) is array
+
+
+def test_stored_rows_are_found_in_the_arrays_own_graph(rng, tmp_path):
+    """A float layer read as it is has stored rows, whichever Dataset of the store it
+    comes from; after any operation on it, or of integers, or from another tool's store
+    that xarray decodes (a fill value), it has none and is read by dask's tasks."""
+    layers = {"f": rng.standard_normal((300, 4)).astype(np.float32), "i": np.arange(600).reshape(300, 2)}
+    rv2dist.write_activations(tmp_path / "s.zarr", layers, chunk_bytes=4 * 4 * 100)
+    first, second = open_activations(tmp_path / "s.zarr"), open_activations(tmp_path / "s.zarr")
+    for dataset in (first, second):
+        found = stored_rows(dataset["f"].data, (120, 180))
+        assert [(rows.start, rows.stop) for rows in found] == [(0, 120), (120, 300)]
+        out = np.empty(found[1].first_rows(7).shape, np.float32)
+        found[1].first_rows(7).read_into(out)
+        np.testing.assert_array_equal(out, layers["f"][120:127])
+    data = first["f"].data
+    for changed in (data[:, :2], data + 0, data.rechunk(50), first["f"].isel(obs=slice(0, 200)).data):
+        assert stored_rows(changed, changed.chunks[0]) is None
+    assert stored_rows(first["i"].data, (300,)) is None
+    assert stored_rows(layers["f"], (300,)) is None
+    masked = tmp_path / "masked.zarr"
+    xr.Dataset({"f": (("obs", "unit"), layers["f"])}).chunk({"obs": 100}).to_zarr(
+        masked, encoding={"f": {"_FillValue": -1.0}}, zarr_format=3)
+    assert stored_rows(open_activations(masked)["f"].data, (300,)) is None
 
 
 def test_kept_buffers_are_lent_once_and_reused():
@@ -342,9 +392,9 @@ def test_writer_refuses_nan_and_inf_naming_layer_and_observation(rng, tmp_path, 
     layers["l1"] = layers["l1"].reshape(300, 3, 1)
     layers["l1"][211, 2, 0] = bad
     ids = np.array([f"img{i}" for i in range(300)])
-    with pytest.raises(store.StoreError, match=rf"bad.zarr: layer 'l1' holds {bad} at observation 211 \(id 'img211'\)"):
+    with pytest.raises(StoreError, match=rf"bad.zarr: layer 'l1' holds {bad} at observation 211 \(id 'img211'\)"):
         rv2dist.write_activations(tmp_path / "bad.zarr", layers, obs=ids, chunk_bytes=4 * 4 * 50)
-    with pytest.raises(store.StoreError, match=r"layer 'l1' holds .* at observation 211 \(id 211\)"):
+    with pytest.raises(StoreError, match=r"layer 'l1' holds .* at observation 211 \(id 211\)"):
         with rv2dist.ActivationWriter(tmp_path / "streamed.zarr") as writer:
             for start in range(0, 300, 70):
                 writer.append({name: value[start:start + 70] for name, value in layers.items()})

@@ -161,7 +161,9 @@ def _check_output(path, suffixes, what):
 
 def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=False, align_obs=False,
              precision="auto", memory_budget=None, resampling=None):
-    from rv2dist.io import store
+    from rv2dist.io.reader import open_activations
+    from rv2dist.io.results import write_result
+    from rv2dist.io.schema import network_name
     from rv2dist.api import plan, similarity, warn_undefined
     from rv2dist.service.jobs import label_result
     from rv2dist.plot import heatmap
@@ -174,10 +176,10 @@ def _compare(a, b, *, metric, center, route, layers, out, plot, client, gpus=Fal
     result = similarity(a, b, **options, compute=False)
     result = _compute_with_progress(result, client)
     warn_undefined(result)
-    net_a = store.network_name(store.open_activations(a), Path(a).stem)
-    net_b = store.network_name(store.open_activations(b), Path(b).stem) if b else net_a
+    net_a = network_name(open_activations(a), Path(a).stem)
+    net_b = network_name(open_activations(b), Path(b).stem) if b else net_a
     result = label_result(result, store_a=a, store_b=b or a, network_a=net_a, network_b=net_b, metrics=metric)
-    store.write_result(result, out)
+    write_result(result, out)
     if plot:
         heatmap(result, plot)
     return result
@@ -243,7 +245,8 @@ def _connect(args, links=True):
 
 
 def _run_demo(args):
-    from rv2dist.io import store
+    from rv2dist.io.results import check_result_path
+    from rv2dist.io.writer import write_activations
     from rv2dist.service.demo import related_networks
 
     if args.n_obs < 4:
@@ -255,11 +258,11 @@ def _run_demo(args):
         raise UsageError(f"{out} holds an earlier demo's {', '.join(path.name for path in taken)}; pass "
                          "--overwrite to replace them, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    store.check_result_path(out / "result.nc")  # before any work: a result replaces no folder
+    check_result_path(out / "result.nc")  # before any work: a result replaces no folder
     net_a, net_b = related_networks(args.n_obs)
     for path, layers in zip(paths, (net_a, net_b)):
-        store.write_activations(path, layers, network=path.stem, overwrite=args.overwrite,
-                                attrs={"source": "rv2dist demo: synthetic activations, not a trained network"})
+        write_activations(path, layers, network=path.stem, overwrite=args.overwrite,
+                          attrs={"source": "rv2dist demo: synthetic activations, not a trained network"})
     # (no dashboard links: the cluster and its pages go when the demo ends in seconds)
     with _connect(args, links=False) as client:
         result = _compare(paths[0], paths[1], metric=["rv2", "cka"], center=True, route="auto",
@@ -279,14 +282,15 @@ def _run_demo(args):
 
 
 def _run_compare(args):
-    from rv2dist.io import store
+    from rv2dist.io.reader import open_activations
+    from rv2dist.io.results import check_result_path
 
     _check_output(args.out, (".nc", ".zarr"), "result")
-    store.check_result_path(args.out)  # before any work: a result replaces no folder or store
+    check_result_path(args.out)  # before any work: a result replaces no folder or store
     if args.plot:
         _check_output(args.plot, (".png", ".svg", ".pdf"), "plot")
     for path in filter(None, (args.a, args.b)):
-        store.open_activations(path)
+        open_activations(path)
     resampling = _resampling(args)
     with _connect(args) as client:
         result = _compare(args.a, args.b, metric=args.metric, center=not args.no_center, route=args.route,
@@ -320,19 +324,19 @@ def _run_import(args):
     convert(args.source, args.out, layers=args.layers, network=args.network, pool=args.pool,
             channel_axis=args.channel_axis, downsample_by=args.downsample, method=args.method,
             overwrite=args.overwrite, obs_dim=args.obs_dim)
-    from rv2dist.io import store
+    from rv2dist.io.reader import describe
 
-    print(store.describe(args.out))
+    print(describe(args.out))
 
 
 def _run_job(args):
     from rv2dist.service.jobs import load_job, run_job
 
     job = load_job(args.job, out=args.out)
-    from rv2dist.io import store
+    from rv2dist.io.reader import open_activations
 
     for name, path in job.networks.items():
-        store.open_activations(path)
+        open_activations(path)
     with _connect(args) as client:
         summary = run_job(job, client, device=_device(args.gpus, client), progress=not args.no_progress)
     print(f"job {job.name}: {len(summary['computed'])} computed, {len(summary['skipped'])} skipped; "
@@ -340,9 +344,9 @@ def _run_job(args):
 
 
 def _run_info(args):
-    from rv2dist.io import store
+    from rv2dist.io.reader import describe
 
-    print(store.describe(args.store))
+    print(describe(args.store))
 
 
 def _run_plot(args):

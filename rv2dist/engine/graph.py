@@ -64,18 +64,23 @@ def _head(chunk, count):
 
 @contextlib.contextmanager
 def _reading(chunks):
-    """The chunks as arrays: one given as a row range (see
-    :func:`rv2dist.io.chunks.row_ranges`) read here, in the task that uses it, into a buffer
-    given back when the block ends; any other chunk as it is."""
-    arrays = []
+    """The chunks as arrays: stored rows (see :func:`rv2dist.io.chunks.stored_rows`) read
+    here, in the task that uses them, into a buffer lent by :data:`KEPT_BUFFERS` (which
+    lends their scratch memory too) and given back when the block ends; any other chunk
+    as it is."""
+    arrays, lent = [], []
     try:
         for chunk in chunks:
-            arrays.append(chunk.read_rows() if hasattr(chunk, "read_rows") else chunk)
+            if hasattr(chunk, "read_into"):
+                lent.append(KEPT_BUFFERS.lend(chunk.shape, chunk.dtype))
+                chunk.read_into(lent[-1], KEPT_BUFFERS)
+                arrays.append(lent[-1])
+            else:
+                arrays.append(chunk)
         yield arrays
     finally:
-        for chunk, array in zip(chunks, arrays):
-            if hasattr(chunk, "recycle"):
-                chunk.recycle(array)
+        for array in lent:
+            KEPT_BUFFERS.give_back(array)
 
 
 def _first_rows_mean(chunk, dtype):

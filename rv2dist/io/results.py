@@ -3,7 +3,8 @@ metric, or a Dataset), a 2-D numpy array, a list of any of these, a job's combin
 result (a ``comparison`` dimension), a result file, or a job's results folder.
 
 :func:`open_results` gives them as one combined Dataset; :func:`panels` as the list of
-single comparisons the figures draw.  Files are read through :mod:`rv2dist.store`.
+single comparisons the figures draw.  A result file is written atomically
+(:mod:`rv2dist.io.atomic`): netCDF (``.nc``) or zarr (``.zarr``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rv2dist.io import store
+from rv2dist.io.atomic import naming, written_atomically
+from rv2dist.io.errors import StoreError
+from rv2dist.io.schema import is_zarr
 
 RESULT_FORMATS = ("nc", "zarr")
 COMBINED = "combined"  # a job's combined result: combined.nc or combined.zarr
@@ -29,10 +32,66 @@ def read(path):
         for suffix in RESULT_FORMATS:
             combined = path / f"{COMBINED}.{suffix}"
             if combined.exists():
-                return store.read_result(combined)
-        raise store.StoreError(f"{path}: holds no combined result ({COMBINED}.nc or {COMBINED}.zarr, written by "
-                               "'rv2dist run'); give a result file instead")
-    return store.read_result(path)
+                return read_result(combined)
+        raise StoreError(f"{path}: holds no combined result ({COMBINED}.nc or {COMBINED}.zarr, written by "
+                         "'rv2dist run'); give a result file instead")
+    return read_result(path)
+
+
+def check_result_path(path) -> None:
+    """Refuse a result path that would replace something not a result (a folder, an
+    activation store), before any work is done."""
+    path = Path(path)
+    if path.suffix not in tuple(f".{suffix}" for suffix in RESULT_FORMATS):
+        raise StoreError(f"{path}: a result must end in .nc or .zarr")
+    if not path.parent.exists():
+        raise StoreError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir() and not (path.suffix == ".zarr" and is_zarr(path)):
+        raise StoreError(f"{path}: is a folder, not a result; choose another name")
+    if path.is_dir() and (path / "obs").exists():
+        raise StoreError(f"{path}: is an activation store; a result never replaces one, choose another name")
+
+
+def write_result(result, path) -> None:
+    """Write a result Dataset to ``.nc`` (netCDF) or ``.zarr``, atomically."""
+    path = Path(path)
+    check_result_path(path)
+    with written_atomically(path) as partial, naming(path, "cannot write the result"):
+        if path.suffix == ".nc":
+            # netCDF is built in memory (a result is small) and written with plain file
+            # I/O: h5py writing straight to a full disk can crash the process
+            import dask
+
+            # a small in-memory result: no distributed lock (xarray would ask the client
+            # for one keyed by the in-memory file, which it cannot serve)
+            with dask.config.set(scheduler="synchronous"):
+                data = result.to_netcdf(engine="h5netcdf")
+            with open(partial, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            result.to_zarr(partial, mode="w-")
+
+
+def read_result(path):
+    """Read a result written by :func:`write_result` (fully loaded)."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such result")
+    try:
+        if path.suffix == ".zarr":
+            result = xr.open_zarr(path).load()
+        else:
+            result = xr.load_dataset(path, engine="h5netcdf")
+    except Exception as error:
+        raise StoreError(f"{path}: not a result file ({type(error).__name__}: {error})") from None
+    matrices = [name for name, v in result.data_vars.items() if v.dims[-2:] == ("layer_a", "layer_b")]
+    if not matrices:
+        raise StoreError(f"{path}: not an rv2dist result (no layer_a x layer_b matrix in it)")
+    return result
 
 
 def network_names(result):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rv2dist.io.inputs import first_repeated
+from rv2dist.io.names import first_repeated
 from rv2dist.record.pooling import MASKED_POOLS, choose_pool, pool_output
 
 INPUT_KEYS = ("inputs", "input", "x")

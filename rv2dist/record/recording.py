@@ -21,7 +21,8 @@ import numpy as np
 
 from rv2dist.record.hooks import Recorder, layer_names
 from rv2dist.service.progress import ProgressBar
-from rv2dist.io.store import DEFAULT_CHUNK_BYTES, ActivationWriter, StoreError
+from rv2dist.io.errors import StoreError
+from rv2dist.io.writer import DEFAULT_CHUNK_BYTES, ActivationWriter
 from rv2dist.core.preprocess import StreamingDownsampler
 
 
@@ -56,7 +57,7 @@ def record_activations(path, model, loader, layers, *, network=None, obs=None, p
     """Run ``model`` over ``loader`` and stream the named layers' outputs into a store.
 
     Each batch's activations are pooled and downsampled on the fly, copied to the host
-    and appended to an :class:`~rv2dist.io.store.ActivationWriter`, so memory stays at one
+    and appended to an :class:`~rv2dist.io.writer.ActivationWriter`, so memory stays at one
     batch plus one row chunk per layer however many observations there are.  The model
     runs in eval mode without gradients; every module's own mode is restored afterwards.
 

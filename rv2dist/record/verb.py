@@ -88,7 +88,7 @@ def _field(text):
 def run_record(args):
     """The ``record`` verb: bad input is a ValueError naming the file, model or layer,
     raised before any store is written (an interrupted recording leaves none)."""
-    from rv2dist.io import store
+    from rv2dist.io.reader import describe
     from rv2dist.record.recording import record_activations
     from rv2dist.record.sources import load_inputs, load_model, parse_arguments
 
@@ -112,4 +112,4 @@ def run_record(args):
                        output=_field(args.output), downsample_by=args.downsample, method=args.method,
                        device=args.device, dtype=args.dtype, overwrite=args.overwrite,
                        attrs={"model_source": args.model, "inputs": str(args.text or args.inputs)})
-    print(store.describe(args.out))
+    print(describe(args.out))

@@ -60,9 +60,12 @@ from pathlib import Path
 import numpy as np
 
 from rv2dist.engine import buffers
-from rv2dist.io import chunks
-from rv2dist.io import store
-from rv2dist.io.results import COMBINED, RESULT_FORMATS
+from rv2dist.io.atomic import write_text
+from rv2dist.io.chunks import chunk_checks
+from rv2dist.io.errors import StoreError
+from rv2dist.io.reader import open_activations, store_fingerprint
+from rv2dist.io.results import COMBINED, RESULT_FORMATS, read_result, write_result
+from rv2dist.io.schema import network_name
 from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 
 JOB_TYPES = {"name": str, "out": str, "metrics": (str, list), "center": bool, "route": str, "format": str,
@@ -322,7 +325,7 @@ def _write_combined(job, finished, networks):
                           rv2dist_version=__version__,
                           created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     path = job.out / f"{COMBINED}.{job.result_format}"
-    store.write_result(combined, path)
+    write_result(combined, path)
     return path
 
 
@@ -352,8 +355,8 @@ def label_result(result, *, store_a, store_b, network_a, network_b, metrics, ext
 
 def _recorded_inputs(path: Path):
     try:
-        return json.loads(store.read_result(path).attrs["rv2dist_inputs"])
-    except (store.StoreError, KeyError, ValueError):
+        return json.loads(read_result(path).attrs["rv2dist_inputs"])
+    except (StoreError, KeyError, ValueError):
         return None
 
 
@@ -363,8 +366,8 @@ def _finished_result(path: Path, wanted: str):
     if not path.exists():
         return None
     try:
-        result = store.read_result(path)
-    except store.StoreError:
+        result = read_result(path)
+    except StoreError:
         return None
     return result if result.attrs.get("rv2dist_fingerprint") == wanted else None
 
@@ -377,7 +380,7 @@ def _check_kept_inputs(client, datasets, kept, stream):
     from rv2dist.service.cluster import watch
 
     names = sorted({name for comparison in kept for name in (comparison.a, comparison.b)})
-    checks = [task for name in names for task in chunks.chunk_checks(datasets[name])]
+    checks = [task for name in names for task in chunk_checks(datasets[name])]
     if not checks:
         return
     print(f"  check {', '.join(names)}: every chunk against its checksum (results kept rest on them)",
@@ -388,6 +391,20 @@ def _check_kept_inputs(client, datasets, kept, stream):
             error = future.exception()
             client.cancel(futures)
             raise error
+
+
+def _read_by_tasks(dataset):
+    """``dataset`` with each layer given by a task per row chunk (which passes on what
+    dask's read of the chunk gives): no longer a layer as stored, so no comparison's
+    chunk tasks read it themselves (:func:`rv2dist.io.chunks.stored_rows`), and the graphs
+    of several comparisons share its reads.  Until :func:`rv2dist.similarity` takes the
+    read mode as an option."""
+    return dataset.copy(data={name: dataset[name].data.map_blocks(_same, dtype=dataset[name].dtype)
+                              for name in dataset.data_vars})
+
+
+def _same(chunk):
+    return chunk
 
 
 def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
@@ -423,8 +440,8 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
 
     stream = stream or sys.stdout
     used = sorted({c.a for c in job.comparisons} | {c.b for c in job.comparisons})
-    datasets = {name: store.open_activations(job.networks[name]) for name in used}
-    prints = {name: store.store_fingerprint(job.networks[name]) for name in used}
+    datasets = {name: open_activations(job.networks[name]) for name in used}
+    prints = {name: store_fingerprint(job.networks[name]) for name in used}
     job.out.mkdir(parents=True, exist_ok=True)
     wanted = {c: fingerprint(job, c, prints) for c in job.comparisons}
     finished = {c: _finished_result(job.result_path(c), wanted[c]) for c in job.comparisons}
@@ -447,7 +464,7 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
 
     board = dashboard.install(client)
     job_id = f"{job.name}-{uuid.uuid4().hex[:8]}"
-    networks = {name: store.network_name(datasets[name], name) for name in used}
+    networks = {name: network_name(datasets[name], name) for name in used}
 
     def post(fields, **job_fields):
         if board:
@@ -464,10 +481,10 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
 
     # for the report: how each comparison runs (shapes only, no data read)
     plans = {c: repr(plan(*sides(c), **options)) for c in job.comparisons}
-    # a store in several comparisons keeps read tasks of its own, which their graphs share
+    # a store in several comparisons is read by tasks of its own, which their graphs share
     for name in used:
         if sum(name in (c.a, c.b) for c in todo) > 1:
-            chunks.share_reads(datasets[name])
+            datasets[name] = _read_by_tasks(datasets[name])
     lazies, tokens, task_totals = [], {}, {}
     for comparison in todo:
         lazy = similarity(*sides(comparison), **options, compute=False)
@@ -554,7 +571,7 @@ def _write(job, comparison, result, networks, digest, inputs):
                           network_a=networks[comparison.a], network_b=networks[comparison.b], metrics=job.metrics,
                           extra={"job": job.name, "rv2dist_fingerprint": digest,
                                  "rv2dist_inputs": json.dumps(inputs)})
-    store.write_result(result, job.result_path(comparison))
+    write_result(result, job.result_path(comparison))
     if job.plots:
         _draw(job, comparison, result)
 
@@ -612,5 +629,5 @@ def _write_report(job, networks, finished, plans, seconds, status):
     data = {"jobs": [{"id": job.name, "name": job.name, "status": status, "comparisons_done": done,
                       "comparisons_total": len(comparisons), "comparisons": comparisons, "provenance": provenance}]}
     path = job.out / "report.html"
-    store.write_text(path, dashboard.page_html(data))
+    write_text(path, dashboard.page_html(data))
     return path

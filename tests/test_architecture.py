@@ -1,0 +1,64 @@
+"""The import layers between rv2dist's packages, read from the source (no import runs).
+
+Each package lists the rv2dist packages its modules may import, at module level or
+inside functions; a package not listed here is not checked yet.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "rv2dist"
+
+# package -> the rv2dist packages (besides itself) its modules may import
+MAY_IMPORT = {
+    "io": {"core"},
+}
+
+
+def rv2dist_imports(source, module):
+    """``[(line, imported rv2dist module)]`` of every import in ``source``, the code of
+    ``module`` (dotted, e.g. ``rv2dist.io.reader``), relative imports resolved."""
+    found = []
+    package = module.split(".")[:-1]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            # "from rv2dist import engine" imports the package rv2dist.engine
+            found += [(node.lineno, f"{base}.{alias.name}" if base == "rv2dist" else base) for alias in node.names]
+    return [(line, name) for line, name in found if name == "rv2dist" or name.startswith("rv2dist.")]
+
+
+def _modules(package):
+    for path in sorted((ROOT / package).rglob("*.py")):
+        yield path, ".".join(("rv2dist",) + path.relative_to(ROOT).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_packages_import_only_the_layers_below_them(package):
+    allowed = {f"rv2dist.{name}" for name in MAY_IMPORT[package] | {package}}
+    wrong = [f"{path.relative_to(ROOT.parent)}:{line} imports {name}"
+             for path, module in _modules(package)
+             for line, name in rv2dist_imports(path.read_text(), module)
+             if not any(name == top or name.startswith(f"{top}.") for top in allowed)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_kind_of_import_is_seen():
+    source = """
+import rv2dist.engine.buffers
+from rv2dist import api, core
+from ..planning import plan
+from . import chunks
+
+def late():
+    from rv2dist.service.jobs import run_job
+"""
+    assert sorted(name for _, name in rv2dist_imports(source, "rv2dist.io.reader")) == [
+        "rv2dist.api", "rv2dist.core", "rv2dist.engine.buffers", "rv2dist.io", "rv2dist.planning",
+        "rv2dist.service.jobs"]
