@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rv2dist.io.errors import StoreError
+from rv2dist.io.names import select
 from rv2dist.io.writer import chunk_rows
 
 
@@ -68,16 +69,15 @@ def _npy_folder(source):
 
 
 def selected_layers(source, arrays, names, wanted):
-    """``{name: array}`` of the ``wanted`` layers of ``arrays`` (default ``names``), in
-    that order; a StoreError naming ``source`` and a layer it lacks."""
-    if wanted is not None:
-        missing = [name for name in wanted if name not in arrays]
-        if missing:
-            raise StoreError(f"{source}: has no layer {missing[0]!r}; it has {', '.join(names)}")
-        names = list(wanted)
-    if not names:
+    """``{name: array}`` of the ``wanted`` layers of ``arrays`` (default ``names``, its
+    layers), in that order; a StoreError naming ``source`` and a layer it lacks."""
+    try:
+        chosen = dict(select([(name, arrays[name]) for name in names], wanted, f"{source}:"))
+    except ValueError as error:
+        raise StoreError(str(error)) from None
+    if not chosen:
         raise StoreError(f"{source}: holds no layers")
-    return {name: arrays[name] for name in names}
+    return chosen
 
 
 def read_labelled_layers(source, layers=None, obs_dim=None) -> ForeignLayers:
