@@ -87,8 +87,9 @@ def _mean_and_sd(x, y, metric, center):
     import dask
 
     from rv2dist.core.measures import MEASURES
-    from rv2dist.engine.graph import TaskGraph, build_statistics
-    from rv2dist.planning.plan import make_plan
+    from rv2dist.engine.statistics_graph import build_statistics
+    from rv2dist.engine.taskgraph import TaskGraph
+    from rv2dist.planning.planner import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], memory_budget=2**31)
     graph = TaskGraph("validate")

@@ -1,6 +1,7 @@
 """rv2dist: RV2, RV and CKA similarity between network layers, on Dask, without n x n matrices."""
 
-from rv2dist.api import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning, plan, rv2, similarity
+from rv2dist.api import plan, rv2, similarity
+from rv2dist.core.errors import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning
 from rv2dist.planning.plan import Plan, PlanError
 
 __version__ = "0.1.0"

@@ -84,7 +84,7 @@ def test_cli_gpus_without_gpu_exits_2(rng, tmp_path):
 def test_gpu_plans_use_float64_products_and_one_task_per_gpu(rng):
     a = relu_network(rng, 3000, (64, 128), dtype=np.float32)
     gpu = rv2dist.plan(a, memory_budget=2**30, device="gpu") if _gpu_available() else None
-    from rv2dist.planning.plan import make_plan
+    from rv2dist.planning.planner import make_plan
 
     plan = make_plan(3000, [("x", 64), ("y", 128)], dtype="float32", memory_budget=2**30, device="gpu")
     assert plan.compute_dtype == "float64" and len(plan.row_chunks) == 1

@@ -60,7 +60,7 @@ def test_feature_kernels_agree_across_namespaces(rng):
 def test_feature_statistics_agree_across_namespaces(rng, center, weighted):
     """The finalisation batches its device transfers; on a non-numpy namespace it must
     give numpy's statistics for every layer pair of a planned job."""
-    from rv2dist.planning.plan import make_plan
+    from rv2dist.planning.planner import make_plan
 
     np_chunks = [rng.standard_normal((40, 5)) + 3, rng.standard_normal((40, 7)), rng.standard_normal((40, 2)) * 4]
     plan = make_plan(40, [("a", 5), ("b", 7)], [("c", 2)], memory_budget=8 * 5 * 6 * 6)
@@ -72,7 +72,7 @@ def test_feature_statistics_agree_across_namespaces(rng, center, weighted):
         sums = [
             feature.chunk_sums(chunks, plan.blocks, shifts, "float64",
                                [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[a:b]],
-                               plan.n_layers, g == 0, weights=weights)
+                               plan.n_layers, "column-sums" if g == 0 else "none", weights=weights)
             for g, (a, b) in enumerate(plan.product_groups)
         ]
         results.append(feature_totals.feature_statistics(
@@ -93,7 +93,7 @@ def test_gram_kernels_agree_across_namespaces(rng):
         prepared = gram.gram_prepare(chunks, means, "float32")
         tile = gram.gram_tile(prepared, prepared, True)
         # kept tiles (their diagonal back) and the one-block cube of the tests' tr(A^3)
-        kept = gram.gram_tile(prepared, prepared, True, keep=True)
+        kept = gram.gram_tile(prepared, prepared, True, keep="tiles")
         cube = gram.gram_cube([[kept]], [[kept]], [[kept]], ([[False]],) * 3, 1)
         results.append(_host({"summary": summary, "tile": tile, "outer": prepared["norm_outer"], "kept": kept,
                               "cube": cube}))

@@ -174,7 +174,7 @@ def test_in_memory_jobs_run_directly_on_the_local_pool(rng, monkeypatch, threads
 
     from reference import dense_matrix
 
-    import rv2dist.api
+    import rv2dist.engine.execute
     import rv2dist.core.feature_totals
 
     a = relu_network(rng, 150, (6, 30))
@@ -183,7 +183,7 @@ def test_in_memory_jobs_run_directly_on_the_local_pool(rng, monkeypatch, threads
     statistics = rv2dist.core.feature_totals.feature_statistics
     monkeypatch.setattr(rv2dist.core.feature_totals, "feature_statistics",
                         lambda *args, **kwargs: ran_in.append(threading.get_ident()) or statistics(*args, **kwargs))
-    monkeypatch.setattr(rv2dist.api, "_local_task_threads", lambda: threads)
+    monkeypatch.setattr(rv2dist.engine.execute, "local_task_threads", lambda: threads)
     got = rv2dist.similarity(a, b, metric="rv2", center=False)
     want = dense_matrix(a, b, "rv2", center=False)
     assert np.max(np.abs(got.values - want)) < 1e-12

@@ -109,8 +109,9 @@ def _statistics(x, y, center, route):
     """The engine's sufficient statistics of the pair (x, y) from one route."""
     import dask
 
-    from rv2dist.engine.graph import TaskGraph, build_statistics
-    from rv2dist.planning.plan import make_plan
+    from rv2dist.engine.statistics_graph import build_statistics
+    from rv2dist.engine.taskgraph import TaskGraph
+    from rv2dist.planning.planner import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], route=route, memory_budget=2**30)
     graph = TaskGraph("rsa")

@@ -87,8 +87,9 @@ def _statistics(x, y, metric, center):
     import dask
 
     from rv2dist.core.measures import MEASURES
-    from rv2dist.engine.graph import TaskGraph, build_statistics
-    from rv2dist.planning.plan import make_plan
+    from rv2dist.engine.statistics_graph import build_statistics
+    from rv2dist.engine.taskgraph import TaskGraph
+    from rv2dist.planning.planner import make_plan
 
     plan = make_plan(len(x), [("x", x.shape[1])], [("y", y.shape[1])], memory_budget=2**30)
     graph = TaskGraph("reference")
@@ -232,8 +233,9 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budg
     half's tiles transposed), the last block shorter."""
     import dask
 
-    from rv2dist.engine.graph import TaskGraph, build_statistics
-    from rv2dist.planning.plan import make_plan
+    from rv2dist.engine.statistics_graph import build_statistics
+    from rv2dist.engine.taskgraph import TaskGraph
+    from rv2dist.planning.planner import make_plan
 
     n = 60
     layers = [rng.standard_normal((n, w)) + 2 for w in (7, 3, 5)]
@@ -244,7 +246,7 @@ def test_cubed_traces_from_split_products_match_dense(rng, self_job, route, budg
     edges = np.cumsum((0,) + plan.row_chunks)
     chunks = [[x[start:stop] for start, stop in zip(edges[:-1], edges[1:])] for x in layers]
     graph = TaskGraph("cubed")
-    tested = dataclasses.replace(plan, tests=True, cube_group=group)
+    tested = dataclasses.replace(plan, tests=True, cost=dataclasses.replace(plan.cost, cube_group=group))
     stats = dask.get(graph.tasks, build_statistics(graph, chunks, tested, True))
     for x, value in zip(layers, stats.trace_cubed):
         c = (x - x.mean(axis=0)) @ (x - x.mean(axis=0)).T

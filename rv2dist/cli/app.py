@@ -310,7 +310,7 @@ def _run_compare(args):
 
 def _resampling(args):
     """The significance options of ``compare``, checked before any work."""
-    from rv2dist.api import check_resampling
+    from rv2dist.planning.options import check_resampling
 
     options = {key: getattr(args, key) for key in ("tests", "correction", "permutations", "bootstrap", "seed",
                                                    "confidence", "keep_replicates")}

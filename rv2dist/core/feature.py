@@ -79,8 +79,13 @@ def shift_slab(chunks, pieces, shifts, dtype, out=None, row_norms=None):
     return out
 
 
-def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, sub_rows=SUB_ROWS, weights=None,
-               buffers=None, column_sums=True):
+# what a chunk task sums besides the products: nothing (all but the first product group
+# of a job), the row norms' sums, or those and the column sums (see chunk_moments)
+MOMENTS = ("none", "row-norms", "column-sums")
+
+
+def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments="column-sums", sub_rows=SUB_ROWS,
+               weights=None, buffers=None):
     """Every sum over the rows of one chunk that the feature route needs.
 
     The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
@@ -100,8 +105,10 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         ``(row block, row range, column block, column range)`` of each product.
     n_layers : int
         Number of layers.
-    moments : bool
-        Also compute :func:`chunk_moments`.
+    moments : {"column-sums", "row-norms", "none"}
+        What :func:`chunk_moments` adds: the sums of the squared row norms and the
+        column sums (centring needs them, and so does ``1'Ã1`` of uncentred data), the
+        row norms' sums alone, or no moments at all.
     sub_rows : int
         Most rows per sub-block; the chunk is cut into equal sub-blocks.
     weights : numpy.ndarray, optional
@@ -113,8 +120,6 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
         to before returning (kept memory, no fresh pages), and the returned float64 sums
         of several sub-blocks lent from, to come back once unreferenced; default: new
         arrays.
-    column_sums : bool
-        The moments' column sums (see :func:`chunk_moments`); default True.
 
     Returns
     -------
@@ -139,25 +144,26 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments=True, 
     returned = buffers.lend_result if lending else None
     try:
         sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty,
-                           returned, xp, column_sums)
+                           returned, xp)
     finally:
         for array in lent:
             buffers.give_back(array)
     if sums is None:
         # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
         # again in float64; non-finite input stays non-finite and is reported as such
-        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers,
-                          column_sums)
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers)
     return sums
 
 
-def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp,
-                column_sums):
+def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp):
     """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)`` and
     its float64 sums of several sub-blocks from ``returned`` (None: new arrays); None
     where a float32 sum overflowed."""
+    if moments not in MOMENTS:
+        raise ValueError(f"unknown moments {moments!r}; choose one of {', '.join(MOMENTS)}")
     k = chunks[0].shape[0]
-    used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if moments else set()))
+    with_moments = moments != "none"
+    used = sorted({b for b, _, c, _ in products for b in (b, c)} | (set(range(len(blocks))) if with_moments else set()))
     # equal sub-blocks: a short last one would pay a whole output pass for few rows
     rows = -(-k // -(-k // sub_rows))
     # one sub-block: its products go on as they are, the float64 sums starting in the
@@ -172,16 +178,16 @@ def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_
         for begin in range(0, k, rows):
             end = min(k, begin + rows)
             sub = [c[begin:end, :] for c in chunks]
-            piece_norms = {b: [] if moments else None for b in used}
+            piece_norms = {b: [] if with_moments else None for b in used}
             views = {b: shift_slab(sub, [(l, s, e) for l, s, e, _ in blocks[b]], shifts, dtype,
                                    out=slabs[b][: end - begin, :], row_norms=piece_norms[b])
                      for b in used}
             sub_weights = None if weights is None else xp.asarray(weights[begin:end], dtype=xp.float64)
             if sub_weights is not None:
                 views = {b: _scale_rows(view, xp.sqrt(sub_weights), xp) for b, view in views.items()}
-            if moments:
+            if with_moments:
                 part = chunk_moments([views[b] for b in range(len(blocks))], blocks, n_layers,
-                                     [piece_norms[b] for b in range(len(blocks))], sub_weights, column_sums)
+                                     [piece_norms[b] for b in range(len(blocks))], sub_weights, moments)
                 summed = part if summed is None else accumulate(summed, part)  # this call's own arrays
             for p, (rb, rr, cb, cr) in enumerate(products):
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
@@ -217,7 +223,7 @@ def _moment_leaves(moments):
             + [a for parts in moments["norm_cross"] for a in parts])
 
 
-def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None, column_sums=True):
+def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None, moments="column-sums"):
     """Sums over the rows of one chunk that the feature route needs besides X'Y.
 
     Parameters
@@ -234,10 +240,10 @@ def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None, column_sum
     weights : array, optional
         ``(k,)`` float64 row weights ``w``, the slabs' rows already scaled by
         ``sqrt(w)``: then every sum is weighted and ``n`` is ``sum w``.
-    column_sums : bool
-        Also ``colsum`` and ``norm_cross`` (default): centring needs them, and so does
-        ``1'Ã1`` of uncentred data (``rv2_null``, the tests); without them those lists
-        stay empty, saving a pass over the slabs.
+    moments : {"column-sums", "row-norms"}
+        With ``"column-sums"`` (default) also ``colsum`` and ``norm_cross``: centring
+        needs them, and so does ``1'Ã1`` of uncentred data (``rv2_null``, ``rsa``, the
+        tests); with ``"row-norms"`` those lists stay empty, saving a pass over the slabs.
 
     Returns
     -------
@@ -262,7 +268,7 @@ def chunk_moments(slabs, pieces, n_layers, piece_norms, weights=None, column_sum
     count, norms = (k, unit) if weights is None else (float(xp.sum(weights)), unit * weights[:, None])
     colsum = [[] for _ in range(n_layers)]
     norm_cross = [[] for _ in range(n_layers)]
-    if column_sums:
+    if moments == "column-sums":
         root = xp.ones((k, 1), dtype=xp.float64) if weights is None else xp.sqrt(weights)[:, None]
         # one GEMM per slab yields the a_i-weighted column sums and, from a column of
         # ones (of sqrt(w)), the plain column sums (per-piece reductions cost more)

@@ -10,7 +10,7 @@ from rv2dist.core.statistics import Statistics, centred_row_sums, flag_arrays, l
 
 
 @QUIET_RANGE
-def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, column_sums=True):
+def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-products"):
     """Sufficient statistics of every layer pair from the feature route's totals.
 
     Parameters
@@ -27,13 +27,15 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, co
     center : bool
         Whether the statistics are of column-centred data (uncentred ones are of
         unshifted rows).
-    skewness : bool
-        Also compute ``trace_cubed``, which only the tests' skewness uses (centred
-        data only; it costs ``2 p^3`` per layer); NaN otherwise.
-    column_sums : bool
-        Whether the moments hold the column sums (see :func:`chunk_moments`; centred
-        statistics always need them).  Without, ``ones``, ``rowsum_sq`` and
-        ``rowsum_norm`` are NaN.
+    cubes : {"own-products", "none"}
+        ``trace_cubed``, which only the tests' skewness uses (centred data only), from
+        each layer's own cross-product (``2 p^3`` per layer), or not (NaN).
+
+    Notes
+    -----
+    Moments summed without their column sums (``moments="row-norms"`` of
+    :func:`rv2dist.core.feature.chunk_sums`: uncentred jobs that read no ``1'Ã1``) give
+    NaN ``ones``, ``rowsum_sq`` and ``rowsum_norm``.
 
     Returns
     -------
@@ -54,7 +56,8 @@ def feature_statistics(sums, product_pieces, mirrored, center, skewness=True, co
     n_layers = len(moments["colsum"])
     colsum = [concat_host(c) for c in moments["colsum"]]
     residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
-    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and skewness else None
+    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and cubes == "own-products" else None
+    column_sums = any(parts for parts in moments["colsum"])
     # per piece pair: m_r' P m_c centred; uncentred, s_r' P s_c with s the column sums
     # (the |Xs|^2 of the permutation moments), the residual means being zero
     with_sums = center or column_sums

@@ -98,11 +98,12 @@ def gram_prepare(chunks, means, dtype, sums=None):
     return prepared
 
 
-def gram_tile(block_i, block_j, diagonal, keep=False):
+def gram_tile(block_i, block_j, diagonal, keep="inner"):
     """Frobenius inner products ``<G_l, G_m>`` of the off-diagonal parts of the Gram
-    tiles ``G_l = X_l[i] X_l[j]'`` of every layer, weighted 2 off the block diagonal.
-    ``keep``: ``{"inner": those, "tiles": (L, b_i, b_j) float64}``, the tiles with
-    their diagonal, for :func:`gram_cube`."""
+    tiles ``G_l = X_l[i] X_l[j]'`` of every layer, weighted 2 off the block diagonal
+    (``diagonal``: the tile is on the block diagonal).  ``keep="tiles"``: ``{"inner":
+    those, "tiles": (L, b_i, b_j) float64}``, the tiles with their diagonal, for
+    :func:`gram_cube`; ``keep="inner"`` the inner products alone."""
     rows_i, rows_j = block_i["rows"], block_j["rows"]
     xp = namespace(*rows_i)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -110,17 +111,18 @@ def gram_tile(block_i, block_j, diagonal, keep=False):
     if rows_i[0].dtype != xp.float64 and not all_finite([inner], xp):
         # float32 tiles overflow from about 1e19: this tile again in float64
         return gram_tile(_rows_f64(block_i), _rows_f64(block_j), diagonal, keep)
-    return {"inner": inner, "tiles": tiles} if keep else inner
+    return {"inner": inner, "tiles": tiles} if keep == "tiles" else inner
 
 
 def _tile_inner(rows_i, rows_j, diagonal, xp, keep):
+    tiles_kept = keep == "tiles"
     b_i, b_j = rows_i[0].shape[0], rows_j[0].shape[0]
     factor = 1.0 if diagonal else 2.0
     if numpy_like(xp):
         # each tile lands in its row of one float64 array, its diagonal zeroed in place:
         # no float64 copy, mask or stacked copy per tile (kept tiles get it back after)
         flat = xp.empty((len(rows_i), b_i * b_j), dtype=xp.float64)
-        kept = xp.empty((len(rows_i), b_i), dtype=xp.float64) if diagonal and keep else None
+        kept = xp.empty((len(rows_i), b_i), dtype=xp.float64) if diagonal and tiles_kept else None
         for index, (row, x, y) in enumerate(zip(flat, rows_i, rows_j)):
             tile = row.reshape(b_i, b_j)
             tile[...] = x @ y.T
@@ -131,7 +133,7 @@ def _tile_inner(rows_i, rows_j, diagonal, xp, keep):
         inner = factor * (flat @ flat.T)
         for row, values in zip(flat, kept if kept is not None else ()):
             xp.fill_diagonal(row.reshape(b_i, b_j), values)
-        return inner, xp.reshape(flat, (len(rows_i), b_i, b_j)) if keep else None
+        return inner, xp.reshape(flat, (len(rows_i), b_i, b_j)) if tiles_kept else None
     flat, tiles = [], []
     for x, y in zip(rows_i, rows_j):
         tile = f64(x @ y.T)
@@ -140,7 +142,7 @@ def _tile_inner(rows_i, rows_j, diagonal, xp, keep):
             tile = tile * (1.0 - xp.eye(b_i, dtype=xp.float64))
         flat.append(xp.reshape(tile, (b_i * b_j,)))
     flat = xp.stack(flat, axis=0)
-    return factor * (flat @ flat.T), xp.stack(tiles, axis=0) if keep else None
+    return factor * (flat @ flat.T), xp.stack(tiles, axis=0) if tiles_kept else None
 
 
 def gram_cube(first, second, third, flips, orders):

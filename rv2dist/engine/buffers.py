@@ -21,6 +21,7 @@ import contextlib
 import math
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -49,14 +50,19 @@ class KeptBuffers:
 
     def lend_result(self, shape, dtype):
         """As :meth:`lend`, for an array its task returns: it comes back by itself once
-        nothing refers to it (no result, view or message in flight), which
-        :meth:`_reclaim` sees from its reference count."""
+        nothing refers to it (no result, view or message in flight).
+
+        The rows are lent as a view of an array made on a memoryview of the kept one:
+        numpy gives every view taken from it that array as its base (it does not look
+        past a base that is no ndarray), so a weak reference to it lives exactly as long
+        as anything that can reach the memory, whatever the interpreter counts."""
         key = (threading.get_ident(), tuple(shape[1:]), np.dtype(dtype).str)
         with self._lock:
             self._reclaim()
             whole = self._take(key, shape, dtype)
-            self._outstanding.append((key, whole))
-        return whole[: shape[0]]
+            lent = np.asarray(memoryview(whole))
+            self._outstanding.append((key, whole, weakref.ref(lent)))
+        return lent[: shape[0]]
 
     def _take(self, key, shape, dtype):
         self._cancel_release()
@@ -71,12 +77,11 @@ class KeptBuffers:
         return array
 
     def _reclaim(self):
-        """Keep again the returned arrays nothing else refers to any more (every view of
-        an array holds a reference to it, so none can be in use)."""
+        """Keep again the returned arrays nothing refers to any more."""
         outstanding = []
-        for key, whole in self._outstanding:
-            if sys.getrefcount(whole) > _UNREFERENCED:
-                outstanding.append((key, whole))
+        for key, whole, lent in self._outstanding:
+            if lent() is not None:
+                outstanding.append((key, whole, lent))
             else:
                 self._free.setdefault(key, []).append(whole)
         self._outstanding = outstanding
@@ -126,14 +131,6 @@ class KeptBuffers:
             return sum(array.nbytes for kept in self._free.values() for array in kept)
 
 
-def _unreferenced_count():
-    """What ``sys.getrefcount`` says, in :meth:`KeptBuffers._reclaim`'s loop, of an array
-    that only the pool refers to (interpreters count the call's own references differently)."""
-    for _, whole in [(None, np.empty(0))]:
-        return sys.getrefcount(whole)
-
-
-_UNREFERENCED = _unreferenced_count()
 KEPT_BUFFERS = KeptBuffers()
 
 

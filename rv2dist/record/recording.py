@@ -224,7 +224,7 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     import tempfile
 
     from rv2dist.api import similarity
-    from rv2dist.planning.plan import budget_bytes
+    from rv2dist.planning.options import budget_bytes
 
     pair = _pair(model_a, model_b, layers_a, layers_b, names, dict(
         pool=pool, channel_axis=channel_axis, output=output, device=device, dtype=dtype, call=call, mask=mask))

@@ -169,7 +169,7 @@ def load_job(path, out=None) -> Job:
         # TOML's true is no count (bool is an int subclass in Python)
         if key in spec and (not isinstance(spec[key], kind) or (kind is not bool and isinstance(spec[key], bool))):
             raise JobError(f"{path}: {key} must be {JOB_TYPE_NAMES[key]}, not {spec[key]!r}")
-    from rv2dist.api import check_resampling
+    from rv2dist.planning.options import check_resampling
     from rv2dist.core.measures import MEASURES, check_names
 
     resampling = {key: spec[key] for key in RESAMPLING_KEYS if key in spec}

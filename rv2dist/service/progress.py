@@ -81,33 +81,12 @@ class ProgressBar:
             self._bar.close()
 
 
-# a job whose work passes this says what it costs before it starts: seconds or more of
-# a laptop's cores, and below it a line would be noise
-COST_LINE_FLOP = 1e11
-
-
-def _work(plan):
-    """(FLOP, tasks) of a plan with its resampling."""
-    flops = plan.flops + sum(count * sub_plan.flops for _, count, sub_plan in plan.resampling)
-    return flops, plan.n_tasks + sum(count * sub_plan.n_tasks for _, count, sub_plan in plan.resampling)
-
-
-def cost_line(plan) -> str:
-    """A :class:`~rv2dist.planning.plan.Plan`'s cost in one line: its work in FLOP (resampling
-    included) and tasks."""
-    from rv2dist.planning.plan import _flops
-
-    parts = [f"products {_flops(plan.flops)}"] + [
-        f"{count:,} {'permutations' if kind == 'permutation' else 'bootstrap replicates'} "
-        f"{_flops(count * sub_plan.flops)}" for kind, count, sub_plan in plan.resampling]
-    flops, tasks = _work(plan)
-    return (f"rv2dist: this job computes about {_flops(flops)} in about {tasks:,} tasks "
-            f"({', '.join(parts)}; {plan.route} route); rv2dist.plan() and plan_models() tell it beforehand")
-
-
 def announce_cost(plan, enabled=True, stream=None):
-    """Print :func:`cost_line` on ``stream`` (default stderr) when ``enabled``, the
-    process's progress output is on (``rv2dist -q`` turns it off) and the work passes
-    :data:`COST_LINE_FLOP`."""
-    if enabled and ENABLED and _work(plan)[0] >= COST_LINE_FLOP:
+    """Print the plan's cost line (:func:`rv2dist.planning.plan.cost_line`) on ``stream``
+    (default stderr) when ``enabled``, the process's progress output is on (``rv2dist
+    -q`` turns it off) and the work passes :data:`rv2dist.api.COST_LINE_FLOP`."""
+    from rv2dist.api import COST_LINE_FLOP
+    from rv2dist.planning.plan import cost_line
+
+    if enabled and ENABLED and plan.total_flops >= COST_LINE_FLOP:
         print(cost_line(plan), file=stream or sys.stderr, flush=True)

@@ -1,0 +1,15 @@
+"""The warnings rv2dist gives about its results (exported as ``rv2dist.<Name>``)."""
+
+
+class UndefinedLayerWarning(RuntimeWarning):
+    """A layer has zero variance (or, uncentred, is all zeros): its metrics are NaN."""
+
+
+class UndefinedReplicateWarning(RuntimeWarning):
+    """Bootstrap replicates whose weights leave a metric undefined were left out of the
+    intervals (the ``undefined_replicates`` attr of the interval variables)."""
+
+
+class FewReplicatesWarning(UserWarning):
+    """Too few bootstrap replicates for the interval's confidence: its ends rest on the
+    most extreme replicates."""

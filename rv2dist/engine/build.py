@@ -1,0 +1,78 @@
+"""A whole job as one dask graph: every statistic set, every resampling pass and the
+result's assembly, built from a :class:`~rv2dist.planning.plan.Plan`.
+
+Every row chunk of every layer is read once and serves every product it belongs to;
+all sums over observations are tree reductions of float64 partials.
+"""
+
+from __future__ import annotations
+
+from rv2dist.engine.assemble import assemble
+from rv2dist.engine.buffers import finish_job
+from rv2dist.engine.layout import Layouts, is_dask
+from rv2dist.engine.resampling_graph import bootstrap_statistics, permuted_statistics
+from rv2dist.engine.statistics_graph import build_statistics
+from rv2dist.engine.taskgraph import TaskGraph
+
+
+def inputs_token(layers):
+    """Names the inputs in task keys: dask arrays by their names, in-memory arrays by a
+    random token (hashing every byte would cost as much as a pass of the products)."""
+    import uuid
+
+    from dask.base import tokenize
+
+    return tokenize([layer.array.name if is_dask(layer.array) else uuid.uuid4().hex for layer in layers])
+
+
+def _resampled(graph, layouts, plan, flags, seed):
+    """Keys of the permuted and bootstrap statistics, ``{kind: [keys per statistic set]}``."""
+    chunks = layouts.chunks(plan.row_chunks)
+    la = plan.n_layers_a
+    resampled = {}
+    for sub in plan.resampling:
+        sub_chunks = layouts.chunks(sub.plan.row_chunks)
+        if sub.kind == "permutation":
+            # b's rows are gathered from the job's own chunks (a's second copy in a self job)
+            chunks_b = chunks[:la] if plan.self_job else chunks[la:]
+            resampled[sub.kind] = [permuted_statistics(graph, sub_chunks[:la], chunks_b, sub.plan, flag, seed,
+                                                       sub.count) for flag in flags]
+        else:
+            resampled[sub.kind] = [bootstrap_statistics(graph, sub_chunks, sub.plan, flag, seed, sub.count)
+                                   for flag in flags]
+    return resampled
+
+
+def job_graph(layers, plan, spec, *, annotations=None, finish_seconds=None):
+    """The :class:`dask.delayed.Delayed` of a job's result.
+
+    Parameters
+    ----------
+    layers : sequence of rv2dist.engine.layout.InputLayer
+        Both sides' layers, in plan order.
+    plan : rv2dist.planning.plan.Plan
+    spec : rv2dist.engine.assemble.ResultSpec
+    annotations : dict, optional
+        Dask annotations of every task (e.g. ``{"resources": {"GPU": 1}}``).
+    finish_seconds : float, optional
+        For a result computed later: its last task ends the job, keeping its working
+        arrays this many seconds (see :func:`rv2dist.engine.buffers.finish_job`).
+    """
+    import contextlib
+
+    import dask
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    graph = TaskGraph(inputs_token(layers))
+    layouts = Layouts(graph, layers, plan)
+    statistics = [build_statistics(graph, layouts.chunks(plan.row_chunks), plan, flag) for flag in spec.flags]
+    resampled = _resampled(graph, layouts, plan, spec.flags, spec.resampling.seed)
+    final = graph.add_bound("result", (), assemble, dict(spec=spec, plan=plan), statistics=statistics,
+                            kinds=list(resampled), resampled=list(resampled.values()))
+    if finish_seconds is not None:
+        # computed by whoever, the job's end still starts the clock on its kept arrays
+        final = graph.add("job-end", (), finish_job, final, finish_seconds)
+    with dask.annotate(**annotations) if annotations else contextlib.nullcontext():
+        layer = HighLevelGraph.from_collections(final[0], graph.tasks, dependencies=layouts.collections)
+    return Delayed(final, layer, layer=final[0])
