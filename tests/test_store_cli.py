@@ -9,7 +9,9 @@ import pytest
 import rv2dist
 from conftest import relu_network, write_unchecked
 from rv2dist import cli
-from rv2dist.io import store
+from rv2dist.io.errors import StoreError
+from rv2dist.io.results import read_result
+from rv2dist.io.writer import write_activations
 
 
 def test_store_round_trip_gives_same_matrix(rng, tmp_path):
@@ -35,16 +37,16 @@ def test_zarr_v2_store_readable(rng, tmp_path):
 
 
 def test_bad_stores_name_the_fault(rng, tmp_path):
-    with pytest.raises(store.StoreError, match="no such activation store"):
+    with pytest.raises(StoreError, match="no such activation store"):
         rv2dist.open_activations(tmp_path / "missing.zarr")
     (tmp_path / "empty.zarr").write_text("")
-    with pytest.raises(store.StoreError, match="not an activation store"):
+    with pytest.raises(StoreError, match="not an activation store"):
         rv2dist.open_activations(tmp_path / "empty.zarr")
     (tmp_path / "folder.zarr").mkdir()
-    with pytest.raises(store.StoreError, match="not a zarr store"):
+    with pytest.raises(StoreError, match="not a zarr store"):
         rv2dist.open_activations(tmp_path / "folder.zarr")
     (tmp_path / ".half.zarr.partial-1234").mkdir()
-    with pytest.raises(store.StoreError, match="interrupted"):
+    with pytest.raises(StoreError, match="interrupted"):
         rv2dist.open_activations(tmp_path / "half.zarr")
     rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 20, (2,)), obs=[f"s{i}" for i in range(20)])
     rv2dist.write_activations(tmp_path / "b.zarr", relu_network(rng, 20, (2,)),
@@ -68,7 +70,7 @@ def test_cli_compare_info_plot_and_errors(rng, tmp_path):
     done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka",
                     "--out", tmp_path / "r.nc", "--plot", tmp_path / "r.png")
     assert done.returncode == 0, done.stderr
-    result = store.read_result(tmp_path / "r.nc")
+    result = read_result(tmp_path / "r.nc")
     want = rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "b.zarr", metric="rv2")
     assert np.max(np.abs(result.rv2.values - want.values)) < 1e-12
     assert result.attrs["network_a"] == "alpha" and result.attrs["network_b"] == "beta"
@@ -123,7 +125,7 @@ def test_compare_says_what_a_long_job_costs_before_it_starts(rng, tmp_path, caps
 def test_demo_runs_end_to_end(tmp_path):
     done = _run_cli("demo", "--n-obs", "600", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr
-    result = store.read_result(tmp_path / "demo" / "result.nc")
+    result = read_result(tmp_path / "demo" / "result.nc")
     assert result.rv2.shape == (11, 11)
     # like two trained seeds: each layer most alike its counterpart, early layers nearly
     # identical, similarity falling off the diagonal and with depth
@@ -162,4 +164,4 @@ def test_cli_shows_rv2dists_warnings_once_as_plain_lines(rng, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if "variance" in line]
     assert lines == ["rv2dist compare: warning: layer(s) 'flat' have zero variance: their rows/columns are NaN"]
-    assert list(np.atleast_1d(store.read_result(tmp_path / "f.nc").attrs["undefined_layers"])) == ["flat"]
+    assert list(np.atleast_1d(read_result(tmp_path / "f.nc").attrs["undefined_layers"])) == ["flat"]

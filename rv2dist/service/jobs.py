@@ -393,20 +393,6 @@ def _check_kept_inputs(client, datasets, kept, stream):
             raise error
 
 
-def _read_by_tasks(dataset):
-    """``dataset`` with each layer given by a task per row chunk (which passes on what
-    dask's read of the chunk gives): no longer a layer as stored, so no comparison's
-    chunk tasks read it themselves (:func:`rv2dist.io.chunks.stored_rows`), and the graphs
-    of several comparisons share its reads.  Until :func:`rv2dist.similarity` takes the
-    read mode as an option."""
-    return dataset.copy(data={name: dataset[name].data.map_blocks(_same, dtype=dataset[name].dtype)
-                              for name in dataset.data_vars})
-
-
-def _same(chunk):
-    return chunk
-
-
 def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     """Run every comparison of ``job`` on ``client`` that is not already done.
 
@@ -482,12 +468,11 @@ def run_job(job: Job, client, *, device="cpu", progress=True, stream=None):
     # for the report: how each comparison runs (shapes only, no data read)
     plans = {c: repr(plan(*sides(c), **options)) for c in job.comparisons}
     # a store in several comparisons is read by tasks of its own, which their graphs share
-    for name in used:
-        if sum(name in (c.a, c.b) for c in todo) > 1:
-            datasets[name] = _read_by_tasks(datasets[name])
+    shared = {name for name in used if sum(name in (c.a, c.b) for c in todo) > 1}
     lazies, tokens, task_totals = [], {}, {}
     for comparison in todo:
-        lazy = similarity(*sides(comparison), **options, compute=False)
+        reads = "read-tasks" if {comparison.a, comparison.b} & shared else "auto"
+        lazy = similarity(*sides(comparison), **options, compute=False, reads=reads)
         token = dashboard.task_token(lazy.key)
         tokens[comparison] = token
         task_totals[comparison] = sum(dashboard.task_token(key) == token for key in lazy.__dask_graph__())
