@@ -297,11 +297,11 @@ def cuda_cluster(dev, n):
     """``rv2dist --gpus``: dask-cuda's LocalCUDACluster, with an RMM pool where RMM is installed."""
     if dev.kind == "cpu":
         return "skipped in a rehearsal"
-    from rv2dist.service.cluster import connect
+    from rv2dist.service.cluster import connect_gpus
 
     layers = generated_layers(n)
     try:
-        with connect(gpus=True) as client:
+        with connect_gpus() as client:
             allocator = client.run(_allocator)
             start = time.perf_counter()
             result = rv2dist.similarity(layers, metric="rv2", client=client, device=dev.kind)

@@ -157,7 +157,7 @@ def bench_f(n_obs, repeat):
 
 
 def bench_g(folder, n_obs, others):
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile, runner
 
     rng = np.random.default_rng(3)
     names = ["standard"] + [f"net{i}" for i in range(others)]
@@ -173,7 +173,7 @@ def bench_g(folder, n_obs, others):
         separate = time.perf_counter() - start
         shutil.rmtree(folder / "results", ignore_errors=True)
         start = time.perf_counter()
-        jobs.run_job(jobs.load_job(folder / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(jobfile.load_job(folder / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
         one_job = time.perf_counter() - start
     print(f"(g) reference against {others} networks at n {n_obs:,}: one job {one_job:.1f} s (results written), "
           f"{others} separate comparisons {separate:.1f} s; ratio {one_job / separate:.2f}")

@@ -54,14 +54,15 @@ def _result_dtype(layers):
     return "float64"
 
 
-def _choose_device(device, layers):
+def _choose_device(device, layers, client):
     """Where the products run: as asked, or (``"auto"``) on the GPU when an input is
-    already there as CuPy."""
+    already there as CuPy or the cluster runs on GPUs (:func:`~rv2dist.engine.execute.gpu_workers`)."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device != "auto":
         return device
-    return "gpu" if any(backend(array) == "cupy" for _, array in layers) else "cpu"
+    on_gpu = any(backend(array) == "cupy" for _, array in layers) or execute.gpu_workers(client)
+    return "gpu" if on_gpu else "cpu"
 
 
 def ids_digest(ids) -> str:
@@ -174,7 +175,7 @@ def _prepare(a, b, options, client, given_plan=None) -> _Job:
     n = check_obs(everything)
     _check_sizes(names, n, resampling)
     flags = tuple(sorted({MEASURES[m].centred(center) for m in names}, reverse=True))
-    device = _choose_device(options["device"], everything)
+    device = _choose_device(options["device"], everything, client)
     if device == "gpu" and client is None:
         execute.require_cupy()
     widths = ([(name, _units(array)) for name, array in layers_a],
@@ -277,9 +278,11 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         ``"auto"`` keeps float32 input in float32 on CPUs and uses float64 on GPUs.
     device : {"auto", "cpu", "gpu"}
         Where the chunk products run.  ``"gpu"`` moves each chunk to the worker's GPU
-        as a CuPy array (only the small sums come back); ``"auto"`` follows the input
-        (CuPy-backed arrays run on the GPU).  The memory budget then defaults to a
-        quarter of the free GPU memory.
+        as a CuPy array (only the small sums come back); ``"auto"`` runs on the GPU when
+        an input is CuPy-backed or any worker of ``client``'s cluster declares a
+        ``GPU`` resource (its tasks then go to those workers; see
+        :func:`rv2dist.engine.execute.gpu_workers`).  The memory budget then defaults
+        to a quarter of the free GPU memory.
     align_obs : bool
         When both networks come from stores (or Datasets) holding the same observation
         ids in different orders, reorder b's rows to a's order.  Default ``False``:

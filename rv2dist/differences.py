@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rv2dist.core.checks import real_number
 from rv2dist.io.results import network_names
 from rv2dist.core.significance import difference_summary
 
@@ -161,7 +162,7 @@ def _difference(metric, one, other, confidence):
                          "replicates need the same number (and seed)")
     if confidence is None:
         confidence = float(first.attrs.get("confidence", 0.95))
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+    if not (real_number(confidence) and 0 < confidence < 1):
         raise ValueError(f"confidence must be a number between 0 and 1, not {confidence!r}")
     low, high, p, used = difference_summary(replicates_1 - replicates_2, confidence)
     return Difference(metric, tuple(cell_1), tuple(cell_2), value_1 - value_2, low, high, p, float(confidence), used,

@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent / "rv2dist"
 # package -> the rv2dist packages (besides itself) its modules may import
 MAY_IMPORT = {
     "io": {"core"},
+    "plot": {"core", "io"},
+    "record": {"core", "io", "planning", "api", "service"},  # service: the progress bar
+    "service": {"core", "io", "planning", "engine", "api", "plot", "__version__"},
+    "cli": {"core", "io", "planning", "api", "plot", "record", "service", "__version__"},
 }
 
 

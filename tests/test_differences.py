@@ -166,7 +166,7 @@ def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
 
     from distributed import Client, LocalCluster
 
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile, runner
 
     n = 200
     x, (y1, y2) = _layers(rng, n)
@@ -186,7 +186,7 @@ def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
                                        '[[compare]]\npairs = [["y", "x"], ["z", "x"]]\n')
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(jobfile.load_job(tmp_path / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
     combined = rv2dist.open_results(tmp_path / "results")
     assert combined.attrs["seed"] == 4 and combined.attrs["keep_replicates"] == 1
     # the routes used, per comparison and in all (not the job's "auto")

@@ -53,7 +53,7 @@ def test_self_permutations_from_the_command_line_and_a_job(net, tmp_path, capsys
     from distributed import Client
 
     from rv2dist import cli
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile, runner
     from rv2dist.io.results import read_result
 
     rv2dist.write_activations(tmp_path / "a.zarr", net, network="a")
@@ -65,7 +65,7 @@ def test_self_permutations_from_the_command_line_and_a_job(net, tmp_path, capsys
     (tmp_path / "job.toml").write_text('permutations = 9\nseed = 2\nplots = false\n[networks]\na = "a.zarr"\n'
                                        '[[compare]]\nself = ["a"]\n')
     with Client(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as client:
-        jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(jobfile.load_job(tmp_path / "job.toml"), client, progress=False, stream=open(os.devnull, "w"))
     np.testing.assert_array_equal(read_result(tmp_path / "results" / "a__a.nc").rv2_p_permutation.values,
                                   want.rv2_p_permutation.values)
 
@@ -288,8 +288,8 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
 
     from test_service import _chromium, _dump_dom
 
-    from rv2dist.service import dashboard
     from rv2dist.io.atomic import write_text
+    from rv2dist.service.page import page_html
 
     if not _chromium():
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
@@ -305,7 +305,7 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
                       "comparisons": [comparison("long", long, long, "sentence-transformers/all-MiniLM-L6-v2"),
                                       comparison("short", ["c1", "c2"], ["c1", "c2"], "c"),
                                       comparison("huge", ["x" * 150, "l"], long[:2], "e")]}]}
-    page = dashboard.page_html(data).replace("</body>", CHECK_LABELS)
+    page = page_html(data).replace("</body>", CHECK_LABELS)
     write_text(tmp_path / "report.html", page)
     dom = _dump_dom((tmp_path / "report.html").as_uri(), tmp_path / "chromium")
     found = json.loads(html.unescape(re.search(r'data-found="([^"]*)"', dom).group(1)))
@@ -314,3 +314,25 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
     assert all(name in shown for name in long) and "c1" in shown
     assert any(name.startswith("xxxx") and name.endswith("\u2026") for name in shown)
     assert f"<title>{'x' * 150}</title>" in dom
+
+
+def test_quiet_and_verbose_hold_for_their_own_call(rng, tmp_path, capsys, monkeypatch, threads_cluster):
+    """-q and -v go to the verb they were given with, not to the process: the next call
+    (of the API or the command line) says what its job costs again, and the embedded
+    cluster's default log level stays."""
+    import logging
+
+    from rv2dist import cli
+    from rv2dist.service import cluster
+
+    for name in ("rv2dist", "distributed.client"):  # -v configures logging: restored after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 60, (3, 4)))
+    monkeypatch.setattr(rv2dist.api, "COST_LINE_FLOP", 0)  # as if every job were long
+    assert cli.main(["-q", "compare", str(tmp_path / "a.zarr"), "--out", str(tmp_path / "q.nc")]) == 0
+    assert "this job computes" not in capsys.readouterr().err
+    rv2dist.similarity(tmp_path / "a.zarr")  # in the same process, after `rv2dist -q`
+    assert "this job computes" in capsys.readouterr().err
+    assert cli.main(["-v", "compare", str(tmp_path / "a.zarr"), "--out", str(tmp_path / "v.nc")]) == 0
+    assert "this job computes" in capsys.readouterr().err
+    assert cluster.EMBEDDED_LOG_LEVEL == logging.CRITICAL

@@ -66,10 +66,10 @@ def test_gpu_significance_matches_numpy_float64(rng, route):
 def test_gpu_requested_without_one_is_a_clear_error(rng):
     with pytest.raises(ValueError, match="device='gpu' needs CuPy"):
         rv2dist.similarity(relu_network(rng, 20, (3,)), device="gpu")
-    from rv2dist.service.cluster import ClusterError, connect
+    from rv2dist.service.cluster import ClusterError, connect_gpus
 
     with pytest.raises(ClusterError, match="--gpus"):
-        connect(gpus=True)
+        connect_gpus()
 
 
 @pytest.mark.skipif(_gpu_available(), reason="checks the error raised without a GPU")

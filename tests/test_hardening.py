@@ -312,7 +312,7 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
     from distributed import Client, LocalCluster
 
     from rv2dist.service import dashboard
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile, runner
 
     layers = relu_network(rng, 300, (3, 4))
     hostile_layer = {"l0": layers["l0"], HOSTILE.format("layer"): layers["l1"]}
@@ -323,11 +323,11 @@ def test_dashboard_page_escapes_job_network_layer_names_and_errors(rng, tmp_path
     job_file = tmp_path / "job.toml"
     job_file.write_text(f'name = "{HOSTILE.format("job")}"\nplots = false\n[networks]\nref = "ref.zarr"\n'
                         'bad = "bad.zarr"\n[[compare]]\nself = ["ref"]\n[[compare]]\npairs = [["ref", "bad"]]\n')
-    job = jobs.load_job(job_file)
+    job = jobfile.load_job(job_file)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
-        with pytest.raises(jobs.JobError, match="contains NaN"):
-            jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        with pytest.raises(jobfile.JobError, match="contains NaN"):
+            runner.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
         port = client.dashboard_link.split(":")[-1].split("/")[0]
         page = dashboard.page_link(f"http://127.0.0.1:{port}/status")
         dom = subprocess.run(
@@ -411,21 +411,21 @@ GOOD_NETWORKS = '[networks]\na = "a.zarr"\nb = "b.zarr"\n'
      "reference 'a' has no other network to compare against"),
 ])
 def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile
 
     path = tmp_path / "job.toml"
     path.write_text(text)
-    with pytest.raises(jobs.JobError, match=None) as caught:
-        jobs.load_job(path)
+    with pytest.raises(jobfile.JobError, match=None) as caught:
+        jobfile.load_job(path)
     assert str(path) in str(caught.value) and named in str(caught.value)
 
 
 def test_a_job_file_with_a_byte_order_mark_is_read(tmp_path):
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile
 
     path = tmp_path / "job.toml"
     path.write_text("\ufeff" + GOOD_NETWORKS + '[[compare]]\nreference = "a"\n', encoding="utf-8")
-    job = jobs.load_job(path)
+    job = jobfile.load_job(path)
     assert [c.name for c in job.comparisons] == ["a__b"] and job.networks["a"] == tmp_path / "a.zarr"
 
 
@@ -437,7 +437,7 @@ def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):
 
 
 def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_path):
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile
 
     jobs_folder = tmp_path / "project"
     jobs_folder.mkdir()
@@ -455,7 +455,7 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
     assert rv2dist.open_results(results).sizes["comparison"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
     assert sorted(p.name for p in jobs_folder.iterdir()) == ["a.zarr", "job.toml", "results"]
-    job = jobs.load_job(jobs_folder / "job.toml")
+    job = jobfile.load_job(jobs_folder / "job.toml")
     names = [job.result_path(c).name for c in job.comparisons]
     assert len(set(names)) == 2 and all("/" not in n and not n.startswith(".") for n in names)
     elsewhere = tmp_path / "chosen"

@@ -318,7 +318,7 @@ def test_outputs_that_cannot_be_stacked_name_the_layer(tmp_path):
 
 
 def test_long_jobs_say_what_they_cost_and_plan_models_says_it_before(tmp_path, capsys, monkeypatch):
-    from rv2dist.service import progress
+    from rv2dist.planning.plan import cost_line
 
     a, b = TinyEncoder(seed=0), TinyEncoder(seed=5)
     batches = _padded_batches(n=40)  # five batches of 8: the extrapolation is exact
@@ -335,13 +335,13 @@ def test_long_jobs_say_what_they_cost_and_plan_models_says_it_before(tmp_path, c
         assert getattr(planned, field) == getattr(recorded, field), field
     assert [(kind, count, sub.flops) for kind, count, sub in planned.resampling] == [
         (kind, count, sub.flops) for kind, count, sub in recorded.resampling]
-    monkeypatch.setattr(progress, "COST_LINE_FLOP", 0)
+    monkeypatch.setattr(rv2dist.api, "COST_LINE_FLOP", 0)
     rv2dist.compare_models(a, b, batches, LAYERS, **options, progress=False)
     rv2dist.similarity(*arrays, metric="rv2", progress=False)
     assert "this job computes" not in capsys.readouterr().err
     rv2dist.compare_models(a, b, batches, LAYERS, **options)
     lines = [line for line in capsys.readouterr().err.splitlines() if "this job computes" in line]
-    assert lines == [progress.cost_line(planned)] and "50 bootstrap replicates" in lines[0]
+    assert lines == [cost_line(planned)] and "50 bootstrap replicates" in lines[0]
     rv2dist.similarity(*arrays, metric="rv2")
     assert "this job computes" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"plan_models needs a loader with len\(\)"):

@@ -57,6 +57,33 @@ def test_heatmap_files_are_200_dpi_png_or_vector(result, tmp_path):
     assert (tmp_path / "m.pdf").read_bytes()[:4] == b"%PDF"
 
 
+def test_a_figure_is_saved_whole_or_not_at_all(result, tmp_path, monkeypatch):
+    """A crash while Matplotlib writes leaves the old figure (or none), never a part of
+    one that a job's rerun would take for drawn; a path without a suffix gets PNG's."""
+    from matplotlib.figure import Figure
+
+    heatmap(result, tmp_path / "bare", metric="rv2")
+    assert (tmp_path / "bare.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "m.png").write_bytes(b"the old figure")
+    save = Figure.savefig
+
+    def crash(figure, fname, **options):
+        save(figure, fname, **options)
+        with open(fname, "r+b") as handle:
+            handle.truncate(100)  # a part of it written, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", crash)
+    for draw in (lambda path: heatmap(result, path), lambda path: job_grid([result, result], path=path),
+                 lambda path: diagonal(result, path=path)):
+        with pytest.raises(KeyboardInterrupt):
+            draw(tmp_path / "m.png")
+        with pytest.raises(KeyboardInterrupt):
+            draw(tmp_path / "new.pdf")
+    assert (tmp_path / "m.png").read_bytes() == b"the old figure" and not (tmp_path / "new.pdf").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.png", "m.png"]  # no partial file left
+
+
 def test_job_grid_and_diagonal_from_a_combined_result(result, tmp_path):
     combined = _combined(result)
     attrs = dict(combined.attrs)
@@ -179,7 +206,7 @@ def test_a_job_draws_tex_names_and_a_rerun_draws_a_missing_figure(rng, tmp_path)
 
     from distributed import Client
 
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile, runner
 
     for name, network in (("a", "a$\\foo"), ("b", "b$")):
         # (a store's layer names hold no backslash: a path separator on Windows)
@@ -189,13 +216,13 @@ def test_a_job_draws_tex_names_and_a_rerun_draws_a_missing_figure(rng, tmp_path)
     (tmp_path / "job.toml").write_text('[networks]\na = "a.zarr"\nb = "b.zarr"\n[[compare]]\nreference = "a"\n'
                                        '[[compare]]\nself = ["b"]\n')
     with Client(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as client:
-        jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=io.StringIO())
+        runner.run_job(jobfile.load_job(tmp_path / "job.toml"), client, progress=False, stream=io.StringIO())
         figures = sorted(p.name for p in (tmp_path / "results").glob("*.png"))
         assert figures == ["a__b.png", "b__b.png"]
         (tmp_path / "results" / "a__b.png").unlink()
         lines = io.StringIO()
-        summary = jobs.run_job(jobs.load_job(tmp_path / "job.toml"), client, progress=False, stream=lines)
-    assert summary["computed"] == [] and (tmp_path / "results" / "a__b.png").stat().st_size > 0
+        summary = runner.run_job(jobfile.load_job(tmp_path / "job.toml"), client, progress=False, stream=lines)
+    assert summary.computed == () and (tmp_path / "results" / "a__b.png").stat().st_size > 0
     assert f"drew {tmp_path / 'results' / 'a__b.png'}, which was missing" in lines.getvalue()
     assert "b__b.png" not in lines.getvalue()
 

@@ -19,7 +19,7 @@ import rv2dist
 from conftest import relu_network
 from rv2dist.io.chunks import StoredLayer
 from rv2dist.io.results import read_result
-from rv2dist.service import jobs
+from rv2dist.service import jobfile, runner
 from test_store_cli import _run_cli
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
@@ -115,13 +115,12 @@ def test_job_shares_reads_and_reports_to_the_board(rng, tmp_path, monkeypatch):
     monkeypatch.setattr(StoredLayer, "__getitem__", counted)
     monkeypatch.setattr(StoredLayer, "read_into", counted_into)
     _stores(tmp_path, rng, {"ref": 900, "x": 900, "y": 900})
-    job = jobs.load_job(_write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}], metrics=["cka", "rv2"]))
+    job = jobfile.load_job(_write_job(tmp_path, ["ref", "x", "y"], [{"reference": "ref"}], metrics=["cka", "rv2"]))
     assert [c.name for c in job.comparisons] == ["ref__x", "ref__y"]
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
-        summary = jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
-        assert summary == {"computed": ["ref__x", "ref__y"], "skipped": []} or sorted(summary["computed"]) == [
-            "ref__x", "ref__y"]
+        summary = runner.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        assert summary.computed == ("ref__x", "ref__y") and summary.skipped == ()
         snapshot = cluster.scheduler.plugins["rv2dist"].snapshot()
         link = client.dashboard_link
     # x and y, in one comparison each, are read by the tasks that use them (their
@@ -151,10 +150,10 @@ def test_dashboard_page_in_headless_chromium(rng, tmp_path):
     from rv2dist.service import dashboard
 
     _stores(tmp_path, rng, {"ref": 500, "x": 500})
-    job = jobs.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}]))
+    job = jobfile.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}]))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
-        jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
         # in-process clusters name the machine's address; the server listens on 127.0.0.1
         port = client.dashboard_link.split(":")[-1].split("/")[0]
         page = dashboard.page_link(f"http://127.0.0.1:{port}/status")
@@ -286,7 +285,7 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
                           metrics=["rv2", "cka"], plots=False)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
         combined = rv2dist.open_results(tmp_path / "results")
         assert combined.rv2.dims == ("comparison", "layer_a", "layer_b")
         assert list(combined.comparison.values) == ["ref__x", "ref__y", "y__y"]
@@ -303,7 +302,7 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
         together.close()
         _stores(tmp_path, np.random.default_rng(9), {"x": 300})
         lines = io.StringIO()
-        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
+        runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=lines)
     assert f"recompute ref__x: store {tmp_path / 'x.zarr'} changed since" in lines.getvalue()
     drawn = _run_cli("plot", tmp_path / "results" / "combined.nc", "--out", tmp_path / "grid.png", "--metric", "cka")
     assert drawn.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, drawn.stderr
@@ -320,7 +319,7 @@ def test_a_job_notes_undefined_layers_per_comparison(rng, tmp_path):
     lines = io.StringIO()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
+        runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=lines)
     assert "  note p__q: layer(s) 'flat' have zero variance: their rows/columns are NaN" in lines.getvalue()
 
 
@@ -342,11 +341,11 @@ def test_report_and_live_page_in_headless_chromium(rng, tmp_path):
     from rv2dist.service import dashboard
 
     _stores(tmp_path, rng, {"ref": 300, "x": 300})
-    job = jobs.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}],
+    job = jobfile.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}],
                                    metrics=["cka", "rv2", "rv2_null"], plots=False))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
-        jobs.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(job, client, progress=False, stream=open(os.devnull, "w"))
         client.run_on_scheduler(dashboard.post_to_board, "live", {
             "name": "live job", "status": "running", "started": time.time() - 30, "client": client.id,
             "comparisons": {"a__b": {"status": "running", "network_a": "a", "network_b": "b", "token": "t",
@@ -362,3 +361,72 @@ def test_report_and_live_page_in_headless_chromium(rng, tmp_path):
     assert report.count("<option") == 6 and "layer of x" in report and report.count('class="colourbar"') == 40
     assert "rv2dist plan: route=" in report and "finished - 2 of 2 comparisons" in report
     assert "ref = " in report and "done in" in report
+
+
+def test_a_job_tells_its_work_as_events_to_its_subscribers_only(rng, tmp_path, capsys):
+    """The runner only emits: a subscriber of its own sees the job's events in order,
+    and without the usual subscribers nothing is printed and no report is written,
+    while the results are.  The rerun keeps both results and checks their stores."""
+    from distributed import Client, LocalCluster
+
+    from rv2dist.service import events as ev
+    from rv2dist.service.page import comparison_entry
+
+    _stores(tmp_path, rng, {"ref": 200, "x": 200})
+    job = jobfile.load_job(_write_job(tmp_path, ["ref", "x"], [{"reference": "ref"}, {"self": ["x"]}],
+                                      metrics=["rv2", "rv2_null"], plots=False))
+    seen = []
+
+    class Recorder:
+        def attach(self, events):
+            for kind in (ev.JobStarted, ev.CheckingInputs, ev.ComparisonQueued, ev.ComparisonStarted,
+                         ev.ComparisonFinished, ev.ComparisonFailed, ev.JobFinished, ev.JobInterrupted):
+                events.subscribe(kind, seen.append)
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        for _ in range(2):
+            bus = ev.JobEvents()
+            Recorder().attach(bus)
+            summary = runner.run(job, client, bus)
+    kinds = [type(event).__name__ for event in seen]
+    first = kinds[:kinds.index("JobFinished") + 1]
+    assert first[:5] == ["JobStarted", "ComparisonQueued", "ComparisonQueued", "ComparisonStarted",
+                         "ComparisonStarted"]
+    assert sorted(first[5:-1]) == ["ComparisonFinished"] * 2 and first[-1] == "JobFinished"
+    assert kinds[len(first):] == ["JobStarted", "CheckingInputs", "JobFinished"]
+    assert summary.computed == () and summary.skipped == ("ref__x", "x__x")
+    finished = [event for event in seen if isinstance(event, ev.ComparisonFinished)]
+    assert {event.path for event in finished} == {job.result_path(c) for c in job.comparisons}
+    assert all(event.path.exists() for event in finished) and (job.out / "combined.nc").exists()
+    assert seen[-1].status == "finished" and set(seen[-1].results) == set(job.comparisons)
+    assert not (job.out / "report.html").exists() and capsys.readouterr().out == ""
+    # the page draws each measure on its own scale, from the table of measures
+    entry = comparison_entry(finished[0].comparison, seen[0].networks, "done", result=finished[0].result,
+                             metrics=job.metrics)
+    assert entry["scales"] == {"rv2": "unit", "rv2_null": "data"}
+
+
+def test_one_rule_for_a_clusters_gpus():
+    """device="auto" runs on the GPUs of a cluster whose workers declare a GPU resource:
+    any of them (its tasks then go to those workers), for the API and the command line
+    alike (which passes "auto" unless --gpus)."""
+    import argparse
+
+    from distributed import Client, LocalCluster
+
+    from rv2dist.engine.execute import gpu_workers
+    from rv2dist.cli.connection import device
+
+    class Mixed:  # one CPU worker and one GPU worker, as the scheduler describes them
+        def scheduler_info(self, n_workers=5):
+            return {"workers": {"cpu": {"resources": {}}, "gpu": {"resources": {"GPU": 1}}}}
+
+    assert gpu_workers(Mixed()) and not gpu_workers(None)
+    assert device(argparse.Namespace(gpus=False)) == "auto" and device(argparse.Namespace(gpus=True)) == "gpu"
+    layers = {"a": np.ones((40, 3), np.float32) * np.arange(40)[:, None] % 7, "b": np.arange(80.0).reshape(40, 2)}
+    layers = {name: array.astype(np.float32) for name, array in layers.items()}
+    for resources, dtype in ((None, "float32"), ({"GPU": 1}, "float64")):  # float64 products on GPUs
+        with LocalCluster(n_workers=1, processes=False, resources=resources, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            assert rv2dist.plan(layers, client=client).compute_dtype == dtype, resources

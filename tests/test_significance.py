@@ -333,9 +333,9 @@ def test_p_values_stop_at_the_floor_and_figures_show_z(rng, tmp_path):
     matplotlib.use("Agg")
     from test_service import _chromium, _dump_dom
 
-    from rv2dist.service import dashboard
-    from rv2dist.service import jobs
     from rv2dist.plot import heatmap, job_grid
+    from rv2dist.service.jobfile import Comparison
+    from rv2dist.service.page import comparison_entry, page_html
 
     n = 2000
     x = rng.standard_normal((n, 5))
@@ -356,15 +356,15 @@ def test_p_values_stop_at_the_floor_and_figures_show_z(rng, tmp_path):
     figure = job_grid([result, result], metric="cka")
     assert figure._suptitle.get_text() == "* corrected p < 0.05 (holm); numbers: z where p <= 1e-300"
 
-    entry = jobs._board_entry(jobs.Comparison("a", "a"), {"a": "net"}, "done", result, ["cka", "rv2"])
+    entry = comparison_entry(Comparison("a", "a"), {"a": "net"}, "done", result=result, metrics=["cka", "rv2"])
     assert entry["floor_z"]["cka"][0][1] == round(float(z.sel(layer_a="x", layer_b="mixed")), 1)
     assert entry["floor_z"]["cka"][0][2] is None and entry["significance"].endswith("z where p <= 1e-300")
     if _chromium():
         entry.update(name="a__a", plan="")
         page = tmp_path / "report.html"
-        page.write_text(dashboard.page_html({"jobs": [{"id": "j", "name": "j", "status": "finished",
-                                                       "comparisons_done": 1, "comparisons_total": 1,
-                                                       "comparisons": [entry], "provenance": {}}]}))
+        page.write_text(page_html({"jobs": [{"id": "j", "name": "j", "status": "finished",
+                                             "comparisons_done": 1, "comparisons_total": 1,
+                                             "comparisons": [entry], "provenance": {}}]}))
         dom = _dump_dom(page.as_uri(), tmp_path / "chromium")
         assert dom.count('class="star floor"') == 2 and "z where p &lt;= 1e-300" in dom
 
@@ -427,7 +427,7 @@ def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng,
     from distributed import Client, LocalCluster
     from test_service import _chromium, _dump_dom
 
-    from rv2dist.service import jobs
+    from rv2dist.service import jobfile, runner
 
     _related_stores(rng, tmp_path)
     job_file = tmp_path / "job.toml"
@@ -441,21 +441,21 @@ def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng,
                          ("seed = 1.5", "seed must be a non-negative integer, not 1.5"),
                          ('correction = "fdr"', "unknown correction 'fdr'")]:
         write(extra)
-        with pytest.raises(jobs.JobError, match=named):
-            jobs.load_job(job_file)
+        with pytest.raises(jobfile.JobError, match=named):
+            jobfile.load_job(job_file)
     job_file.write_text('metrics = ["rv2", "rv2"]\n[networks]\na = "a.zarr"\nb = "b.zarr"\n'
                         '[[compare]]\npairs = [["a", "b"]]\n')
-    with pytest.raises(jobs.JobError, match=f"{job_file}: metric 'rv2' is asked for more than once"):
-        jobs.load_job(job_file)
+    with pytest.raises(jobfile.JobError, match=f"{job_file}: metric 'rv2' is asked for more than once"):
+        jobfile.load_job(job_file)
     write("tests = true\nbootstrap = 3")
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
-        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
         result = rv2dist.open_results(tmp_path / "results")
         assert {"rv2_p_corrected", "rv2_low", "rv2_high"} <= set(result.data_vars)
         write("tests = true\nbootstrap = 4")
         lines = io.StringIO()
-        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=lines)
+        runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=lines)
         assert "recompute a__b" in lines.getvalue() and "bootstrap" in lines.getvalue()
     if _chromium():
         report = _dump_dom((tmp_path / "results" / "report.html").as_uri(), tmp_path / "chromium")

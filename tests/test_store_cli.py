@@ -111,11 +111,9 @@ def test_main_returns_two_on_bad_input(tmp_path, capsys):
 def test_compare_says_what_a_long_job_costs_before_it_starts(rng, tmp_path, capsys, monkeypatch):
     from rv2dist import api
     from rv2dist.planning.plan import cost_line
-    from rv2dist.service import progress
 
     write_activations(tmp_path / "a.zarr", relu_network(rng, 200, (6, 9)))
     monkeypatch.setattr(api, "COST_LINE_FLOP", 0)  # as if the job were long
-    monkeypatch.setattr(progress, "ENABLED", True)
     assert cli.main(["compare", str(tmp_path / "a.zarr"), "--out", str(tmp_path / "r.nc"), "--bootstrap", "50"]) == 0
     want = cost_line(rv2dist.plan(tmp_path / "a.zarr", bootstrap=50))
     lines = [line for line in capsys.readouterr().err.splitlines() if "this job computes" in line]

@@ -26,7 +26,7 @@ from rv2dist.io.results import read_result
 from rv2dist.io.schema import observation_ids
 from rv2dist.io.writer import ActivationWriter, write_activations
 from rv2dist import cli
-from rv2dist.service import jobs
+from rv2dist.service import jobfile, runner
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
 CHUNK_1 = r"layer 'l1', chunk 1 \(rows 1,000 to 1,999\), "
@@ -119,19 +119,19 @@ def test_a_rerun_notices_a_chunk_rewritten_with_zarr(rng, tmp_path):
     result = tmp_path / "results" / "a__b.nc"
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+        runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
         written = result.stat().st_mtime_ns
         shutil.copytree(tmp_path / "b.zarr", tmp_path / "b2.zarr")  # a copy and a touch are no change
         shutil.rmtree(tmp_path / "b.zarr")
         (tmp_path / "b2.zarr").rename(tmp_path / "b.zarr")
         os.utime(tmp_path / "b.zarr" / "l1" / "c" / "1" / "0")
-        summary = jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
-        assert summary == {"computed": [], "skipped": ["a__b"]}
+        summary = runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+        assert summary.computed == () and summary.skipped == ("a__b",)
         before = store_fingerprint(tmp_path / "b.zarr")
         zarr.open_array(tmp_path / "b.zarr" / "l1", mode="r+")[1000:2000] *= 2
         assert store_fingerprint(tmp_path / "b.zarr") == before  # metadata and record unchanged
         with pytest.raises(StoreError, match=f"{tmp_path / 'b.zarr'}: " + CHUNK_1 + "does not match"):
-            jobs.run_job(jobs.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
+            runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=open(os.devnull, "w"))
     assert result.stat().st_mtime_ns == written
 
 

@@ -48,7 +48,8 @@ def main(argv=None):
         return
     from distributed import Client
 
-    from rv2dist.service.jobs import load_job, run_job
+    from rv2dist.service.jobfile import load_job
+    from rv2dist.service.runner import run_job
 
     cluster.scale(jobs=args.jobs)
     with cluster, Client(cluster) as client:

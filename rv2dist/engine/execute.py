@@ -15,9 +15,7 @@ from rv2dist.engine.buffers import job_finished
 def default_memory_budget(client=None) -> int:
     """Bytes one task may use: a share of worker memory per thread (or of free RAM)."""
     if client is not None:
-        info = (client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client)
-                else client.scheduler_info()["workers"])
-        shares = [w["memory_limit"] / max(1, w["nthreads"]) for w in info.values() if w.get("memory_limit")]
+        shares = [w["memory_limit"] / max(1, w["nthreads"]) for w in _workers(client) if w.get("memory_limit")]
         if shares:
             return int(min(shares) / 2)
     import psutil
@@ -25,10 +23,21 @@ def default_memory_budget(client=None) -> int:
     return int(psutil.virtual_memory().available / max(1, os.cpu_count() or 1) / 2)
 
 
-def _takes_n_workers(client) -> bool:
+def _workers(client) -> list[dict]:
+    """What the scheduler knows of every worker of ``client``'s cluster (all of them:
+    newer distributed lists five unless asked)."""
     import inspect
 
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    takes_count = "n_workers" in inspect.signature(client.scheduler_info).parameters
+    return list((client.scheduler_info(n_workers=-1) if takes_count else client.scheduler_info())["workers"].values())
+
+
+def gpu_workers(client) -> bool:
+    """Whether ``client``'s cluster runs on GPUs: any of its workers declares a ``GPU``
+    resource (``dask cuda worker --resources GPU=1``, as the deploy recipes start them).
+    The one rule for a cluster's GPUs: ``device="auto"`` then runs on them (the command
+    line too), and a GPU job's tasks go to those workers (:func:`gpu_annotations`)."""
+    return client is not None and any("GPU" in w.get("resources", {}) for w in _workers(client))
 
 
 def gpu_memory_budget() -> int:
@@ -81,10 +90,7 @@ def gpu_annotations(client, device):
     """Task annotations restricting a GPU job to workers with a ``GPU`` resource when
     the cluster declares one (a mixed CPU/GPU cluster); otherwise none, so no task
     waits forever."""
-    if device != "gpu" or client is None:
-        return {}
-    workers = client.scheduler_info()["workers"].values()
-    return {"resources": {"GPU": 1}} if any("GPU" in w.get("resources", {}) for w in workers) else {}
+    return {"resources": {"GPU": 1}} if device == "gpu" and gpu_workers(client) else {}
 
 
 def connect_to(address, timeout="15s"):

@@ -1,8 +1,8 @@
 """Forward hooks that turn one loader batch into pooled activations on the host.
 
-How a batch reaches the model (``call=``, mapping batches as keyword arguments,
-``(inputs, targets)`` tuples), where its mask comes from, and which tensor of a
-module's output is recorded; the pooling itself is :mod:`rv2dist.pooling`.
+Which modules are hooked, which tensor of a module's output is recorded, and how it
+reaches the host; how a batch reaches the model is :mod:`rv2dist.record.batches`, the
+pooling :mod:`rv2dist.record.pooling`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from rv2dist.io.names import first_repeated
-from rv2dist.record.pooling import MASKED_POOLS, choose_pool, pool_output
+from rv2dist.record.batches import batch_mask, check_batch, describe_batch, run_model
+from rv2dist.record.pooling import choose_pool, pool_output, require_torch
 
-INPUT_KEYS = ("inputs", "input", "x")
 STORED_DTYPES = ("float16", "float32", "float64")
-CALL_EXAMPLE = "call=lambda model, batch: model(input_ids=batch[0], attention_mask=batch[1])"
-
-
-def require_torch():
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("recording needs PyTorch: pip install 'rv2dist[torch]'") from None
-    return torch
 
 
 def _modules(model, names):
@@ -64,66 +55,6 @@ def _output_tensor(output, name, field):
     return output
 
 
-def _to_device(value, device):
-    """A batch, or any tensor inside its mappings, tuples and lists, on ``device``."""
-    if hasattr(value, "to"):
-        return value.to(device)
-    if isinstance(value, Mapping):
-        return {key: _to_device(item, device) for key, item in value.items()}
-    if isinstance(value, (tuple, list)):
-        items = [_to_device(item, device) for item in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # named tuples too
-    return value
-
-
-def _run_model(model, batch, device, call):
-    """Run ``model`` on a loader batch: ``call(model, batch)`` if given; else a mapping
-    as keyword arguments (or its ``inputs``/``x`` entry), a tuple's first element
-    (``(inputs, targets)``), or the batch."""
-    if call is not None:
-        return call(model, _to_device(batch, device))
-    if isinstance(batch, Mapping):
-        key = next((k for k in INPUT_KEYS if k in batch), None)
-        if key is not None:
-            return model(_to_device(batch[key], device))
-        return model(**{k: _to_device(v, device) for k, v in batch.items()})
-    if isinstance(batch, (tuple, list)):
-        return model(_to_device(batch[0], device))
-    return model(_to_device(batch, device))
-
-
-def _looks_like_mask(value, first):
-    """Whether a tuple batch's second element is an attention mask: integers or
-    booleans, all 0 or 1, in the shape of the first element (token ids)."""
-    torch = require_torch()
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(getattr(first, "shape", ())):
-        return False
-    if value.dtype.is_floating_point or value.dtype.is_complex or value.ndim < 2:
-        return False
-    return bool(((value == 0) | (value == 1)).all())
-
-
-def _check_batch(batch, call, mask, pool):
-    """Refuse a ``(input_ids, attention_mask)`` tuple that would run, or be pooled,
-    without its mask: a silently wrong matrix otherwise."""
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not _looks_like_mask(batch[1], batch[0]):
-        return
-    shape = tuple(batch[1].shape)
-    if call is None:
-        raise ValueError(
-            f"the loader's batches are tuples whose second element looks like an attention mask (0/1 values in "
-            f"the first element's shape, {shape}): rv2dist would run model(batch[0]) without it. Say how the "
-            f"model takes a batch and where its mask is:\n    {CALL_EXAMPLE},\n    mask=lambda batch: batch[1]\n"
-            "(if batch[1] is not a mask: call=lambda model, batch: model(batch[0]), mask=lambda batch: None)")
-    if mask is None and pool in MASKED_POOLS:
-        raise ValueError(
-            f"the loader's batches are tuples whose second element looks like an attention mask ({shape}), "
-            f"and pool={pool!r} needs to know the padding: pass mask=lambda batch: batch[1] "
-            "(or mask=lambda batch: None if it is not a mask)")
-
-
 def layer_names(layers):
     """Module paths as a list; one path given as a string is one layer (not its letters)."""
     names = [layers] if isinstance(layers, str) else list(layers)
@@ -131,16 +62,6 @@ def layer_names(layers):
     if repeated is not None:
         raise ValueError(f"layer {repeated!r} is named twice")
     return names
-
-
-def _describe(batch):
-    """A loader batch in a few words: its tensors' shapes."""
-    if isinstance(batch, Mapping):
-        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in batch.items()) + "}"
-    if isinstance(batch, (tuple, list)):
-        return "(" + ", ".join(_describe(v) for v in batch) + ")"
-    shape = getattr(batch, "shape", None)
-    return f"shape {tuple(shape)}" if shape is not None else type(batch).__name__
 
 
 def _choose_dtype(dtype):
@@ -159,16 +80,6 @@ def check_device(device):
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
         raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
-
-
-def _batch_mask(batch, mask):
-    """The (N, positions) mask of a batch: ``mask(batch)`` if given (None: no mask),
-    else a mapping batch's ``attention_mask``, else None."""
-    if mask is not None:
-        return mask(batch)
-    if isinstance(batch, Mapping):
-        return batch.get("attention_mask")
-    return None
 
 
 class _LayerError(ValueError):
@@ -242,17 +153,17 @@ class Recorder:
     def run(self, batch):
         """One batch's :class:`RecordedBatch`."""
         torch = require_torch()
-        _check_batch(batch, self.call, self.mask, self.pool)
+        check_batch(batch, self.call, self.mask, self.pool)
         self._captured.clear()
-        self._mask = _batch_mask(batch, self.mask)
+        self._mask = batch_mask(batch, self.mask)
         with torch.inference_mode():
             try:
-                _run_model(self.model, batch, self.device, self.call)
+                run_model(self.model, batch, self.device, self.call)
             except _LayerError:
                 raise  # names its layer already
             except Exception as error:
                 raise ValueError(f"the model ({type(self.model).__name__}) failed on a batch of "
-                                 f"{_describe(batch)}: {type(error).__name__}: {error}") from error
+                                 f"{describe_batch(batch)}: {type(error).__name__}: {error}") from error
         missing = [name for name in self.layers if name not in self._captured]
         if missing:
             raise ValueError(f"layer {missing[0]!r} did not run in the model's forward pass")

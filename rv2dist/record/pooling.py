@@ -18,6 +18,15 @@ CHANNELS_LAST = ("Linear", "LayerNorm", "Embedding", "TransformerEncoderLayer", 
                  "TransformerEncoder", "TransformerDecoder", "MultiheadAttention", "RNN", "LSTM", "GRU")
 
 
+def require_torch():
+    """PyTorch, or an ImportError saying how to install it."""
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("recording needs PyTorch: pip install 'rv2dist[torch]'") from None
+    return torch
+
+
 @dataclass(frozen=True)
 class Pooled:
     """One layer's output for one batch of ``observations``: ``values`` (rows, ...);
@@ -85,7 +94,7 @@ def _valid_positions(name, flat, mask, torch):
 def pool_output(name, module, tensor, how, channel_axis, mask):
     """Pool an output over its positions: (N, C) from (N, ..., C) after moving channels
     last; with ``how="tokens"``, the real positions' rows (see :class:`Pooled`)."""
-    import torch
+    torch = require_torch()
 
     if how == "tokens" and tensor.ndim <= 2:
         raise ValueError(f"layer {name!r} returned {tuple(tensor.shape)}, one vector per observation: no "

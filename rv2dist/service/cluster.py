@@ -1,4 +1,5 @@
-"""Clients for the three ways to run: embedded local cluster, an address, local GPUs."""
+"""Clients for the three ways to run (an embedded local cluster, an address, local
+GPUs), and watching work on them in bounded time when the cluster goes away."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import signal
 import threading
 
-# the embedded clusters' own log lines (a worker's "Compute Failed" with its traceback)
-# would reach the terminal before rv2dist's one-line message about the same fault
+# the default level of the embedded clusters' own log lines: a worker's "Compute Failed"
+# with its traceback would reach the terminal before rv2dist's one-line message about
+# the same fault (``rv2dist -v`` passes INFO)
 EMBEDDED_LOG_LEVEL = logging.CRITICAL
 
 
@@ -79,6 +81,23 @@ def watch(client, futures, poll=0.5, on_poll=None):
                                    "(workers started without a nanny do not come back)")
 
 
+def compute(client, lazy, tasks, events):
+    """The value of ``lazy``, computed on ``client`` (in bounded time if the cluster goes
+    away: :func:`watch`), with :class:`~rv2dist.service.events.TaskProgress` of its
+    ``tasks`` (:func:`rv2dist.service.dashboard.tasks_of`) on ``events`` while it runs,
+    and all of them when it is done (a failed job's count stops short of them)."""
+    from rv2dist.engine.buffers import job_finished
+    from rv2dist.service import dashboard
+    from rv2dist.service.events import TaskProgress
+
+    future = client.compute(lazy)
+    for finished in watch(client, [future], on_poll=dashboard.task_poll(client, events, lambda: [tasks.token])):
+        result = finished.result()
+    events.emit(TaskProgress({tasks.token: tasks.total}))
+    job_finished(client)
+    return result
+
+
 def _connect_timeout() -> float:
     import dask
     from dask.utils import parse_timedelta
@@ -86,8 +105,8 @@ def _connect_timeout() -> float:
     return parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
 
 
-def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
-    """A :class:`distributed.Client` to the cluster asked for.
+def connect(scheduler=None, scheduler_file=None, workers=None, log_level=EMBEDDED_LOG_LEVEL):
+    """A :class:`distributed.Client` to a running cluster, or to an embedded local one.
 
     Parameters
     ----------
@@ -95,10 +114,11 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
         Address of a running scheduler (``tcp://host:8786``).
     scheduler_file : str, optional
         A scheduler file written by ``dask scheduler --scheduler-file`` (HPC habit).
-    gpus : bool
-        Start a :class:`dask_cuda.LocalCUDACluster`, one worker per GPU.
     workers : int, optional
-        Workers of the embedded local cluster; default one per core, one thread each.
+        Workers of the embedded local cluster (neither of the above given); default
+        one per core, one thread each.
+    log_level : int
+        Level from which the embedded cluster's log lines show.
     """
     from distributed import Client, LocalCluster
 
@@ -115,9 +135,6 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
             raise ClusterError(f"cannot reach the scheduler at {scheduler or scheduler_file}: {error}") from None
         except ValueError as error:  # an address that is no address
             raise ClusterError(f"{scheduler!r} is not a scheduler address ({error})") from None
-    if gpus:
-        with _workers_ignore_ctrl_c():
-            return Client(_cuda_cluster())
     cores = os.cpu_count() or 1
     with _workers_ignore_ctrl_c():
         cluster = LocalCluster(
@@ -125,9 +142,18 @@ def connect(scheduler=None, scheduler_file=None, gpus=False, workers=None):
             threads_per_worker=1 if workers is None else max(1, cores // workers),
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
-            silence_logs=EMBEDDED_LOG_LEVEL,
+            silence_logs=log_level,
         )
     return Client(cluster)
+
+
+def connect_gpus(log_level=EMBEDDED_LOG_LEVEL):
+    """A :class:`distributed.Client` to an embedded :class:`dask_cuda.LocalCUDACluster`,
+    one worker per GPU (``--gpus``); ``log_level`` as :func:`connect` takes it."""
+    from distributed import Client
+
+    with _workers_ignore_ctrl_c():
+        return Client(_cuda_cluster(log_level))
 
 
 @contextlib.contextmanager
@@ -157,7 +183,7 @@ def _check_scheduler_file(path):
         raise ClusterError(f"{path}: not a scheduler file (it names no scheduler address)")
 
 
-def _cuda_cluster():
+def _cuda_cluster(log_level):
     try:
         import cupy
         from dask_cuda import LocalCUDACluster
@@ -176,8 +202,7 @@ def _cuda_cluster():
         # one memory pool per GPU, shared by CuPy through RMM's allocator (a fraction of
         # the card: dask-cuda reads "70%" as no number and the workers never start)
         options = {"rmm_pool_size": 0.7, "rmm_allocator_external_lib_list": ["cupy"]}
-    return LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=EMBEDDED_LOG_LEVEL,
-                            **options)
+    return LocalCUDACluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=log_level, **options)
 
 
 def dashboard_link(client) -> str:

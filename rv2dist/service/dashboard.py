@@ -9,18 +9,21 @@ next to the scheduler) that
   filling in as comparisons finish) and ``/rv2dist/api/progress`` (the same as JSON)
   from the dashboard's HTTP server.
 
-The page is rv2dist's own small HTML file rather than a Bokeh app: it needs no
-JavaScript library, so the same file, with the data embedded, is the job's offline
-``report.html`` that outlives the cluster.
+The page is rv2dist's own small HTML file (:mod:`rv2dist.service.page`) rather than a
+Bokeh app: it needs no JavaScript library, so the same file, with the data embedded, is
+the job's offline ``report.html`` that outlives the cluster.  What a job posts comes
+from its events (:mod:`rv2dist.service.live`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 
 from distributed.diagnostics.plugin import SchedulerPlugin
+
+from rv2dist.service.events import TaskProgress, Tasks
+from rv2dist.service.page import finite, page_html
 
 PLUGIN_NAME = "rv2dist"
 PAGE_PATH = "/rv2dist"
@@ -33,6 +36,13 @@ def task_token(key):
     if isinstance(name, str) and name.startswith("rv2dist-"):
         return name.rsplit("-", 1)[-1]
     return None
+
+
+def tasks_of(lazy) -> Tasks:
+    """The :class:`~rv2dist.service.events.Tasks` of a lazy rv2dist result: the token of
+    its output key, and how many keys of its graph carry it (what the board counts)."""
+    token = task_token(lazy.key)
+    return Tasks(token, sum(task_token(key) == token for key in lazy.__dask_graph__()))
 
 
 class JobBoard(SchedulerPlugin):
@@ -113,6 +123,18 @@ def tasks_done_on_board(tokens, dask_scheduler=None):
     return {token: board.tasks_done(token) for token in tokens} if board is not None else {}
 
 
+def task_poll(client, events, tokens):
+    """An ``on_poll`` for :func:`rv2dist.service.cluster.watch`: emit the board's
+    :class:`~rv2dist.service.events.TaskProgress` of the tokens ``tokens()`` names, when a
+    subscriber listens and the scheduler has the board."""
+    def poll():
+        if events.wants(TaskProgress):
+            done = client.run_on_scheduler(tasks_done_on_board, list(tokens()))
+            if done:
+                events.emit(TaskProgress(done))
+    return poll
+
+
 def install(client) -> bool:
     """Register the board on ``client``'s scheduler unless it is there; False when the
     scheduler cannot load it (rv2dist is not installed next to it)."""
@@ -148,7 +170,7 @@ def _add_routes(scheduler):
             board = _board(scheduler)
             self.set_header("Content-Type", "application/json")
             self.set_header("Cache-Control", "no-store")
-            self.write(json.dumps(_finite(board.snapshot() if board else {"jobs": []})))
+            self.write(json.dumps(finite(board.snapshot() if board else {"jobs": []})))
 
     class Page(web.RequestHandler):
         def get(self):
@@ -157,28 +179,3 @@ def _add_routes(scheduler):
 
     application.add_handlers(r".*", [(API_PATH, Progress), (PAGE_PATH + "/?", Page)])
     scheduler._rv2dist_routes = True
-
-
-def _finite(value):
-    """JSON has no NaN: undefined metric values become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def page_html(data=None) -> str:
-    """The rv2dist page: live (``data=None``: it polls the JSON route) or, with a
-    snapshot embedded, a self-contained report.  The markup and script are the package
-    file ``rv2dist/web/page.html``."""
-    from importlib.resources import files
-
-    template = files("rv2dist").joinpath("web/page.html").read_text(encoding="utf-8")
-    if data is None:
-        return template
-    # JSON inside <script>: "<" escaped so no string can close the element
-    embedded = json.dumps(_finite(data)).replace("<", "\\u003c")
-    return template.replace("/*RV2DIST_DATA*/null", embedded, 1)

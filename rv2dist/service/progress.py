@@ -1,14 +1,20 @@
 """The one progress bar of rv2dist, drawn by tqdm: redrawn in place with an ETA on a
 terminal, and a line every tenth of the way otherwise (logs, CI), in the same format;
-and the line a long job prints of its cost before it starts."""
+the bars that follow a job's events (comparisons done, tasks done); and the line a
+long job prints of its cost before it starts.
+
+Whether a bar shows is the caller's ``enabled``/``progress`` argument (``rv2dist -q``
+passes False) and, for the whole process, dask config ``rv2dist.progress``; the command
+line sets neither for the process.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
-# switched off for the whole process by ``rv2dist -q``
-ENABLED = True
+from rv2dist.service.events import (ComparisonFailed, ComparisonFinished, ComparisonStarted, JobEvents,
+                                    JobFinished, JobInterrupted, JobStarted, TaskProgress, Tasks)
 
 
 class ProgressBar:
@@ -23,7 +29,7 @@ class ProgressBar:
     unit : str
         Name of a step, shown with the rate.
     enabled : bool
-        ``False`` prints nothing.
+        ``False`` prints nothing (nor does dask config ``rv2dist.progress: false``).
     stream : file, optional
         Default ``sys.stderr``.
 
@@ -37,7 +43,7 @@ class ProgressBar:
         from tqdm import tqdm
 
         self.total, self.label, self.unit = total, label, unit
-        self.enabled = enabled and ENABLED
+        self.enabled = shown(enabled)
         self.stream = stream or sys.stderr
         self.done = 0
         self.detail = ""
@@ -81,12 +87,80 @@ class ProgressBar:
             self._bar.close()
 
 
+class JobBar:
+    """A job's bar of comparisons, with the running ones' share of tasks done after it
+    (``"a__b 40%, a__c 10%"``; three at most); shown only when ``enabled``."""
+
+    SHOWN = 3
+
+    def __init__(self, enabled=True, stream=None):
+        self.enabled, self.stream = shown(enabled), stream
+        self.bar = None
+        self.tasks = {}
+
+    def attach(self, events: JobEvents) -> None:
+        events.subscribe(JobStarted, self.started)
+        events.subscribe(ComparisonStarted, self.started_comparison)
+        if self.enabled:  # the counts cost a call to the scheduler per poll
+            events.subscribe(TaskProgress, self.running)
+        events.subscribe(ComparisonFinished, self.step)
+        events.subscribe(ComparisonFailed, self.step)
+        events.subscribe(JobFinished, self.close)
+        events.subscribe(JobInterrupted, self.close)
+
+    def started(self, event: JobStarted) -> None:
+        self.bar = ProgressBar(len(event.todo), f"job {event.job.name}", unit="comparison",
+                               enabled=self.enabled and bool(event.todo), stream=self.stream)
+
+    def started_comparison(self, event: ComparisonStarted) -> None:
+        self.tasks[event.comparison] = event.tasks
+
+    def running(self, event: TaskProgress) -> None:
+        running = [(c, tasks) for c, tasks in self.tasks.items() if tasks.token in event.done]
+        self.bar.detail = ", ".join(f"{c.name} {100 * event.done[tasks.token] // max(1, tasks.total)}%"
+                                    for c, tasks in running[:self.SHOWN]) + (" ..." if len(running) > self.SHOWN else "")
+        self.bar.update(0)
+
+    def step(self, event) -> None:
+        self.tasks.pop(event.comparison, None)
+        self.bar.update()
+
+    def close(self, event=None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TaskBar(ProgressBar):
+    """A bar of one lazy result's tasks (:class:`~rv2dist.service.events.Tasks`), moved
+    by :class:`~rv2dist.service.events.TaskProgress`."""
+
+    def __init__(self, tasks: Tasks, label="", *, enabled=True, stream=None):
+        super().__init__(tasks.total, label, unit="task", enabled=enabled, stream=stream)
+        self.token = tasks.token
+
+    def attach(self, events: JobEvents) -> None:
+        if self.enabled:  # the counts cost a call to the scheduler per poll
+            events.subscribe(TaskProgress, self.moved)
+
+    def moved(self, event: TaskProgress) -> None:
+        if self.token in event.done:
+            self.update(event.done[self.token] - self.done)
+
+
+def shown(enabled=True) -> bool:
+    """Whether progress output shows: ``enabled`` (a call's ``progress=``; ``rv2dist -q``
+    passes False) and dask config ``rv2dist.progress`` (default true) for the process."""
+    import dask
+
+    return bool(enabled) and bool(dask.config.get("rv2dist.progress", True))
+
+
 def announce_cost(plan, enabled=True, stream=None):
     """Print the plan's cost line (:func:`rv2dist.planning.plan.cost_line`) on ``stream``
-    (default stderr) when ``enabled``, the process's progress output is on (``rv2dist
-    -q`` turns it off) and the work passes :data:`rv2dist.api.COST_LINE_FLOP`."""
+    (default stderr) when progress output is :func:`shown` and the work passes
+    :data:`rv2dist.api.COST_LINE_FLOP`."""
     from rv2dist.api import COST_LINE_FLOP
     from rv2dist.planning.plan import cost_line
 
-    if enabled and ENABLED and plan.total_flops >= COST_LINE_FLOP:
+    if shown(enabled) and plan.total_flops >= COST_LINE_FLOP:
         print(cost_line(plan), file=stream or sys.stderr, flush=True)
