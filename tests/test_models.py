@@ -333,8 +333,8 @@ def test_long_jobs_say_what_they_cost_and_plan_models_says_it_before(tmp_path, c
     recorded = rv2dist.plan(*arrays, **options)
     for field in ("route", "n_obs", "widths", "flops", "n_tasks", "input_dtype"):
         assert getattr(planned, field) == getattr(recorded, field), field
-    assert [(kind, count, sub.flops) for kind, count, sub in planned.resampling] == [
-        (kind, count, sub.flops) for kind, count, sub in recorded.resampling]
+    assert [(sub.kind, sub.count, sub.plan.flops) for sub in planned.resampling] == [
+        (sub.kind, sub.count, sub.plan.flops) for sub in recorded.resampling]
     monkeypatch.setattr(rv2dist.api, "COST_LINE_FLOP", 0)
     rv2dist.compare_models(a, b, batches, LAYERS, **options, progress=False)
     rv2dist.similarity(*arrays, metric="rv2", progress=False)
