@@ -237,6 +237,21 @@ def test_progress_lines_in_logs_are_whole():
     assert line.startswith("job a long job name: 100%") and line.endswith(detail + "]")
 
 
+def test_dask_config_silences_every_progress_bar_as_it_does_the_cost_line():
+    import io
+
+    import dask
+
+    from rv2dist.service.progress import ProgressBar
+
+    stream = io.StringIO()
+    with dask.config.set({"rv2dist.progress": False}), ProgressBar(2, "quiet", stream=stream) as bar:
+        bar.update(2)
+    with ProgressBar(2, "shown", stream=stream) as bar:
+        bar.update(2)
+    assert "quiet" not in stream.getvalue() and "shown: 100%" in stream.getvalue()
+
+
 def test_info_columns_align_for_long_layer_names(tmp_path):
     from rv2dist.io.reader import describe
 
