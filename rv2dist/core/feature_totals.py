@@ -3,6 +3,8 @@ statistics of every layer pair (see :mod:`rv2dist.core.rv_family`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rv2dist.core.xp import QUIET_RANGE, concat_host, f64, namespace, sums_of_squares, to_device_together, to_host_together, to_numpy
@@ -43,21 +45,52 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
         Of every pair of layers; entries of pairs not computed are NaN.
     """
     products = [f64(p) for group in sums for p in group["products"]]
+    moments = _moments_on_host(sums[0]["moments"])
+    n = moments["n"]
+    colsum = [concat_host(c) for c in moments["colsum"]]
+    residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
+    column_sums = any(parts for parts in moments["colsum"])
+    reduced = _reductions(products, product_pieces, mirrored, residual, colsum, n, center, column_sums, cubes)
+    pairs = _pair_sums(product_pieces, mirrored, reduced, residual, n, len(colsum))
+    rowdot, trace = _row_norm_sums(moments, residual, pairs.quad, n)
+    if center:
+        ones, row_sums = -trace, centred_row_sums(rowdot)
+        reduced.trace_cubed[[len(c) > MAX_CUBED_WIDTH for c in colsum]] = np.nan
+    elif not column_sums:
+        ones, row_sums = (np.full(len(colsum), np.nan),
+                          {key: np.full(len(colsum), np.nan) for key in ("rowsum_sq", "rowsum_norm")})
+    else:
+        ones, row_sums = _uncentred_row_sums(moments, colsum, trace, pairs.sum_quad, rowdot)
+    flags = layer_flags(moments, trace, center)
+    return Statistics(n=n, cross=pairs.cross, rowdot=rowdot, trace=trace, ones=ones, **row_sums,
+                      trace_cubed=reduced.trace_cubed, **flag_arrays(flags))
+
+
+@dataclass(frozen=True)
+class _Reduced:
+    """Per product, on the host: ``plain`` the sums of squares of its piece blocks,
+    ``quads`` ``m_r' P m_c`` of the residual means (zeros uncentred), ``sum_quads``
+    ``s_r' P s_c`` of the column sums (uncentred with column sums; else None); and
+    per layer ``trace_cubed``."""
+
+    plain: list
+    quads: list
+    sum_quads: list | None
+    trace_cubed: np.ndarray
+
+
+def _reductions(products, product_pieces, mirrored, residual, colsum, n, center, column_sums, cubes):
+    """The products reduced to :class:`_Reduced`.  Every reduction is queued before the
+    host waits for anything, and copied back in one transfer: on a GPU each copy waits
+    for the device; the plain sums of squares need no means, so they queue behind the
+    chunk products."""
     xp = namespace(*products)
-    # every product's reductions are queued before the host waits for anything, and
-    # copied back in one transfer: on a GPU each copy waits for the device; the plain
-    # sums of squares need no means, so they queue behind the chunk products
     indicators = iter(to_device_together(
         [_piece_indicator(pieces) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
     plain = [_piece_squares(product, rows, next(indicators), next(indicators), xp)
              for product, (rows, _) in zip(products, product_pieces)]
-    moments = _moments_on_host(sums[0]["moments"])
-    n = moments["n"]
-    n_layers = len(moments["colsum"])
-    colsum = [concat_host(c) for c in moments["colsum"]]
-    residual = [c / n for c in colsum] if center else [np.zeros_like(c) for c in colsum]
-    cubed = _cubed_traces(products, product_pieces, mirrored, residual, n, xp) if center and cubes == "own-products" else None
-    column_sums = any(parts for parts in moments["colsum"])
+    cubed = (_cubed_traces(products, product_pieces, mirrored, residual, n, xp)
+             if center and cubes == "own-products" else None)
     # per piece pair: m_r' P m_c centred; uncentred, s_r' P s_c with s the column sums
     # (the |Xs|^2 of the permutation moments), the residual means being zero
     with_sums = center or column_sums
@@ -68,32 +101,52 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
     reduced = iter(to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in quads]
-    sum_quads = None
-    if not center:
-        sum_quads = quads if column_sums else None
-        quads = [np.zeros((len(rows), len(cols))) for rows, cols in product_pieces]
-    trace_cubed = next(reduced) if cubed is not None else np.full(n_layers, np.nan)
-    cross = np.zeros((n_layers, n_layers))
-    quad = np.zeros((n_layers, n_layers))
-    sum_quad = np.zeros((n_layers, n_layers))
+    trace_cubed = next(reduced) if cubed is not None else np.full(len(colsum), np.nan)
+    if center:
+        return _Reduced(plain, quads, None, trace_cubed)
+    zeros = [np.zeros((len(rows), len(cols))) for rows, cols in product_pieces]
+    return _Reduced(plain, zeros, quads if column_sums else None, trace_cubed)
+
+
+@dataclass(frozen=True)
+class _PairSums:
+    """Per layer pair: ``cross`` the centred ``<A_l, A_m>``, ``quad`` the summed
+    ``m_r' P m_c``, ``sum_quad`` the summed ``s_r' P s_c`` (NaN where not computed)."""
+
+    cross: np.ndarray
+    quad: np.ndarray
+    sum_quad: np.ndarray
+
+
+def _pair_sums(product_pieces, mirrored, reduced, residual, n, n_layers):
+    """The products' piece blocks added into every layer pair's sums."""
+    cross, quad, sum_quad = (np.zeros((n_layers, n_layers)) for _ in range(3))
     computed = np.zeros((n_layers, n_layers), dtype=bool)
     squared = [c * c for c in residual]
-    for p, ((rows, cols), mirror, plain_sums, quad_sums) in enumerate(zip(product_pieces, mirrored, plain, quads)):
+    for p, ((rows, cols), mirror) in enumerate(zip(product_pieces, mirrored)):
         # |P - n m_r m_c'|^2 = |P|^2 - 2n m_r' P m_c + n^2 |m_r|^2 |m_c|^2, expanded so
         # that no p x q temporary is made (the residual means m are small)
-        squares = (plain_sums - 2 * n * quad_sums
+        squares = (reduced.plain[p] - 2 * n * reduced.quads[p]
                    + n * n * np.outer(_piece_sums(rows, squared), _piece_sums(cols, squared)))
         cells = [(np.array([p[0] for p in rows])[:, None], np.array([p[0] for p in cols])[None, :])]
         if mirror:
             cells.append(cells[0][::-1])
         for index in cells:
             np.add.at(cross, index, squares)
-            np.add.at(quad, index, quad_sums)
-            if sum_quads is not None:
-                np.add.at(sum_quad, index, sum_quads[p])
+            np.add.at(quad, index, reduced.quads[p])
+            if reduced.sum_quads is not None:
+                np.add.at(sum_quad, index, reduced.sum_quads[p])
             computed[index] = True
     cross[~computed] = np.nan
     quad[~computed] = np.nan
+    return _PairSums(cross, quad, sum_quad)
+
+
+def _row_norm_sums(moments, residual, quad, n):
+    """``rowdot`` (sums of products of centred squared row norms) and ``trace`` from
+    the shifted rows' sums: ``|x_i - mean|^2 = a'_i - 2 x'_i.mean' + |mean'|^2`` with
+    ``x'`` the shifted rows and ``mean'`` their mean."""
+    n_layers = len(residual)
     norm_sum = to_numpy(moments["norm_sum"])
     norm_outer = to_numpy(moments["norm_outer"])
     norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
@@ -103,7 +156,6 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
     for m, parts in enumerate(norm_cross):
         if parts:
             nx_dot[:, m] = np.concatenate(parts, axis=1) @ residual[m]
-    # |x_i - mean|^2 = a'_i - 2 x'_i.mean' + |mean'|^2 with x' the shifted rows, mean' their mean
     rowdot = (
         norm_outer
         - 2 * nx_dot
@@ -113,24 +165,18 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
         + 4 * quad
         - 3 * n * np.outer(sq, sq)
     )
-    trace = norm_sum - n * sq
-    if center:
-        ones = -trace
-        row_sums = centred_row_sums(rowdot)
-        trace_cubed[[len(c) > MAX_CUBED_WIDTH for c in colsum]] = np.nan
-    elif not column_sums:
-        ones = np.full(n_layers, np.nan)
-        row_sums = {"rowsum_sq": np.full(n_layers, np.nan), "rowsum_norm": np.full(n_layers, np.nan)}
-    else:
-        # no shift without centring: the column sums are colsum, the rows unshifted
-        ones = np.array([c @ c for c in colsum]) - trace
-        # sum_i a_i x_i.s over layer l's own columns
-        weighted = np.array([np.concatenate([p[l] for p in norm_cross[l]]) @ colsum[l] if norm_cross[l] else 0.0
-                             for l in range(n_layers)])
-        row_sums = off_diagonal_row_sums(np.diag(sum_quad), weighted, np.diag(rowdot))
-    flags = layer_flags(moments, trace, center)
-    return Statistics(n=n, cross=cross, rowdot=rowdot, trace=trace, ones=ones, **row_sums, trace_cubed=trace_cubed,
-                      **flag_arrays(flags))
+    return rowdot, norm_sum - n * sq
+
+
+def _uncentred_row_sums(moments, colsum, trace, sum_quad, rowdot):
+    """``ones`` and the row sums of uncentred statistics (no shift: the column sums are
+    ``colsum``, the rows unshifted)."""
+    norm_cross = [[to_numpy(p) for p in parts] for parts in moments["norm_cross"]]
+    ones = np.array([c @ c for c in colsum]) - trace
+    # sum_i a_i x_i.s over layer l's own columns
+    weighted = np.array([np.concatenate([p[l] for p in norm_cross[l]]) @ colsum[l] if norm_cross[l] else 0.0
+                         for l in range(len(colsum))])
+    return ones, off_diagonal_row_sums(np.diag(sum_quad), weighted, np.diag(rowdot))
 
 
 # widest layer whose tr(A^3) is computed (p^3 operations on its p x p cross-product)
