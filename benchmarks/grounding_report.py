@@ -1,0 +1,203 @@
+"""The tables, findings and figure of benchmarks/grounding.py, from the tests' raw results."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grounding_tests import MEASURES, NULL, Spread, scores
+
+CCA_FAMILY = ("cca", "cca_r2", "svcca", "pwcca")
+
+
+def accuracy_table(trained):
+    """Test accuracy of the trained networks and of the same networks untrained."""
+    import pandas as pd
+
+    return pd.DataFrame({kind: {name: Spread.of(t.accuracy[kind]) for name, t in trained.items()}
+                         for kind in ("trained", "untrained")})
+
+
+def spread_table(parts):
+    """``{(data, networks): {measure: per-seed values}}`` as a table of spreads over seeds."""
+    import pandas as pd
+
+    table = pd.DataFrame({key: {m: Spread.of(values) for m, values in per.items()} for key, per in parts.items()}).T
+    table.index.names = ["data", "networks"]
+    return table
+
+
+def _spearman(frame, measure):
+    from scipy.stats import spearmanr
+
+    return [spearmanr(scores(group[measure].to_numpy(), measure), group["accuracy_change"]).statistic
+            for _, group in frame.groupby("seed")]
+
+
+def deletion_table(frames):
+    """Test 3: per data set, the rank correlation (over each seed's layers and
+    deletions) of every measure with the accuracy change, over leading deletions and
+    over all; then each measure's mean over layers after the smallest leading deletion
+    and after each low-variance one, with the accuracy change."""
+    import pandas as pd
+
+    rows = {}
+    for data, frame in frames.items():
+        for label, subset in (("Spearman with accuracy change: leading PCs deleted", frame[frame.kind == "leading"]),
+                              ("Spearman with accuracy change: all deletions", frame)):
+            rows[data, label] = {"accuracy change": "", **{m: Spread.of(_spearman(subset, m)) for m in MEASURES}}
+        leading, trailing = (frame.deletion[frame.kind == kind].unique() for kind in ("leading", "trailing"))
+        for label, deletion in [("leading", leading[0]), *(("low-variance", d) for d in trailing)]:
+            per_seed = frame[frame.deletion == deletion].groupby("seed")
+            rows[data, f"{label}: {deletion}"] = {
+                "accuracy change": Spread.of(per_seed.accuracy_change.mean()),
+                **{m: Spread.of(per_seed[m].mean()) for m in MEASURES}}
+    table = pd.DataFrame(rows).T
+    table.index.names = ["data", "row"]
+    return table
+
+
+def _per_pair(curves, n):
+    """Mean over layers of each pair's values (and bootstrap widths) at ``n``."""
+    at = curves[curves.n == n].assign(width=lambda f: f.high - f.low)
+    return at.groupby("pair")[["value", "width"]].mean()
+
+
+def sensitivity_table(curves):
+    """Test 4: per data set, condition and measure, the value at the smallest n and
+    at the whole held-out set (mean over layers; spread over seed pairs), the change
+    between them, and the 95 % bootstrap interval's width at the smallest n."""
+    import pandas as pd
+
+    rows = {}
+    for data, frame in curves.items():
+        smallest, whole = frame.n.min(), frame.n.max()
+        for (condition, measure), group in frame.groupby(["condition", "measure"], sort=False):
+            first, last = _per_pair(group, smallest), _per_pair(group, whole)
+            rows[data, condition, measure] = {
+                "n": f"{smallest} -> {whole}", "at smallest n": Spread.of(first.value),
+                "at all": Spread.of(last.value), "change": Spread.of(last.value - first.value),
+                "bootstrap width at smallest n": Spread.of(first.width)}
+    table = pd.DataFrame(rows).T
+    table.index.names = ["data", "layers", "measure"]
+    return table
+
+
+def _row(finding, measured, value, holds):
+    return {"finding (paper)": finding, "measured here as": measured, "value": value, "holds here": bool(holds)}
+
+
+def _identification_findings(data, table):
+    rows = []
+    at = table.loc[(data, "trained")]
+    rows.append(_row("Kornblith et al. 2019: linear CKA identifies nearly every layer",
+                     f"{data}: share of layers identified by cka (>= 0.9)", f"{at['cka'].mean:.2f}",
+                     at["cka"].mean >= 0.9))
+    if "linreg" in MEASURES:
+        rows.append(_row("Kornblith et al. 2019: linear regression identifies about half",
+                         f"{data}: share identified by linreg (0.25 .. 0.75)", f"{at['linreg'].mean:.2f}",
+                         0.25 <= at["linreg"].mean <= 0.75))
+    family = [m for m in CCA_FAMILY if m in MEASURES]
+    if family:
+        best = max(family, key=lambda m: at[m].mean)
+        rows.append(_row("Kornblith et al. 2019: the CCA family rarely identifies the layer",
+                         f"{data}: best share of {', '.join(family)} (<= 0.5)", f"{best} {at[best].mean:.2f}",
+                         at[best].mean <= 0.5))
+    return rows
+
+
+def _monotonicity_finding(data, table):
+    at = table.loc[(data, "trained")]
+    worst = min(MEASURES, key=lambda m: at[m].mean)
+    return _row("Klabunde et al. 2024 (ReSi): similarity falls with the distance between layers",
+                f"{data}: lowest mean Spearman over the measures (> 0.5)", f"{worst} {at[worst].mean:.2f}",
+                at[worst].mean > 0.5)
+
+
+def _deletion_findings(data, table):
+    at = table.loc[data]
+    low = at.loc[[row for row in at.index if row.startswith("low-variance")]]
+    lowest = low.index[int(np.argmin([value.mean for value in low["cka"]]))]
+    low = at.loc[lowest]
+    rows = [_row("Ding et al. 2021: CKA barely moves when low-variance components are deleted (no accuracy cost)",
+                 f"{data}: lowest cka over the low-variance deletions (>= 0.99): {lowest[len('low-variance: '):]}, "
+                 f"accuracy change {low['accuracy change'].mean:+.3f}", f"{low['cka'].mean:.3f}",
+                 low["cka"].mean >= 0.99)]
+    family = [m for m in CCA_FAMILY if m in MEASURES]
+    if family:
+        least = min(family, key=lambda m: low[m].mean)
+        rows.append(_row("Ding et al. 2021: the CCA family is over-sensitive to low-variance components",
+                         f"{data}: lowest of {', '.join(family)} there (< 0.95)", f"{least} {low[least].mean:.3f}",
+                         low[least].mean < 0.95))
+    tracking = at.loc["Spearman with accuracy change: all deletions"]
+    worst = min(MEASURES, key=lambda m: tracking[m].mean)
+    rows.append(_row("Ding et al. 2021: a good measure ranks deletions by their accuracy cost",
+                     f"{data}: lowest mean Spearman over the measures (> 0.5)", f"{worst} {tracking[worst].mean:.2f}",
+                     tracking[worst].mean > 0.5))
+    return rows
+
+
+# the |change| with n by which RV2 must beat the others for the claim to hold: below
+# it, both are flat within the run's resolution
+CLAIM_MARGIN = 0.005
+
+
+def _claim_findings(data, table):
+    rows = []
+    measures = table.loc[data].index.get_level_values(1).unique()
+    for suffix in [s for s in ("", " uncentred") if f"rv2{s}" in measures]:
+        others = [m + suffix for m in ("rv", "cka") if m + suffix in measures]
+        for condition in table.loc[data].index.get_level_values(0).unique():
+            change = {m: abs(table.loc[(data, condition, m), "change"].mean) for m in [f"rv2{suffix}", *others]}
+            rows.append(_row(f"seed study: RV2 depends less on n than {' and '.join(others)}",
+                             f"{data}, {condition} layers: |change| from the smallest n to all "
+                             f"(rv2's smaller by > {CLAIM_MARGIN})",
+                             ", ".join(f"{m} {v:.3f}" for m, v in change.items()),
+                             change[f"rv2{suffix}"] + CLAIM_MARGIN < min(change[m] for m in others)))
+    return rows
+
+
+def findings(report):
+    """Each paper's finding, how it is measured here, this run's value, and whether it
+    holds: computed from the tables, not typed."""
+    import pandas as pd
+
+    rows = []
+    for data in report.identification.index.get_level_values(0).unique():
+        rows += _identification_findings(data, report.identification)
+        rows.append(_monotonicity_finding(data, report.monotonicity))
+        rows += _deletion_findings(data, report.deletion)
+        rows += _claim_findings(data, report.sensitivity)
+    return pd.DataFrame(rows)
+
+
+def curves_figure(curves):
+    """Test 4's curves: per data set (rows) and condition (columns), every measure
+    against n (mean over layers and seed pairs) with its mean bootstrap band, the
+    uncentred ones dotted and ``rv2_null`` dashed."""
+    import matplotlib.pyplot as plt
+
+    from grounding_tests import CONDITIONS
+
+    figure, axes = plt.subplots(len(curves), len(CONDITIONS), figsize=(4 * len(CONDITIONS), 3.2 * len(curves)),
+                                squeeze=False, constrained_layout=True)
+    for row, (data, frame) in zip(axes, curves.items()):
+        for ax, condition in zip(row, CONDITIONS):
+            means = frame[frame.condition == condition].groupby(["measure", "n"])[["value", "low", "high"]].mean()
+            measures = frame.measure.unique()
+            for rank, measure in enumerate(measures):
+                part = means.loc[measure]
+                null, uncentred = measure.startswith(NULL), measure.endswith("uncentred")
+                style = ("k" if null else "o") + (":" if uncentred else "--" if null else "-")
+                # measures that agree draw on top of each other: the earlier ones wider
+                line, = ax.plot(part.index, part.value, style, ms=3, lw=1 + 2.5 * (1 - rank / len(measures)),
+                                label=measure)
+                if not null:
+                    ax.fill_between(part.index, part.low, part.high, color=line.get_color(), alpha=0.12)
+            ax.set_xscale("log")
+            ax.set_xticks(sorted(frame.n.unique()), [str(n) for n in sorted(frame.n.unique())])
+            ax.minorticks_off()
+            ax.set_title(f"{data}: {condition} layers")
+            ax.set_xlabel("observations n")
+        row[0].set_ylabel("mean over layers and pairs")
+    axes[0][0].legend(fontsize="small")
+    return figure

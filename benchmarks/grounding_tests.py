@@ -1,0 +1,208 @@
+"""The four tests of benchmarks/grounding.py, their tables, findings and figure.
+
+:data:`MEASURES` is the one list of measures every test ranks: add a name rv2dist's
+``similarity(metric=...)`` knows, with its direction (a distance is negated wherever
+"most similar" is asked), and its dense formula to grounding_dense.FORMULAS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+import grounding_dense as dense
+import grounding_networks as nets
+
+SIMILARITY, DISTANCE = "similarity", "distance"
+# every measure the tests rank, and whether a larger value means more alike (similarity)
+# or less (distance); centred RV (center=True) is linear CKA exactly, listed as rv2dist names it
+MEASURES = {"rv2": SIMILARITY, "rv": SIMILARITY, "cka": SIMILARITY, "cka_debiased": SIMILARITY}
+NULL = "rv2_null"  # the permutation expectation of RV2, shown beside test 4's curves
+UNCENTRED = ("rv2", "rv", NULL)  # test 4 also runs these uncentred (hoggorm's, as the seed study)
+CONDITIONS = ("trained", "untrained", "shuffled")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """A mean with the smallest and largest of the values it averages."""
+
+    mean: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values):
+        values = np.asarray(values, dtype=np.float64)
+        return cls(float(np.nanmean(values)), float(np.nanmin(values)), float(np.nanmax(values)))
+
+    def __str__(self):
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def scores(values, measure):
+    """``values`` of ``measure`` oriented so that larger means more alike."""
+    return values if MEASURES[measure] == SIMILARITY else -values
+
+
+def _check_matrices(tally, label, result, a, b, metrics, center):
+    if tally is not None:
+        tally.matrices(label, result, list(a.values()), list(b.values()), metrics, center)
+
+
+def layer_matrix(trained, kind, config, tally=None):
+    """Every layer of every seed against every other, in one rv2dist call on the stores:
+    a (seeds x layers) square matrix per measure."""
+    import rv2dist
+
+    opened = [rv2dist.open_activations(path) for path in trained.stores[kind]]
+    layers = {f"s{seed}.{layer}": store[layer] for seed, store in enumerate(opened) for layer in trained.layers}
+    result = rv2dist.similarity(layers, metric=list(MEASURES), center=config.center)
+    _check_matrices(tally, f"{trained.data.name} {kind} layers", result, layers, layers, MEASURES, config.center)
+    return result
+
+
+def _blocks(result, measure, seeds, n_layers):
+    """Scores as (seed a, layer a, seed b, layer b)."""
+    return scores(result[measure].values, measure).reshape(seeds, n_layers, seeds, n_layers)
+
+
+def _best(block):
+    """Each row's column of largest score; -1 where the row has none defined."""
+    undefined = np.isnan(block)
+    return np.where(undefined.all(axis=1), -1, np.where(undefined, -np.inf, block).argmax(axis=1))
+
+
+def identification(result, seeds, layers, band=0):
+    """Test 1, per measure and seed i: the share of i's layers whose most similar layer
+    in seed j is the same layer (or, with ``band``, at most that many layers away),
+    averaged over the other seeds j."""
+    n = len(layers)
+    shares = {}
+    for measure in MEASURES:
+        blocks = _blocks(result, measure, seeds, n)
+        shares[measure] = [np.mean([_hits(blocks[i, :, j, :], band) for j in range(seeds) if j != i])
+                            for i in range(seeds)]
+    return shares
+
+
+def _hits(block, band):
+    """The share of rows whose best column lies within ``band`` of the row's own index."""
+    best = _best(block)
+    return np.mean((best >= 0) & (np.abs(best - np.arange(len(best))) <= band))
+
+
+def monotonicity(result, seeds, layers):
+    """Test 2, per measure and seed: Spearman's rho between the scores of all pairs of
+    distinct layers and minus their distance in depth."""
+    from scipy.stats import spearmanr
+
+    rows, columns = np.nonzero(~np.eye(len(layers), dtype=bool))
+    closeness = -np.abs(rows - columns)
+    return {measure: [spearmanr(_blocks(result, measure, seeds, len(layers))[s, rows, s, columns],
+                                closeness).statistic for s in range(seeds)] for measure in MEASURES}
+
+
+def deletions(x, config):
+    """Test 3's modifications of one layer's activations ``x`` (observations first):
+    ``(name, kind, modified x)``, kind "leading" (the k leading principal components
+    deleted) or "trailing" (only the leading ones holding a share of the variance kept)."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    variances, vectors = np.linalg.eigh(centred.T @ centred)  # ascending
+    variances, vt = variances[::-1], vectors[:, ::-1].T
+    rank = int(np.sum(variances > variances[0] * 1e-12))
+    share = np.cumsum(variances) / np.sum(variances)
+    made = [(f"{k} leading PC{'s' if k > 1 else ''} deleted", "leading", flat - centred @ vt[:k].T @ vt[:k])
+            for k in config.leading if k < rank]
+    for kept in config.kept:
+        m = int(np.searchsorted(share, kept)) + 1
+        if m < rank:
+            made.append((f"PCs past {kept:.1%} of the variance deleted", "trailing", mean + centred @ vt[:m].T @ vt[:m]))
+    return [(name, kind, d.reshape(x.shape).astype(np.float32)) for name, kind, d in made]
+
+
+def pc_deletion(trained, config, tally=None):
+    """Test 3: per trained seed, one rv2dist call of its layers against all their
+    deletions; one row per (seed, layer, deletion) with the accuracy change and the
+    measures between the original and the modified layer."""
+    import pandas as pd
+    import rv2dist
+
+    rows = []
+    for seed, model in enumerate(trained.models["trained"]):
+        original = trained.activations["trained"][seed]
+        base = trained.accuracy["trained"][seed]
+        modified, cases = {}, []
+        for layer, x in original.items():
+            # resuming the forward pass from the recorded layer must give the network's accuracy
+            resumed = nets.accuracy_from(model, layer, x, trained.data.y_test)
+            assert resumed == base, f"{trained.data.name} seed {seed}: resumed at {layer}: {resumed} != {base}"
+            for name, kind, x_mod in deletions(x, config):
+                modified[f"{layer} {name}"] = x_mod
+                change = nets.accuracy_from(model, layer, x_mod, trained.data.y_test) - base
+                cases.append(dict(seed=seed, layer=layer, deletion=name, kind=kind, accuracy_change=change))
+        result = rv2dist.similarity(original, modified, metric=list(MEASURES), center=config.center)
+        _check_matrices(tally, f"{trained.data.name} seed {seed} deletions", result, original, modified, MEASURES,
+                        config.center)
+        for case in cases:
+            cell = dict(layer_a=case["layer"], layer_b=f"{case['layer']} {case['deletion']}")
+            rows.append({**case, **{m: float(result[m].sel(cell)) for m in MEASURES}})
+    return pd.DataFrame(rows).assign(data=trained.data.name)
+
+
+def sensitivity_layers(layers):
+    """Test 4's layers: the first, the middle and the last hidden one."""
+    return list(dict.fromkeys([layers[0], layers[len(layers) // 2], layers[-1]]))
+
+
+def _jobs(config):
+    """Test 4's jobs per comparison: ``(metrics, center, label suffix)``."""
+    jobs = [([*MEASURES, NULL], config.center, "")]
+    if config.uncentred:
+        jobs.append((list(UNCENTRED), False, " uncentred"))
+    return jobs
+
+
+def sensitivity(trained, config, tally=None):
+    """Test 4: for each condition and pair of seeds (i, i + 1), at every n of
+    ``config.sizes`` (the first n held-out observations) one rv2dist call with
+    bootstrap intervals (two with ``config.uncentred``); one row per (condition, pair,
+    n, layer, measure)."""
+    import pandas as pd
+
+    n_test = trained.data.n_test
+    sizes = sorted({min(size, n_test) for size in config.sizes} | {n_test})
+    chosen = sensitivity_layers(trained.layers)
+    shuffle = np.random.default_rng(0).permutation(n_test)
+    acts = {kind: [{layer: per_seed[layer] for layer in chosen} for per_seed in trained.activations[kind]]
+            for kind in ("trained", "untrained")}
+    pairs = [(i, (i + 1) % config.seeds) for i in range(min(config.pairs, config.seeds))]
+    rows = []
+    for condition in CONDITIONS:
+        group = acts["untrained" if condition == "untrained" else "trained"]
+        for (i, j), n, (metrics, center, suffix) in itertools.product(pairs, sizes, _jobs(config)):
+            a = {layer: v[:n] for layer, v in group[i].items()}
+            b = {layer: (v[shuffle] if condition == "shuffled" else v)[:n] for layer, v in group[j].items()}
+            label = f"{trained.data.name} {condition} {i}-{j} n={n}{suffix}"
+            result = _sensitivity_call(a, b, metrics, center, config, tally, label, intervals=n == sizes[0])
+            rows += [dict(condition=condition, pair=f"{i}-{j}", n=n, layer=layer, measure=m + suffix,
+                          value=float(result[m][k, k]), low=float(result[f"{m}_low"][k, k]),
+                          high=float(result[f"{m}_high"][k, k]))
+                     for k, layer in enumerate(chosen) for m in metrics]
+    return pd.DataFrame(rows).assign(data=trained.data.name)
+
+
+def _sensitivity_call(a, b, metrics, center, config, tally, label, intervals):
+    """One rv2dist call of test 4; with ``tally``, its values checked, and its
+    bootstrap intervals too where ``intervals`` (the smallest n: each replicate's dense
+    Grams cost as much as the call's)."""
+    import rv2dist
+
+    result = rv2dist.similarity(a, b, metric=metrics, center=center, bootstrap=config.bootstrap, seed=0)
+    _check_matrices(tally, label, result, a, b, metrics, center)
+    if tally is not None and intervals:
+        tally.intervals(label, result, list(a.values()), list(b.values()), metrics, center, config.bootstrap, seed=0)
+    return result
