@@ -1,6 +1,7 @@
 """The notebooks execute from a clean state (nbclient), and their figures render."""
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,3 +50,39 @@ def test_compare_transformers_runs(tmp_path, monkeypatch):
     book, outputs = _execute("compare_transformers.ipynb", tmp_path, monkeypatch)
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("fine-tuned copy" in o.get("text", "") for o in outputs)
+
+
+@pytest.mark.slow
+def test_grounding_runs(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    pytest.importorskip("mnist1d")
+
+    _, outputs = _execute("grounding.ipynb", tmp_path, monkeypatch)
+    text = "".join(o.get("text", "") for o in outputs)
+    # real training: the trained networks far above chance, the untrained ones near it
+    accuracy = {data: (float(trained), float(untrained)) for data, trained, untrained in
+                re.findall(r"(\w+): test accuracy trained ([\d.]+) \[.*?\], untrained ([\d.]+)", text)}
+    assert set(accuracy) == {"digits", "mnist1d"}
+    assert accuracy["digits"][0] > 0.9 and accuracy["mnist1d"][0] > 0.5
+    assert all(untrained < 0.2 for _, untrained in accuracy.values())
+    # the six tables, in order, each with the measures and both data sets
+    accuracy_table, identification, monotonicity, deletion, sensitivity, findings = (
+        o["data"]["text/plain"] for o in outputs if "text/html" in o.get("data", {}))
+    for table in (identification, monotonicity, deletion):
+        assert all(name in table.splitlines()[0] for name in ("rv2", "rv", "cka", "cka_debiased"))
+        assert "digits" in table and "mnist1d" in table
+    assert "within 1 layer" in identification and "untrained" in monotonicity
+    assert "Spearman with accuracy change" in deletion and "low-variance" in deletion
+    assert "shuffled" in sensitivity and "rv2_null" in sensitivity
+    assert "100 -> 597" in sensitivity and "100 -> 600" in sensitivity
+    # the findings are computed from the tables: at least 7 per data set (more with
+    # linear regression or the CCA family among the measures)
+    assert all(paper in findings for paper in ("Kornblith", "Klabunde", "Ding", "seed study"))
+    held = re.search(r"(\d+) of (\d+) findings hold here", text)
+    assert held and int(held.group(2)) >= 14 and 0 < int(held.group(1)) <= int(held.group(2))
+    # every value checked against the dense float64 formulas
+    checked = re.search(r"cross-check: ([\d,]+) values equal the dense float64 formulas", text)
+    assert checked and int(checked.group(1).replace(",", "")) > 10_000
+    assert re.search(r"whole grounding run: \d+ s, peak memory [\d,]+ MiB", text)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
