@@ -4,8 +4,8 @@
 
 Networks are trained here, offline and seeded (benchmarks/grounding_networks.py: a CNN on
 scikit-learn's digits, a 1-D CNN on MNIST-1D), their held-out activations recorded with
-``rv2dist.record_activations``, and every measure of :data:`MEASURES` put through four
-published tests:
+``rv2dist.record_activations``, and every measure of ``grounding_tests.MEASURES`` put
+through four published tests:
 
 1. layer identification (Kornblith et al. 2019, Table 2): for each layer of seed i, is
    the most similar layer of seed j the same layer?  Accuracy over all seed pairs;
@@ -25,7 +25,7 @@ one job (tests 1 and 2), each network's layers against all their deletions (test
 pair of networks at one n (test 4).  With the check on (the default), every value the
 tables rest on is recomputed with the dense float64 formulas of grounding_dense.py; the
 full size first runs the small one with that check, then itself without it (its n x n
-Grams would not fit).  Prints the tables, the trained networks' accuracies, the time and
+Grams would take several GB).  Prints the tables, the trained networks' accuracies, the time and
 the peak memory.
 """
 
@@ -40,7 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -102,6 +101,10 @@ class Config:
     uncentred: bool = True
     center: bool = True
     check: bool = False
+
+    def __post_init__(self):
+        if self.seeds < 2:
+            raise ValueError(f"seeds must be at least 2 (the tests compare seeds), got {self.seeds}")
 
 
 SIZES = {

@@ -1,4 +1,5 @@
-"""The four tests of benchmarks/grounding.py, their tables, findings and figure.
+"""The four tests of benchmarks/grounding.py, from recorded activations to raw results
+(grounding_report.py makes the tables, findings and figure of them).
 
 :data:`MEASURES` is the one list of measures every test ranks: add a name rv2dist's
 ``similarity(metric=...)`` knows, with its direction (a distance is negated wherever
@@ -12,7 +13,6 @@ import itertools
 
 import numpy as np
 
-import grounding_dense as dense
 import grounding_networks as nets
 
 SIMILARITY, DISTANCE = "similarity", "distance"
@@ -20,7 +20,7 @@ SIMILARITY, DISTANCE = "similarity", "distance"
 # or less (distance); centred RV (center=True) is linear CKA exactly, listed as rv2dist names it
 MEASURES = {"rv2": SIMILARITY, "rv": SIMILARITY, "cka": SIMILARITY, "cka_debiased": SIMILARITY}
 NULL = "rv2_null"  # the permutation expectation of RV2, shown beside test 4's curves
-UNCENTRED = ("rv2", "rv", NULL)  # test 4 also runs these uncentred (hoggorm's, as the seed study)
+UNCENTRED = ("rv2", "rv", NULL)  # test 4 also runs these uncentred, as hoggorm computes them
 CONDITIONS = ("trained", "untrained", "shuffled")
 
 
@@ -43,7 +43,10 @@ class Spread:
 
 def scores(values, measure):
     """``values`` of ``measure`` oriented so that larger means more alike."""
-    return values if MEASURES[measure] == SIMILARITY else -values
+    direction = MEASURES[measure]
+    if direction not in (SIMILARITY, DISTANCE):
+        raise ValueError(f"MEASURES[{measure!r}] must be {SIMILARITY!r} or {DISTANCE!r}, not {direction!r}")
+    return -values if direction == DISTANCE else values
 
 
 def _check_matrices(tally, label, result, a, b, metrics, center):
@@ -100,8 +103,11 @@ def monotonicity(result, seeds, layers):
 
     rows, columns = np.nonzero(~np.eye(len(layers), dtype=bool))
     closeness = -np.abs(rows - columns)
-    return {measure: [spearmanr(_blocks(result, measure, seeds, len(layers))[s, rows, s, columns],
-                                closeness).statistic for s in range(seeds)] for measure in MEASURES}
+    rhos = {}
+    for measure in MEASURES:
+        blocks = _blocks(result, measure, seeds, len(layers))
+        rhos[measure] = [spearmanr(blocks[s, rows, s, columns], closeness).statistic for s in range(seeds)]
+    return rhos
 
 
 def deletions(x, config):
@@ -120,7 +126,8 @@ def deletions(x, config):
     for kept in config.kept:
         m = int(np.searchsorted(share, kept)) + 1
         if m < rank:
-            made.append((f"PCs past {kept:.1%} of the variance deleted", "trailing", mean + centred @ vt[:m].T @ vt[:m]))
+            kept_part = mean + centred @ vt[:m].T @ vt[:m]
+            made.append((f"PCs past {kept:.1%} of the variance deleted", "trailing", kept_part))
     return [(name, kind, d.reshape(x.shape).astype(np.float32)) for name, kind, d in made]
 
 
@@ -139,7 +146,9 @@ def pc_deletion(trained, config, tally=None):
         for layer, x in original.items():
             # resuming the forward pass from the recorded layer must give the network's accuracy
             resumed = nets.accuracy_from(model, layer, x, trained.data.y_test)
-            assert resumed == base, f"{trained.data.name} seed {seed}: resumed at {layer}: {resumed} != {base}"
+            if resumed != base:
+                raise RuntimeError(f"{trained.data.name} seed {seed}: the network resumed at {layer} from its "
+                                   f"recorded activations scores {resumed}, not its accuracy {base}")
             for name, kind, x_mod in deletions(x, config):
                 modified[f"{layer} {name}"] = x_mod
                 change = nets.accuracy_from(model, layer, x_mod, trained.data.y_test) - base
