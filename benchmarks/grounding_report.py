@@ -170,6 +170,29 @@ def findings(report):
     return pd.DataFrame(rows)
 
 
+def _distinct(frame):
+    """``{measure: label}`` for the measures of ``frame`` with different curves; a
+    measure equal to an earlier one everywhere (centred RV and CKA) joins its label."""
+    curves = frame.groupby(["measure", "condition", "n"], sort=False).value.mean()
+    labels = {}
+    for measure in frame.measure.unique():
+        same = next((m for m in labels if np.allclose(curves.loc[m], curves.loc[measure], rtol=0, atol=1e-9)), None)
+        if same is None:
+            labels[measure] = measure
+        else:
+            labels[same] += f" = {measure}"
+    return labels
+
+
+def _ticks(sizes):
+    """Tick labels for the sizes of test 4, leaving out those too close to the next one."""
+    labels, shown = [], None
+    for n in sorted(sizes, reverse=True):
+        labels.append(str(n) if shown is None or shown / n >= 1.4 else "")
+        shown = n if labels[-1] else shown
+    return sorted(sizes), labels[::-1]
+
+
 def curves_figure(curves):
     """Test 4's curves: per data set (rows) and condition (columns), every measure
     against n (mean over layers and seed pairs) with its mean bootstrap band, the
@@ -181,23 +204,21 @@ def curves_figure(curves):
     figure, axes = plt.subplots(len(curves), len(CONDITIONS), figsize=(4 * len(CONDITIONS), 3.2 * len(curves)),
                                 squeeze=False, constrained_layout=True)
     for row, (data, frame) in zip(axes, curves.items()):
+        labels = _distinct(frame)
         for ax, condition in zip(row, CONDITIONS):
             means = frame[frame.condition == condition].groupby(["measure", "n"])[["value", "low", "high"]].mean()
-            measures = frame.measure.unique()
-            for rank, measure in enumerate(measures):
+            for measure, label in labels.items():
                 part = means.loc[measure]
                 null, uncentred = measure.startswith(NULL), measure.endswith("uncentred")
                 style = ("k" if null else "o") + (":" if uncentred else "--" if null else "-")
-                # measures that agree draw on top of each other: the earlier ones wider
-                line, = ax.plot(part.index, part.value, style, ms=3, lw=1 + 2.5 * (1 - rank / len(measures)),
-                                label=measure)
+                line, = ax.plot(part.index, part.value, style, ms=3, label=label)
                 if not null:
                     ax.fill_between(part.index, part.low, part.high, color=line.get_color(), alpha=0.12)
             ax.set_xscale("log")
-            ax.set_xticks(sorted(frame.n.unique()), [str(n) for n in sorted(frame.n.unique())])
+            ax.set_xticks(*_ticks(frame.n.unique()))
             ax.minorticks_off()
             ax.set_title(f"{data}: {condition} layers")
             ax.set_xlabel("observations n")
         row[0].set_ylabel("mean over layers and pairs")
-    axes[0][0].legend(fontsize="small")
+        row[0].legend(fontsize="small")
     return figure
