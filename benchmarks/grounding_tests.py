@@ -22,6 +22,10 @@ MEASURES = {"rv2": SIMILARITY, "rv": SIMILARITY, "cka": SIMILARITY, "cka_debiase
 NULL = "rv2_null"  # the permutation expectation of RV2, shown beside test 4's curves
 UNCENTRED = ("rv2", "rv", NULL)  # test 4 also runs these uncentred, as hoggorm computes them
 CONDITIONS = ("trained", "untrained", "shuffled")
+# every job takes the feature route: the second-moment measures (CCA, Procrustes, ...) need
+# its p x p blocks, which the gram route (layers wider than n: test 4 at n = 100) lacks; at
+# these widths (at most 256 units) it costs little
+ROUTE = "feature"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +65,7 @@ def layer_matrix(trained, kind, config, tally=None):
 
     opened = [rv2dist.open_activations(path) for path in trained.stores[kind]]
     layers = {f"s{seed}.{layer}": store[layer] for seed, store in enumerate(opened) for layer in trained.layers}
-    result = rv2dist.similarity(layers, metric=list(MEASURES), center=config.center)
+    result = rv2dist.similarity(layers, metric=list(MEASURES), center=config.center, route=ROUTE)
     _check_matrices(tally, f"{trained.data.name} {kind} layers", result, layers, layers, MEASURES, config.center)
     return result
 
@@ -153,7 +157,7 @@ def pc_deletion(trained, config, tally=None):
                 modified[f"{layer} {name}"] = x_mod
                 change = nets.accuracy_from(model, layer, x_mod, trained.data.y_test) - base
                 cases.append(dict(seed=seed, layer=layer, deletion=name, kind=kind, accuracy_change=change))
-        result = rv2dist.similarity(original, modified, metric=list(MEASURES), center=config.center)
+        result = rv2dist.similarity(original, modified, metric=list(MEASURES), center=config.center, route=ROUTE)
         _check_matrices(tally, f"{trained.data.name} seed {seed} deletions", result, original, modified, MEASURES,
                         config.center)
         for case in cases:
@@ -210,7 +214,8 @@ def _sensitivity_call(a, b, metrics, center, config, tally, label, intervals):
     Grams cost as much as the call's)."""
     import rv2dist
 
-    result = rv2dist.similarity(a, b, metric=metrics, center=center, bootstrap=config.bootstrap, seed=0)
+    result = rv2dist.similarity(a, b, metric=metrics, center=center, route=ROUTE, bootstrap=config.bootstrap,
+                                seed=0)
     _check_matrices(tally, label, result, a, b, metrics, center)
     if tally is not None and intervals:
         tally.intervals(label, result, list(a.values()), list(b.values()), metrics, center, config.bootstrap, seed=0)
