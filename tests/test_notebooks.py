@@ -67,7 +67,7 @@ def test_grounding_runs(tmp_path, monkeypatch):
     assert accuracy["digits"][0] > 0.9 and accuracy["mnist1d"][0] > 0.5
     assert all(untrained < 0.2 for _, untrained in accuracy.values())
     # the six tables, in order, each with the measures and both data sets
-    accuracy_table, identification, monotonicity, deletion, sensitivity, findings = (
+    _, identification, monotonicity, deletion, sensitivity, findings = (
         o["data"]["text/plain"] for o in outputs if "text/html" in o.get("data", {}))
     for table in (identification, monotonicity, deletion):
         assert all(name in table.splitlines()[0] for name in ("rv2", "rv", "cka", "cka_debiased"))
