@@ -140,7 +140,7 @@ class Tally:
     def intervals(self, label, result, layers_a, layers_b, metrics, center, bootstrap, seed, confidence=0.95):
         """The bootstrap interval of every diagonal cell, from rv2dist's own Poisson
         counts (drawn from ``seed`` and the observation's index) and the dense formulas."""
-        from rv2dist.kernels import poisson_weights
+        from rv2dist.core.resampling import poisson_weights
 
         counts = poisson_weights(seed, 0, len(layers_a[0]), bootstrap)
         for i, (x, y) in enumerate(zip(layers_a, layers_b)):
