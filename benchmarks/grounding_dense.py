@@ -35,6 +35,14 @@ class Side:
                 self._made[key][:, :: self.n + 1] = 0.0
         return self._made[key]
 
+    def distances(self):
+        """The flattened matrices of squared Euclidean distances between observations."""
+        if "distances" not in self._made:
+            squares = [np.sum(x * x, axis=1) for x in self.layers]
+            self._made["distances"] = np.stack([(s[:, None] + s[None, :] - 2.0 * x @ x.T).ravel()
+                                                for s, x in zip(squares, self.layers)])
+        return self._made["distances"]
+
 
 def _squares(g):
     return np.einsum("ij,ij->i", g, g)
@@ -85,7 +93,27 @@ def rv2_null(a, b, center):
         a.n * (a.n - 1) * np.sqrt(np.outer(_squares(ka), _squares(kb))))
 
 
-FORMULAS = {"rv2": rv2, "rv": rv, "cka": cka, "cka_debiased": cka_debiased, "rv2_null": rv2_null}
+def _pearson_off_diagonal(ka, kb, n):
+    """Pearson's r between the n (n - 1) off-diagonal entries of every pair of rows of
+    ``ka`` and ``kb`` (flattened n x n matrices whose diagonals are 0)."""
+    count = n * (n - 1)
+    sums_a, sums_b = ka.sum(axis=1), kb.sum(axis=1)
+    inner = ka @ kb.T - np.outer(sums_a, sums_b) / count
+    return inner / np.sqrt(np.outer(_squares(ka) - sums_a**2 / count, _squares(kb) - sums_b**2 / count))
+
+
+def rsa(a, b, center):
+    """Kriegeskorte et al. (2008): Pearson's r of the off-diagonal entries of the Grams."""
+    return _pearson_off_diagonal(a.grams(center, diagonal=False), b.grams(center, diagonal=False), a.n)
+
+
+def rsa_euclidean(a, b, center):
+    """The same of the squared Euclidean distances |x_i - x_j|^2 (diagonals 0)."""
+    return _pearson_off_diagonal(a.distances(), b.distances(), a.n)
+
+
+FORMULAS = {"rv2": rv2, "rv": rv, "cka": cka, "cka_debiased": cka_debiased, "rsa": rsa,
+            "rsa_euclidean": rsa_euclidean, "rv2_null": rv2_null}
 
 
 def matrix(metric, a, b, center):

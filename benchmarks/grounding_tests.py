@@ -18,7 +18,8 @@ import grounding_networks as nets
 SIMILARITY, DISTANCE = "similarity", "distance"
 # every measure the tests rank, and whether a larger value means more alike (similarity)
 # or less (distance); centred RV (center=True) is linear CKA exactly, listed as rv2dist names it
-MEASURES = {"rv2": SIMILARITY, "rv": SIMILARITY, "cka": SIMILARITY, "cka_debiased": SIMILARITY}
+MEASURES = {"rv2": SIMILARITY, "rv": SIMILARITY, "cka": SIMILARITY, "cka_debiased": SIMILARITY,
+            "rsa": SIMILARITY, "rsa_euclidean": SIMILARITY}
 NULL = "rv2_null"  # the permutation expectation of RV2, shown beside test 4's curves
 UNCENTRED = ("rv2", "rv", NULL)  # test 4 also runs these uncentred, as hoggorm computes them
 CONDITIONS = ("trained", "untrained", "shuffled")
