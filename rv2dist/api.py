@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rv2dist.core import checks, significance
+from rv2dist.core.block_measures import check_measure_options
 from rv2dist.core.errors import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning
 from rv2dist.core.measures import MEASURES, check_names
 from rv2dist.engine import execute
@@ -146,7 +147,8 @@ def _make_plan(everything, widths, n, names, flags, options, client):
         column_sums=resampling.tests or any(MEASURES[name].reads_column_sums for name in names),
         # the tests' skewness (tr(A^3) of every layer) is of centred statistics only
         skewness=resampling.tests and True in flags, resampling=resampling,
-        reads=options["reads"] if stored else "none")
+        reads=options["reads"] if stored else "none",
+        second_moments=any(MEASURES[name].family == "blocks" for name in names))
 
 
 def _check_plan(given, wanted):
@@ -156,6 +158,9 @@ def _check_plan(given, wanted):
         if getattr(given, field) != getattr(wanted, field):
             raise ValueError(f"plan= was made for another job: its {field} is {getattr(given, field)!r}, this "
                              f"job's {getattr(wanted, field)!r}; make it with rv2dist.plan() and the same arguments")
+    if bool(given.cost.block_bytes) != bool(wanted.cost.block_bytes):
+        raise ValueError("plan= was made for other measures (with or without the second-moment measures' blocks); "
+                         "make it with rv2dist.plan() and the same arguments")
     kinds = [(sub.kind, sub.count) for sub in given.resampling]
     if kinds != [(sub.kind, sub.count) for sub in wanted.resampling]:
         raise ValueError(f"plan= was made for other resampling ({kinds or 'none'}); make it with rv2dist.plan() "
@@ -192,21 +197,22 @@ def _prepare(a, b, options, client, given_plan=None) -> _Job:
         single=isinstance(options["metric"], str) and not (resampling.tests or resampling.resampled),
         resampling=resampling,
         # kept replicates are paired with another job's by the observations their weights fell on
-        digest=ids_digest(ids) if resampling.keep_replicates and ids is not None else None)
+        digest=ids_digest(ids) if resampling.keep_replicates and ids is not None else None,
+        measure_options=options["measure_options"])
     return _Job(inputs, job_plan, spec)
 
 
 def _options(metric, center, layers, route, memory_budget, precision, device, align_obs, names, obs_dim,
-             resampling, reads="auto"):
+             resampling, reads, measure_options):
     return dict(metric=metric, center=center, layers=layers, route=route, memory_budget=memory_budget,
                 precision=precision, device=device, align_obs=align_obs, names=names, obs_dim=obs_dim,
-                resampling=resampling, reads=reads)
+                resampling=resampling, reads=reads, measure_options=measure_options)
 
 
 def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
          memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
          tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
-         keep_replicates=False, reads="auto"):
+         keep_replicates=False, reads="auto", alpha=1.0, ridge_lambda=0.1, svcca_variance=0.99, rcond=None):
     """The :class:`~rv2dist.planning.plan.Plan` that :func:`similarity` would run (shapes only).
 
     Takes the same arguments as :func:`similarity`; reads no data.  ``print()`` it to
@@ -215,9 +221,10 @@ def plan(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", cli
     ``similarity(..., plan=p)`` to run it as printed.
     """
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence, keep_replicates)
+    measure_options = check_measure_options(alpha, ridge_lambda, svcca_variance, rcond)
     with execute.client_for(client) as client:
         options = _options(metric, center, layers, route, memory_budget, precision, device, align_obs, names,
-                           obs_dim, resampling, reads)
+                           obs_dim, resampling, reads, measure_options)
         return _prepare(a, b, options, client).plan
 
 
@@ -233,7 +240,8 @@ def _announce_cost(job_plan, enabled):
 def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto", client=None,
                memory_budget=None, precision="auto", device="auto", align_obs=False, names=None, obs_dim=None,
                tests=False, correction="holm", permutations=None, bootstrap=None, seed=None, confidence=0.95,
-               keep_replicates=False, compute=True, progress=True, plan=None, reads="auto"):
+               keep_replicates=False, compute=True, progress=True, plan=None, reads="auto", alpha=1.0,
+               ridge_lambda=0.1, svcca_variance=0.99, rcond=None):
     """Similarity matrices between the layers of two networks (or one with itself).
 
     Never forms an n x n matrix: every metric follows from sums over observations
@@ -251,13 +259,17 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         sequences keep their order as depth order.  ``b=None`` compares ``a`` with
         itself, computing each product once.  See :mod:`rv2dist.io.inputs`.
     metric : str or list of str
-        A measure of :data:`rv2dist.core.measures.MEASURES` (docs/measures.md):
-        ``"rv2"`` (modified RV, Smilde et al. 2009), ``"rv"``, ``"cka"`` (linear CKA),
-        ``"cka_debiased"`` (Song et al.'s unbiased HSIC; may be negative), ``"rsa"``,
-        ``"rsa_euclidean"`` (representational similarity of linear kernels and of
-        squared distances) or ``"rv2_null"`` (expected RV2 under permutation of the
-        rows of one side).  A list returns an xarray.Dataset with one variable per
-        measure.
+        A measure of :data:`rv2dist.core.measures.MEASURES` (docs/measures.md): the RV
+        family ``"rv2"`` (modified RV, Smilde et al. 2009), ``"rv"``, ``"cka"`` (linear
+        CKA), ``"cka_debiased"`` (Song et al.'s unbiased HSIC; may be negative),
+        ``"rsa"``, ``"rsa_euclidean"`` (representational similarity of linear kernels
+        and of squared distances), ``"rv2_null"`` (expected RV2 under permutation of
+        the rows of one side); the second-moment measures (feature route only, always
+        centred) ``"cca"``, ``"cca_r2"``, ``"svcca"``, ``"pwcca"``, ``"procrustes"``,
+        ``"procrustes_distance"``, ``"shape_metric"``, ``"linreg"`` and ``"ridge"``
+        (b's layer predicted from a's).  A list returns an xarray.Dataset with one
+        variable per measure; with second-moment measures it also holds the layers'
+        ranks (``rank_a``, ``rank_b``) and ``forced_ones`` per cell.
     center : bool
         Centre columns first (default).  ``False`` reproduces hoggorm's RV2coeff;
         ``"cka"`` and ``"cka_debiased"`` always centre.
@@ -353,6 +365,18 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
         (``"auto"``), or by read tasks of their own that the graphs of several jobs
         share (``"read-tasks"``: ``rv2dist run`` reads a store shared by several
         comparisons once).
+    alpha : float
+        ``shape_metric``'s partial whitening, in [0, 1] (default 1: rotations only, the
+        Procrustes angle; 0: CCA), as netrep's ``LinearMetric``.
+    ridge_lambda : float
+        ``ridge``'s penalty >= 0, relative to the predicting layer's mean eigenvalue
+        (default 0.1; 0 is ``linreg``).
+    svcca_variance : float
+        Share of each layer's variance ``svcca`` keeps, in (0, 1] (default 0.99).
+    rcond : float, optional
+        Relative eigenvalue cut-off of the second-moment measures' whitening, inverses
+        and ranks, in [0, 1); default 1e-8 for float64 products, 1e-5 for float32 ones
+        (docs/measures.md).
 
     Returns
     -------
@@ -372,9 +396,10 @@ def similarity(a, b=None, *, metric="rv2", center=True, layers=None, route="auto
     from rv2dist.engine.build import job_graph
 
     resampling = check_resampling(tests, correction, permutations, bootstrap, seed, confidence, keep_replicates)
+    measure_options = check_measure_options(alpha, ridge_lambda, svcca_variance, rcond)
     seconds = keep_seconds()
     options = _options(metric, center, layers, route, memory_budget, precision, device, align_obs, names, obs_dim,
-                       resampling, reads)
+                       resampling, reads, measure_options)
     with execute.client_for(client) as client:
         job = _prepare(a, b, options, client, given_plan=plan)
         _announce_cost(job.plan, progress and compute)

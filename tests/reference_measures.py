@@ -129,10 +129,12 @@ def netrep_shape(x, y, alpha):
     return np.arccos(np.clip(np.sum(tx * ty) / (np.linalg.norm(tx) * np.linalg.norm(ty)), -1.0, 1.0))
 
 
-def linreg(x, y):
-    """R² of the least-squares fit of centred y from centred x (minimum-norm lstsq)."""
+def linreg(x, y, rcond=RCOND):
+    """R² of the least-squares fit of centred y from centred x (minimum-norm lstsq),
+    directions of x whose squared singular values are at most ``rcond`` times the
+    largest left out, as a pseudo-inverse with that cut-off does."""
     xc, yc = centred(x), centred(y)
-    coef = np.linalg.lstsq(xc, yc, rcond=None)[0]
+    coef = np.linalg.lstsq(xc, yc, rcond=np.sqrt(rcond))[0]
     return 1.0 - np.sum((yc - xc @ coef) ** 2) / np.sum(yc**2)
 
 

@@ -13,3 +13,9 @@ class UndefinedReplicateWarning(RuntimeWarning):
 class FewReplicatesWarning(UserWarning):
     """Too few bootstrap replicates for the interval's confidence: its ends rest on the
     most extreme replicates."""
+
+
+class DegenerateCellWarning(RuntimeWarning):
+    """Two layers' ranks together exceed the observations less one: canonical
+    correlations of the pair are 1 whatever the data, so CCA-type measures and
+    regression say nothing of it (the result's ``forced_ones`` variable counts them)."""

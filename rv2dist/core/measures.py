@@ -17,6 +17,7 @@ from types import MappingProxyType
 import numpy as np
 
 from rv2dist.core import rv_family
+from rv2dist.core import second_moments as sm
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,14 @@ class Measure:
         The result variable's ``long_name`` and ``description`` attrs.
     label : str
         Short name for colour bars and titles.
-    finalize : callable
+    finalize : callable or None
         ``finalize(stats) -> (L, L) array`` from the sufficient statistics of every
-        layer pair (see :mod:`rv2dist.core.rv_family`).
+        layer pair (see :mod:`rv2dist.core.rv_family`); None for a measure of the
+        second-moment family.
+    pair : callable or None
+        ``pair(blocks, options) -> float`` of one cell from its layers' centred p x p
+        blocks (see :mod:`rv2dist.core.second_moments`), ``options`` a
+        :class:`~rv2dist.core.block_measures.MeasureOptions`; None for the RV family.
     always_centred : bool
         Computed from centred data whatever ``center=`` says.
     numerator : rv_family.Numerator or None
@@ -50,19 +56,39 @@ class Measure:
         panels (measures bounded above by 1); ``"data"`` the values' own range.
     kind : {"similarity", "distance"}
         Whether larger values mean more alike.
+    symmetric : bool
+        Whether the value of (x, y) is that of (y, x): a network against itself gives
+        a symmetric matrix.
+    whitens : bool
+        Whether it inverts a layer's covariance (CCA-type measures, regression): it
+        sees every direction alike, so a layer of rank close to the number of
+        observations makes it meaningless (see ``forced_ones``).
     """
 
     name: str
     long_name: str
     description: str
     label: str
-    finalize: Callable
+    finalize: Callable | None = None
+    pair: Callable | None = None
     always_centred: bool = False
     numerator: rv_family.Numerator | None = None
     min_obs: int = 2
     reads_column_sums: bool = False
     scale: str = "unit"
     kind: str = "similarity"
+    symmetric: bool = True
+    whitens: bool = False
+
+    @property
+    def family(self) -> str:
+        """``"rv"``: from the sums both routes compute; ``"blocks"``: from the feature
+        route's centred p x p blocks."""
+        return "blocks" if self.pair is not None else "rv"
+
+    def pair_value(self, blocks, options) -> float:
+        """The value of one cell of a second-moment measure."""
+        return self.pair(blocks, options)
 
     def centred(self, center: bool) -> bool:
         """Whether this measure is computed from centred statistics under ``center=``."""
@@ -84,29 +110,67 @@ _ALL = (
     Measure("rv2", "modified RV coefficient (RV2)",
             "<A~, B~> / sqrt(<A~, A~> <B~, B~>), the Grams without their diagonals (Smilde et al. 2009); "
             "near 0 for unrelated layers, 1 for equal ones up to rotation and scale",
-            "RV2", rv_family.ratio(rv_family.OFF_DIAGONAL), numerator=rv_family.OFF_DIAGONAL),
+            "RV2", finalize=rv_family.ratio(rv_family.OFF_DIAGONAL), numerator=rv_family.OFF_DIAGONAL),
     Measure("rv", "RV coefficient", "<A, B> / sqrt(<A, A> <B, B>) of the Gram matrices (Escoufier 1973)",
-            "RV", rv_family.ratio(rv_family.GRAM), numerator=rv_family.GRAM),
+            "RV", finalize=rv_family.ratio(rv_family.GRAM), numerator=rv_family.GRAM),
     Measure("cka", "linear CKA",
             "centred kernel alignment with linear kernels: RV of the centred data (Kornblith et al. 2019)",
-            "CKA", rv_family.ratio(rv_family.GRAM), always_centred=True, numerator=rv_family.GRAM),
+            "CKA", finalize=rv_family.ratio(rv_family.GRAM), always_centred=True, numerator=rv_family.GRAM),
     Measure("cka_debiased", "debiased linear CKA",
             "linear CKA with the unbiased HSIC estimator (Song et al. 2012); may be slightly negative",
             # the unbiased HSIC divides by n (n - 3)
-            "debiased CKA", rv_family.ratio(rv_family.UNBIASED_HSIC), always_centred=True,
+            "debiased CKA", finalize=rv_family.ratio(rv_family.UNBIASED_HSIC), always_centred=True,
             numerator=rv_family.UNBIASED_HSIC, min_obs=4),
     Measure("rsa", "representational similarity (RSA)",
             "Pearson correlation of the off-diagonal entries of the linear-kernel similarity matrices X X' and "
             "Y Y' (Kriegeskorte et al. 2008), of centred columns unless center=False; from the same sums as RV2",
-            "RSA", rv_family.ratio(rv_family.RSA), numerator=rv_family.RSA, min_obs=3, reads_column_sums=True),
+            "RSA", finalize=rv_family.ratio(rv_family.RSA), numerator=rv_family.RSA, min_obs=3, reads_column_sums=True),
     Measure("rsa_euclidean", "RSA of squared Euclidean distances",
             "Pearson correlation of the off-diagonal entries of the squared Euclidean distance matrices of the "
             "observations (Kriegeskorte et al. 2008); from the same sums as RV2",
-            "RSA (distances)", rv_family.ratio(rv_family.RSA_DISTANCES), always_centred=True,
+            "RSA (distances)", finalize=rv_family.ratio(rv_family.RSA_DISTANCES), always_centred=True,
             numerator=rv_family.RSA_DISTANCES, min_obs=3),
+    *(Measure(name, long_name, description, label, pair=pair, always_centred=True, **extra)
+      for name, long_name, description, label, pair, extra in (
+        ("cca", "mean canonical correlation (CCA)",
+         "mean of the canonical correlations of the centred layers (Hotelling 1936); invariant to invertible linear "
+         "maps, so meaningless where a layer's rank nears the observations (Kornblith et al. 2019)",
+         "CCA", lambda pair, o: sm.cca(pair), dict(whitens=True)),
+        ("cca_r2", "mean squared canonical correlation (Yanai's GCD)",
+         "mean of the squared canonical correlations, tr(Cxx+ Cxy Cyy+ Cyx) / k (Yanai 1974)",
+         "CCA R²", lambda pair, o: sm.cca_r2(pair), dict(whitens=True)),
+        ("svcca", "SVCCA",
+         "mean canonical correlation of each layer's leading principal directions explaining svcca_variance of its "
+         "variance (Raghu et al. 2017)",
+         "SVCCA", lambda pair, o: sm.svcca(pair, o.svcca_variance), dict(whitens=True)),
+        ("pwcca", "projection-weighted CCA (PWCCA)",
+         "canonical correlations weighted by how much of the layer with fewer directions each accounts for "
+         "(Morcos et al. 2018); see docs/measures.md",
+         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True)),
+        ("procrustes", "orthogonal Procrustes similarity",
+         "||Cxy||_* / sqrt(tr Cxx tr Cyy), the normalised Bures similarity (Ding et al. 2021); invariant to "
+         "rotations and isotropic scaling",
+         "Procrustes", lambda pair, o: sm.procrustes(pair), {}),
+        ("procrustes_distance", "Procrustes distance",
+         "sqrt(2 - 2 procrustes): the distance of the unit-norm centred data after the best rotation; 0 for equal "
+         "layers",
+         "Procrustes distance", lambda pair, o: sm.procrustes_distance(pair), dict(kind="distance", scale="data")),
+        ("shape_metric", "angular shape metric",
+         "arccos of the partially whitened Procrustes similarity (Williams et al. 2021, netrep's LinearMetric): "
+         "alpha=1 rotations only, alpha=0 CCA; 0 for equal layers",
+         "shape metric", lambda pair, o: sm.shape_metric(pair, o.alpha), dict(kind="distance", scale="data")),
+        ("linreg", "linear regression R² (b from a)",
+         "share of the variance of the layer of b (columns) explained by a least-squares fit from the layer of a "
+         "(rows): tr(Cyx Cxx+ Cxy) / tr Cyy; not symmetric",
+         "R² (b from a)", lambda pair, o: sm.linreg(pair), dict(whitens=True, symmetric=False)),
+        ("ridge", "ridge regression R² (b from a)",
+         "in-sample R² of the ridge fit of the layer of b (columns) from the layer of a (rows), penalty "
+         "ridge_lambda times a's mean eigenvalue; not symmetric",
+         "ridge R² (b from a)", lambda pair, o: sm.ridge(pair, o.ridge_lambda), dict(symmetric=False)),
+      )),
     Measure("rv2_null", "expected RV2 under permutation",
             "the mean of RV2 when the observations of one side are shuffled: the level an RV2 is compared against",
-            "expected RV2", rv_family.rv2_null, reads_column_sums=True, scale="data"),
+            "expected RV2", finalize=rv_family.rv2_null, reads_column_sums=True, scale="data"),
 )
 
 MEASURES = MappingProxyType({measure.name: measure for measure in _ALL})

@@ -317,6 +317,9 @@ def linreg(pair: PairBlocks) -> float:
     layer): ``tr(C_yx C_xx⁺ C_xy) / tr C_yy``, in [0, 1]; not symmetric."""
     if not pair.defined:
         return math.nan
+    if pair.same:
+        # a layer predicts itself exactly, directions below the cut-off included
+        return 1.0
     return _explained(pair, 1.0 / pair.x.values[: pair.x.rank])
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from rv2dist.core import significance
 from rv2dist.core import statistics as stat_checks
-from rv2dist.core.errors import UndefinedLayerWarning, UndefinedReplicateWarning
+from rv2dist.core.block_measures import MeasureOptions
+from rv2dist.core.errors import DegenerateCellWarning, UndefinedLayerWarning, UndefinedReplicateWarning
 from rv2dist.core.measures import MEASURES
 from rv2dist.planning.options import Resampling
 
@@ -42,6 +43,8 @@ class ResultSpec:
     resampling : rv2dist.planning.options.Resampling
     digest : str or None
         Digest of the observation ids, recorded with kept replicates.
+    measure_options : rv2dist.core.block_measures.MeasureOptions
+        Options of the second-moment measures.
     """
 
     measures: tuple
@@ -53,6 +56,12 @@ class ResultSpec:
     single: bool
     resampling: Resampling
     digest: str | None = None
+    measure_options: MeasureOptions = MeasureOptions()
+
+    @property
+    def block_measures(self) -> tuple:
+        """The measures asked for of the second-moment family."""
+        return tuple(name for name in self.measures if MEASURES[name].family == "blocks")
 
 
 def _check(statistics, plan, networks):
@@ -110,6 +119,24 @@ def _significance(name, values, stats, permuted, replicates, block, self_job, re
     return extra
 
 
+def _block_significance(measure, observed, permuted, replicates, resampling):
+    """The permutation p-values and bootstrap interval of a second-moment measure from
+    its values (``observed``), those of its permutations and of its replicates; a
+    distance is more extreme where it is smaller."""
+    extra = {}
+    if resampling.permutations:
+        sign = -1.0 if measure.kind == "distance" else 1.0
+        with np.errstate(invalid="ignore"):
+            # a permutation that reproduces the observed value counts, despite rounding
+            exceed = sum(sign * values >= sign * observed - 1e-12 * np.abs(observed) for values in permuted)
+        p = (1.0 + exceed) / (len(permuted) + 1.0)
+        p[np.isnan(observed)] = np.nan
+        extra["p_permutation"] = p
+    if resampling.bootstrap:
+        extra["low"], extra["high"] = significance.percentile_interval(replicates, resampling.confidence)
+    return extra
+
+
 class _Variables:
     """The result's variables, labelled alike: dims ``(layer_a, layer_b)`` (and
     ``replicate``), layer coordinates, ``long_name`` and ``description``."""
@@ -151,7 +178,8 @@ class _Variables:
 
 
 def _measure(variables, name, statistics, resampled, plan, block):
-    """Add measure ``name``'s matrix and everything its significance adds."""
+    """Add measure ``name``'s matrix and everything its significance adds (a measure of
+    the RV family)."""
     spec, (rows, cols) = variables.spec, block
     measure = MEASURES[name]
     centred = measure.centred(spec.center)
@@ -168,6 +196,48 @@ def _measure(variables, name, statistics, resampled, plan, block):
     variables.add_significance(name, extra, undefined)
     if resampling.keep_replicates:
         variables.add_replicates(name, replicates)
+
+
+def _block_measure(variables, name, block_values, resampled_values):
+    """Add second-moment measure ``name``'s matrix, permutation p-values and interval."""
+    measure, resampling = MEASURES[name], variables.spec.resampling
+    observed = block_values.values[name]
+    variables.add(observed, name, measure.long_name, measure.description, metric=name, center=1)
+    replicates = (np.stack([values.values[name] for values in resampled_values["bootstrap"]])
+                  if resampling.bootstrap else None)
+    permuted = [values.values[name] for values in resampled_values.get("permutation", ())]
+    undefined = significance.undefined_replicates(replicates, observed) if resampling.bootstrap else 0
+    variables.add_significance(name, _block_significance(measure, observed, permuted, replicates, resampling),
+                               undefined)
+    if resampling.keep_replicates:
+        variables.add_replicates(name, replicates)
+
+
+def _ranks(variables, block_values, plan):
+    """The layers' ranks as coordinates, and the cells whose whitening measures are
+    forced towards 1 (a variable, and the attr the caller warns from)."""
+    la = len(variables.spec.names_a)
+    ranks_a, ranks_b = block_values.ranks[:la], block_values.ranks[la:]
+    described = {"long_name": "numerical rank", "description": "rank of the layer's centred covariance (eigenvalues "
+                 "above rcond times the largest): at most the number of observations minus 1"}
+    variables.add(block_values.forced, "forced_ones", "canonical correlations forced to 1",
+                  f"how many canonical correlations of the cell are 1 whatever the data: the two layers' ranks "
+                  f"together exceed n - 1 = {int(plan.n_obs) - 1} (Kornblith et al. 2019); CCA-type measures and "
+                  "regression of such a cell say nothing of the layers")
+    for name in list(variables.made):
+        variables.made[name] = variables.made[name].assign_coords(
+            rank_a=("layer_a", list(ranks_a), described), rank_b=("layer_b", list(ranks_b), described))
+    names_a, names_b = variables.spec.names_a, variables.spec.names_b
+    return sorted({f"{names_a[i]} x {names_b[j]}" for i, j in zip(*np.nonzero(block_values.forced))})
+
+
+def _degenerate(variables, block_values, plan, spec):
+    """Ranks and forced ones of a job with second-moment measures; the cells a
+    whitening measure cannot tell apart (none without such measures)."""
+    if block_values is None:
+        return []
+    cells = _ranks(variables, block_values, plan)
+    return cells if any(MEASURES[name].whitens for name in spec.block_measures) else []
 
 
 def _attrs(spec, plan, undefined):
@@ -189,15 +259,19 @@ def _attrs(spec, plan, undefined):
     return attrs
 
 
-def assemble(statistics, kinds, resampled, spec, plan):
+def assemble(statistics, block_values, kinds, resampled, resampled_values, spec, plan):
     """The result (a DataArray for ``spec.single``, else a Dataset).
 
-    ``statistics``: per flag of ``spec.flags``, the job's statistics; ``kinds`` and
-    ``resampled``: per resampling kind, the list (per flag) of its replicates'
-    statistics (task arguments hold keys in lists only: dask does not look inside dicts).
+    ``statistics``: per flag of ``spec.flags``, the job's statistics; ``block_values``
+    the :class:`~rv2dist.core.block_measures.BlockValues` of its second-moment measures
+    (None without); ``kinds``, ``resampled`` and ``resampled_values``: per resampling
+    kind, the list (per flag) of its passes' statistics and second-moment values (task
+    arguments hold keys in lists only: dask does not look inside dicts).
     """
     statistics = dict(zip(spec.flags, statistics))
     resampled = {kind: dict(zip(spec.flags, sets)) for kind, sets in zip(kinds, resampled)}
+    # the second-moment measures are of centred data: the first statistic set's passes
+    resampled_values = {kind: sets[0] for kind, sets in zip(kinds, resampled_values)}
     _check(statistics.values(), plan, spec.networks)
     undefined = sorted({plan.layer_names[i] for stats in statistics.values() for i, u in enumerate(stats.undefined)
                         if u})
@@ -207,8 +281,14 @@ def assemble(statistics, kinds, resampled, spec, plan):
     block = (slice(0, la), slice(0, la) if plan.self_job else slice(la, plan.n_layers))
     variables = _Variables(spec)
     for name in spec.measures:
-        _measure(variables, name, statistics, resampled, plan, block)
+        if MEASURES[name].family == "blocks":
+            _block_measure(variables, name, block_values, resampled_values)
+        else:
+            _measure(variables, name, statistics, resampled, plan, block)
+    degenerate = _degenerate(variables, block_values, plan, spec)
     attrs = _attrs(spec, plan, undefined)
+    if degenerate:
+        attrs.update(degenerate_cells=degenerate)
     if spec.single:
         result = variables.made[spec.measures[0]]
         result.attrs.update(attrs)
@@ -244,11 +324,24 @@ def replicates_message(result):
             f"{result.attrs.get('bootstrap', '?'):,})")
 
 
+def degenerate_message(result):
+    """What a result's ``degenerate_cells`` attr says (None when there are none)."""
+    cells = list(result.attrs.get("degenerate_cells", ()))
+    if not cells:
+        return None
+    listed = ", ".join(cells[:5]) + (f" and {len(cells) - 5} more" if len(cells) > 5 else "")
+    return (f"{listed}: the layers' ranks together exceed the {result.attrs.get('n_obs', '?')} observations less "
+            "one, so canonical correlations are 1 whatever the data and CCA-type measures and regression say nothing "
+            "there (the forced_ones variable counts them); use more observations, or Procrustes, CKA or RV2")
+
+
 def warn_undefined(result, stacklevel=2):
     """Warn of the layers a computed result marks undefined (its ``undefined_layers``
-    attr) and of bootstrap replicates left out of its intervals, in the caller's
-    process: the task that found them may have run on a worker."""
+    attr), of bootstrap replicates left out of its intervals and of cells whose
+    whitening measures are degenerate, in the caller's process: the task that found
+    them may have run on a worker."""
     for message, category in ((undefined_message(result), UndefinedLayerWarning),
-                              (replicates_message(result), UndefinedReplicateWarning)):
+                              (replicates_message(result), UndefinedReplicateWarning),
+                              (degenerate_message(result), DegenerateCellWarning)):
         if message:
             warnings.warn(message, category, stacklevel=stacklevel + 1)

@@ -41,9 +41,9 @@ def _moments(group, center, plan):
     return "column-sums" if center or plan.column_sums else "row-norms"
 
 
-def feature_statistics(graph, chunks, plan, center, label="", weights=None, shift_keys=None):
-    """Key of the feature route's statistics (see
-    :func:`rv2dist.core.feature_totals.feature_statistics`).
+def chunk_totals(graph, chunks, plan, center, tag, weights=None, shift_keys=None):
+    """Keys of the feature route's totals: per product group, the chunks' sums (products
+    and, in the first group, moments) added over every row chunk in a float64 tree.
 
     Parameters
     ----------
@@ -54,14 +54,13 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None, shif
     plan : rv2dist.planning.plan.Plan
     center : bool
         Centre columns before the products.
-    label : str
+    tag : str
         Distinguishes the task keys of several statistics of one job.
     weights : list, optional
         Per row chunk, the key of its rows' weights (a bootstrap replicate).
     shift_keys : list, optional
         The centring shifts' keys, when other statistics already have them.
     """
-    tag = ("-centred" if center else "") + label
     shift_keys = shift_keys or shifts(graph, chunks, plan.compute_dtype, center, tag)
     weights = weights or [None] * len(plan.row_chunks)
     blocks = [tuple(block) for block in plan.blocks]
@@ -74,7 +73,26 @@ def feature_statistics(graph, chunks, plan, center, label="", weights=None, shif
                                  shifts=shift_keys, weights=weights[c])
                  for c in range(len(plan.row_chunks))]
         totals.append(graph.tree(f"sum{tag}-{g}", parts))
+    return totals
+
+
+def statistics_of(graph, totals, plan, center, tag):
+    """Key of the statistics of every layer pair from the totals (see
+    :func:`rv2dist.core.feature_totals.feature_statistics`)."""
     static = dict(product_pieces=[(p.row_pieces, p.col_pieces) for p in plan.products],
                   mirrored=[p.mirrored for p in plan.products], center=center,
                   cubes="own-products" if center and plan.tests else "none")
     return graph.add_bound(f"statistics{tag}", (), feature_totals.feature_statistics, static, sums=totals)
+
+
+def statistics_tag(center, label):
+    """The task-key tag of a statistic set."""
+    return ("-centred" if center else "") + label
+
+
+def feature_statistics(graph, chunks, plan, center, label="", weights=None, shift_keys=None):
+    """Key of the feature route's statistics (the arguments as :func:`chunk_totals`'s,
+    ``label`` distinguishing the statistic sets of one job)."""
+    tag = statistics_tag(center, label)
+    return statistics_of(graph, chunk_totals(graph, chunks, plan, center, tag, weights, shift_keys), plan, center,
+                         tag)

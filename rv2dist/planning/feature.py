@@ -136,6 +136,29 @@ def _column_width(widths_a, widths_b, budget):
     return max_width
 
 
+def _second_moments(shapes, budget, self_job):
+    """``(bytes, flops)`` of the second-moment measures' task: the centred blocks of
+    every layer and result cell (a self job's upper half), each layer's eigenvectors,
+    and per cell the rotations into both eigenbases and an SVD; a PlanError naming the
+    widest layer when they do not fit the budget."""
+    widths_a = shapes.widths_a
+    widths_b = widths_a if self_job else shapes.widths_b
+    cells = [(p, q) for i, p in enumerate(widths_a) for j, q in enumerate(widths_b) if not self_job or i <= j]
+    own = sum(p * p for p in shapes.widths)
+    # the summed products beside the blocks, which are as large
+    nbytes = 8 * 3 * (own + sum(p * q for p, q in cells))
+    flops = 10.0 * sum(p**3 for p in shapes.widths) + sum(2.0 * p * q * (p + q) + 20.0 * min(p, q) ** 2 * max(p, q)
+                                                          for p, q in cells)
+    if nbytes > budget:
+        widest = shapes.widths.index(max(shapes.widths))
+        name = (shapes.names_a + (shapes.names_b or ()))[widest]
+        raise PlanError(f"the second-moment measures need the centred p x p blocks of every layer and cell in one "
+                        f"task, {bytes_text(nbytes)} against a memory budget of {bytes_text(budget)}; the widest layer "
+                        f"is {name!r} ({max(shapes.widths):,} units): pool or select layers (layers=), raise the "
+                        "budget, or use the RV family or RSA, which need no blocks")
+    return nbytes, flops
+
+
 def cost(shapes, resources, work) -> RouteCost:
     """The feature route's :class:`~rv2dist.planning.plan.RouteCost` (see
     :func:`rv2dist.planning.planner.make_plan` for the arguments)."""
@@ -167,9 +190,11 @@ def cost(shapes, resources, work) -> RouteCost:
     n_tasks = len(groups) * (len(chunks) + math.ceil(len(chunks) / (SPLIT_EVERY - 1)))
     # tr(C^3) of each layer's own p x p cross-product C (wider layers: too costly)
     cubes = sum(2.0 * w**3 for w in shapes.widths if w <= MAX_CUBED_WIDTH) if work.cubes else 0.0
-    return RouteCost(flops=flops, cube_flops=cubes, peak=int(peak), row_chunks=chunks, n_tasks=n_tasks,
-                     blocks=tuple(blocks_a + blocks_b), products=tuple(products), groups=tuple(groups),
-                     sub_rows=sub_rows)
+    block_bytes, block_flops = _second_moments(shapes, budget, widths_b is None) if work.second_moments else (0, 0.0)
+    return RouteCost(flops=flops, cube_flops=cubes, peak=int(max(peak, block_bytes)), row_chunks=chunks,
+                     n_tasks=n_tasks + (3 if work.second_moments else 0), blocks=tuple(blocks_a + blocks_b),
+                     products=tuple(products), groups=tuple(groups), sub_rows=sub_rows, block_bytes=block_bytes,
+                     block_flops=block_flops)
 
 
 def describe(plan) -> list[str]:

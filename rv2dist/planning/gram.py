@@ -72,6 +72,9 @@ def _tile_rows(n, n_layers, total_width, widest, itemsize, budget, parallelism, 
 def cost(shapes, resources, work) -> RouteCost:
     """The gram route's :class:`~rv2dist.planning.plan.RouteCost` (see
     :func:`rv2dist.planning.planner.make_plan` for the arguments)."""
+    if work.second_moments:
+        raise PlanError("the gram route sums no p x p blocks, which the second-moment measures (CCA, SVCCA, PWCCA, "
+                        "Procrustes, shape metrics, regression) need; the RV family and RSA it gives")
     n, widths = shapes.n_obs, shapes.widths
     n_layers, total_width = len(widths), sum(widths)
     budget, parallelism = resources.memory_budget, resources.parallelism

@@ -49,7 +49,9 @@ class RouteCost:
 
     ``blocks``, ``products``, ``groups`` and ``sub_rows`` are the feature route's column
     blocks, cross-products, products per task and rows per sub-block; ``cube_group``
-    the gram route's row blocks per block of its tr(A^3) pass (0: none).
+    the gram route's row blocks per block of its tr(A^3) pass (0: none);
+    ``block_bytes`` and ``block_flops`` the second-moment measures' task (its centred
+    blocks, decompositions and SVDs; 0 without them).
     """
 
     flops: float
@@ -62,6 +64,8 @@ class RouteCost:
     groups: tuple = ()
     sub_rows: int = 0
     cube_group: int = 0
+    block_bytes: int = 0
+    block_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,10 @@ class Plan:
             f"  peak per task  {bytes_text(self.peak_task_bytes)} of a {bytes_text(self.memory_budget)} budget",
             f"  reads          {self.reads}: {self.reads_reason}",
         ]
+        if self.cost.block_bytes:
+            lines.append(f"  second moments centred p x p blocks of every layer and cell ({bytes_text(self.cost.block_bytes)}"
+                         f" in one task), an eigendecomposition per layer, an SVD per cell: about "
+                         f"{flops_text(self.cost.block_flops)}")
         if self.tests:
             lines.append("  tests          exact permutation moments from the same sums, no extra pass; "
                          + ROUTES[self.route].skewness(self))

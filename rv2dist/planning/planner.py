@@ -47,11 +47,13 @@ class Shapes:
 @dataclass(frozen=True)
 class Work:
     """What the statistics hold: ``compute_dtype`` of the products, ``pairs`` of layers
-    multiplied, whether the tests want tr(A^3) (``cubes``)."""
+    multiplied, whether the tests want tr(A^3) (``cubes``), and whether second-moment
+    measures want every cell's centred p x p block (``second_moments``)."""
 
     compute_dtype: str
     pairs: str = "all"
     cubes: bool = False
+    second_moments: bool = False
 
     @property
     def compute_itemsize(self) -> int:
@@ -158,7 +160,7 @@ def _resampling_plans(main, shapes, resources, work, resampling, column_sums):
 
 def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", memory_budget, parallelism=1,
               row_chunks=None, precision="auto", device="cpu", n_stat_sets=1, pairs="all", skewness=False,
-              column_sums=True, resampling=Resampling(), reads="auto") -> Plan:
+              column_sums=True, resampling=Resampling(), reads="auto", second_moments=False) -> Plan:
     """Plan a similarity job from shapes alone.
 
     Parameters
@@ -207,6 +209,10 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
         each chunk has one), by read tasks of their own (``"read-tasks"``, which other
         jobs' graphs share), ``"auto"`` the first where it applies, ``"none"`` for
         inputs in memory.
+    second_moments : bool
+        Second-moment measures (CCA, Procrustes, regression ...) want the centred p x p
+        block of every layer and result cell: only the feature route sums them, and
+        they must fit the budget in one task.
 
     Raises
     ------
@@ -222,7 +228,7 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
                     None if layers_b is None else tuple(n for n, _ in layers_b),
                     None if layers_b is None else tuple(int(w) for _, w in layers_b),
                     dtype, tuple(row_chunks) if row_chunks else None)
-    work = Work(_choose_compute_dtype(dtype, precision, device), pairs, skewness)
+    work = Work(_choose_compute_dtype(dtype, precision, device), pairs, skewness, second_moments)
     main = _plan(shapes, resources, work, route, n_stat_sets, resampling.tests, column_sums)
     main = dataclasses.replace(main, resampling=_resampling_plans(main, shapes, resources, work, resampling,
                                                                   column_sums))
