@@ -8,13 +8,14 @@ from pathlib import Path
 
 from rv2dist.cli.connection import connect, device, show_links
 from rv2dist.cli.parser import UsageError, check_at_least, progress_on
-from rv2dist.service.jobfile import RESAMPLING_KEYS
+from rv2dist.service.jobfile import MEASURE_KEYS, RESAMPLING_KEYS
 
 DEMO_RESULT, DEMO_PLOT = "result.nc", "rv2.png"
 
 
 def run_compare(args):
     from rv2dist.core import significance
+    from rv2dist.core.block_measures import check_measure_options
     from rv2dist.io.reader import open_activations
     from rv2dist.io.results import check_result_path
     from rv2dist.planning.options import check_resampling
@@ -26,10 +27,12 @@ def run_compare(args):
     for path in filter(None, (args.a, args.b)):
         open_activations(path)
     resampling = {key: getattr(args, key) for key in RESAMPLING_KEYS}
+    measure_options = {key: getattr(args, key) for key in MEASURE_KEYS}
     check_resampling(**resampling)  # before the cluster starts
+    check_measure_options(**measure_options)
     options = dict(metric=list(args.metric), center=not args.no_center, route=args.route, layers=args.layers,
                    device=device(args), align_obs=args.align_obs, precision=args.precision,
-                   memory_budget=args.memory_budget, **resampling)
+                   memory_budget=args.memory_budget, **resampling, **measure_options)
     with connect(args) as client:
         show_links(client)
         result = compare_stores(args.a, args.b, options, out=Path(args.out), plot=args.plot, client=client,

@@ -88,7 +88,21 @@ def _compare(verbs):
     compare.add_argument("--out", required=True, metavar="RESULT", help="result file, .nc or .zarr")
     compare.add_argument("--plot", metavar="PNG", help="also draw the first metric's heatmap")
     _significance_options(compare)
+    _measure_options(compare)
     _cluster_options(compare)
+
+
+def _measure_options(verb):
+    measures = verb.add_argument_group("second-moment measures")
+    measures.add_argument("--alpha", type=float, default=1.0,
+                          help="shape_metric's partial whitening, 0 to 1 (1: rotations only; 0: CCA; default 1)")
+    measures.add_argument("--ridge-lambda", type=float, default=0.1,
+                          help="ridge's penalty, relative to the predicting layer's mean eigenvalue (default 0.1)")
+    measures.add_argument("--svcca-variance", type=float, default=0.99,
+                          help="share of each layer's variance svcca keeps, above 0 and at most 1 (default 0.99)")
+    measures.add_argument("--rcond", type=float,
+                          help="relative eigenvalue cut-off of whitening and ranks (default 1e-8 for float64 "
+                               "products, 1e-5 for float32)")
 
 
 def _significance_options(verb):

@@ -51,9 +51,11 @@ class Measure:
     reads_column_sums : bool
         Reads ``ones`` (``1'Ã1``) of uncentred statistics, whose column sums cost a pass
         of their own (centred statistics always have them).
-    scale : {"unit", "data"}
+    scale : {"unit", "distance", "data"}
         Colour scale of figures: ``"unit"`` shares ``[min(0, lowest), 1]`` across
-        panels (measures bounded above by 1); ``"data"`` the values' own range.
+        panels (measures bounded above by 1); ``"distance"`` ``[0, highest]`` with the
+        colours reversed, so that alike layers look alike on every measure; ``"data"``
+        the values' own range.
     kind : {"similarity", "distance"}
         Whether larger values mean more alike.
     symmetric : bool
@@ -154,11 +156,11 @@ _ALL = (
         ("procrustes_distance", "Procrustes distance",
          "sqrt(2 - 2 procrustes): the distance of the unit-norm centred data after the best rotation; 0 for equal "
          "layers",
-         "Procrustes distance", lambda pair, o: sm.procrustes_distance(pair), dict(kind="distance", scale="data")),
+         "Procrustes distance", lambda pair, o: sm.procrustes_distance(pair), dict(kind="distance", scale="distance")),
         ("shape_metric", "angular shape metric",
          "arccos of the partially whitened Procrustes similarity (Williams et al. 2021, netrep's LinearMetric): "
          "alpha=1 rotations only, alpha=0 CCA; 0 for equal layers",
-         "shape metric", lambda pair, o: sm.shape_metric(pair, o.alpha), dict(kind="distance", scale="data")),
+         "shape metric", lambda pair, o: sm.shape_metric(pair, o.alpha), dict(kind="distance", scale="distance")),
         ("linreg", "linear regression R² (b from a)",
          "share of the variance of the layer of b (columns) explained by a least-squares fit from the layer of a "
          "(rows): tr(Cyx Cxx+ Cxy) / tr Cyy; not symmetric",

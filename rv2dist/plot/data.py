@@ -46,14 +46,17 @@ def check_level(level) -> None:
 
 def default_range(metric, values):
     """The colour scale of ``metric``: [min(0, lowest), 1] for measures of the unit
-    scale (bounded above by 1, near 0 for unrelated layers: panels then compare), the
-    data's own range otherwise (rv2_null, of values near 1e-8)."""
+    scale (bounded above by 1, near 0 for unrelated layers: panels then compare),
+    [0, highest] for distances, the data's own range otherwise (rv2_null, of values
+    near 1e-8)."""
     finite = values[np.isfinite(values)]
     if not finite.size:
         return 0.0, 1.0
     known = MEASURES.get(metric)
     if known is not None and known.scale == "unit":
         return min(0.0, float(finite.min())), max(1.0, float(finite.max()))
+    if known is not None and known.scale == "distance":
+        return 0.0, max(float(finite.max()), 1e-12)
     low, high = float(finite.min()), float(finite.max())
     return (low, high) if high > low else (low - 0.5, high + 0.5)
 
@@ -80,3 +83,10 @@ def z_at_floor(result, metric):
     if not hasattr(result, "data_vars") or p not in result.data_vars or z not in result.data_vars:
         return None
     return floor_z(result[p].values, result[z].values)
+
+
+def default_cmap(metric):
+    """The colour map of ``metric``: viridis, reversed for distances (alike layers then
+    look alike on every measure)."""
+    known = MEASURES.get(metric)
+    return "viridis_r" if known is not None and known.kind == "distance" else "viridis"

@@ -6,12 +6,13 @@ import numpy as np
 
 from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL
 from rv2dist.io.results import network_names
-from rv2dist.plot.data import check_level, correction, default_range, metric_matrix, significant, single, z_at_floor
+from rv2dist.plot.data import (check_level, correction, default_cmap, default_range, metric_matrix, significant, single,
+                               z_at_floor)
 from rv2dist.plot.figures import new_axes, save
 from rv2dist.plot.labels import measure_label, plain
 
 
-def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=None, vmax=None, annotate=False,
+def heatmap(result, path=None, *, ax=None, metric=None, cmap=None, vmin=None, vmax=None, annotate=False,
             title=None, colorbar=True, names=None, significance=MARK_LEVEL):
     """Draw one metric of a result as a heatmap.
 
@@ -27,8 +28,8 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
         Draw into these axes (a panel of a larger figure); default a new figure.
     metric : str, optional
         Variable to draw from a Dataset; default rv2 when it holds it, else its first.
-    cmap : str or Colormap
-        Matplotlib colour map (default ``"viridis"``).
+    cmap : str or Colormap, optional
+        Matplotlib colour map; default ``"viridis"``, reversed for distances.
     vmin, vmax : float, optional
         Colour scale; default per metric (see :func:`~rv2dist.plot.default_range`).
     annotate : bool or str
@@ -67,7 +68,7 @@ def heatmap(result, path=None, *, ax=None, metric=None, cmap="viridis", vmin=Non
     if ax is None:
         ax, title_size = _own_axes(path, values.shape, title)
     image = ax.imshow(values, vmin=low if vmin is None else vmin, vmax=high if vmax is None else vmax,
-                      cmap=cmap, origin="upper")
+                      cmap=cmap or default_cmap(metric), origin="upper")
     ax.set_xticks(range(values.shape[1]), [plain(v) for v in matrix["layer_b"].values], rotation=90)
     ax.set_yticks(range(values.shape[0]), [plain(v) for v in matrix["layer_a"].values])
     ax.set_xlabel(f"{plain(network_b)} (layer)" if network_b else "layer of network b")

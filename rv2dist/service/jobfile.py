@@ -79,6 +79,10 @@ JOB_KEYS = {
     "seed": _Key(int, "a non-negative integer"),
     "confidence": _Key(float, "a number between 0 and 1, e.g. 0.95"),
     "keep_replicates": _Key(bool, "true or false"),
+    "alpha": _Key((int, float), "a number from 0 to 1"),
+    "ridge_lambda": _Key((int, float), "a number of 0 or more"),
+    "svcca_variance": _Key((int, float), "a number above 0, at most 1"),
+    "rcond": _Key((int, float), "a number from 0 to 1"),
 }
 COMPARE_KEYS = {
     "reference": _Key(str, "a network name in quotes"),
@@ -88,6 +92,8 @@ COMPARE_KEYS = {
 }
 # keys passed on to rv2dist.similarity as they are
 RESAMPLING_KEYS = ("tests", "correction", "permutations", "bootstrap", "seed", "confidence", "keep_replicates")
+# the second-moment measures' options, passed on to rv2dist.similarity as they are
+MEASURE_KEYS = ("alpha", "ridge_lambda", "svcca_variance", "rcond")
 
 
 class JobError(ValueError):
@@ -124,8 +130,9 @@ def safe_file_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """A parsed job file (see the module docstring for its keys).  ``resampling`` holds
-    the significance keys the file gives, as it gives them."""
+    """A parsed job file (see the module docstring for its keys).  ``resampling`` and
+    ``measure_options`` hold the significance keys and the second-moment measures'
+    options the file gives, as it gives them."""
 
     source: Path
     name: str
@@ -139,6 +146,7 @@ class Job:
     align_obs: bool = False
     out: Path = Path("results")
     resampling: Mapping[str, object] = field(default_factory=dict)
+    measure_options: Mapping[str, object] = field(default_factory=dict)
 
     def result_path(self, comparison: Comparison) -> Path:
         return self.out / f"{comparison.file_name}.{self.result_format}"
@@ -170,6 +178,7 @@ def load_job(path, out=None) -> Job:
         result_format=_choice(path, "format", spec.get("format", "nc"), RESULT_FORMATS),
         plots=spec.get("plots", True), align_obs=spec.get("align_obs", False),
         out=_output_folder(path, spec.get("out", "results"), out), resampling=_resampling(path, spec),
+        measure_options=_measure_options(path, spec),
     )
 
 
@@ -212,6 +221,17 @@ def _resampling(path, spec) -> dict:
     except (TypeError, ValueError) as error:
         raise JobError(f"{path}: {error}") from None
     return resampling
+
+
+def _measure_options(path, spec) -> dict:
+    from rv2dist.core.block_measures import check_measure_options
+
+    options = {key: spec[key] for key in MEASURE_KEYS if key in spec}
+    try:
+        check_measure_options(**options)
+    except (TypeError, ValueError) as error:
+        raise JobError(f"{path}: {error}") from None
+    return options
 
 
 def _networks(path, networks) -> dict:

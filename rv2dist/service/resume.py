@@ -36,7 +36,7 @@ class Inputs:
         job = self.job
         return {"a": self.store_prints[comparison.a], "b": self.store_prints[comparison.b],
                 "metrics": list(job.metrics), "center": job.center, "route": job.route,
-                "align_obs": job.align_obs, **job.resampling}
+                "align_obs": job.align_obs, **job.resampling, **job.measure_options}
 
     def fingerprint(self, comparison: Comparison) -> str:
         """Digest of :meth:`of_comparison`."""

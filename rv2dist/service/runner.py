@@ -99,7 +99,7 @@ class _JobRun:
         self.kept = {c: result for c, result in self.results.items() if result is not None}
         self.todo = tuple(c for c in job.comparisons if c not in self.kept)
         self.options = dict(metric=list(job.metrics), center=job.center, route=job.route, client=client,
-                            align_obs=job.align_obs, device=device, **job.resampling)
+                            align_obs=job.align_obs, device=device, **job.resampling, **job.measure_options)
         self.futures, self.pending, self.tasks = {}, set(), {}
         self.seconds, self.failed, self.submitted = {}, {}, 0.0
 
