@@ -1,4 +1,4 @@
-"""rv2dist: RV2, RV and CKA similarity between network layers, on Dask, without n x n matrices."""
+"""rv2dist: RV2, CKA, RSA, CCA, Procrustes and regression similarity between network layers, exact at any n on Dask, without n x n matrices."""
 
 from rv2dist.api import plan, rv2, similarity
 from rv2dist.core.errors import (DegenerateCellWarning, FewReplicatesWarning, UndefinedLayerWarning,

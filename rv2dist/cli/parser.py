@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="rv2dist",
-        description="RV2 / RV / CKA similarity matrices between network layers, on Dask.",
+        description="RV2, CKA, RSA, CCA, Procrustes and regression similarity matrices between network layers, on Dask.",
     )
     parser.add_argument("--version", action="version", version=f"rv2dist {__version__}")
     talk = parser.add_mutually_exclusive_group()
