@@ -190,8 +190,9 @@ def test_bad_options_raise_naming_option_and_value(rng, option, value):
 
 
 def test_each_layer_decomposed_once_and_each_svd_shared(rng, monkeypatch):
-    """cca, cca_r2, pwcca and shape_metric(alpha=0) share one SVD; procrustes, its
-    distance and shape_metric(alpha=1) one more; layers are decomposed before."""
+    """cca, cca_r2 and shape_metric(alpha=0) share the singular values of one SVD,
+    pwcca alone asks for its vectors; procrustes, its distance and shape_metric(alpha=1)
+    share one more; layers are decomposed before."""
     pair = _blocks(*_pair_data(rng, 60, 5, 7))
     calls = []
     for name in ("svd", "svdvals", "eigh"):
@@ -199,10 +200,16 @@ def test_each_layer_decomposed_once_and_each_svd_shared(rng, monkeypatch):
         monkeypatch.setattr(np.linalg, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     for measure in (sm.cca, sm.cca_r2, sm.pwcca, lambda p: sm.shape_metric(p, alpha=0.0)):
         measure(pair)
-    assert calls == ["svd"]
+    assert calls == ["svdvals", "svd"]
     for measure in (sm.procrustes, sm.procrustes_distance, sm.shape_metric, sm.linreg, sm.ridge):
         measure(pair)
-    assert calls == ["svd", "svdvals"]
+    assert calls == ["svdvals", "svd", "svdvals"]
+    # with the vectors known first, the values come from them
+    pair = _blocks(*_pair_data(rng, 60, 5, 7))
+    calls.clear()
+    for measure in (sm.pwcca, sm.cca, sm.cca_r2):
+        measure(pair)
+    assert calls == ["svd"]
 
 
 def test_array_api_namespace_gives_numpy_values(rng):

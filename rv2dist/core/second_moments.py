@@ -165,6 +165,17 @@ class PairBlocks:
         return Canonical(left, xp.where(values < 1.0, values, 1.0), right)
 
     @cached_property
+    def rho(self):
+        """The canonical correlations (at most 1), decreasing: the singular values of
+        :attr:`whitened` alone, a third of the SVD with its vectors (which only
+        ``pwcca`` needs), unless :attr:`canonical` is already known."""
+        if "canonical" in self.__dict__ or self.same:
+            return self.canonical.rho
+        xp = namespace(self.rotated)
+        values = _singular_values(self.whitened)
+        return xp.where(values < 1.0, values, 1.0)
+
+    @cached_property
     def nuclear(self) -> float:
         """``||C_xy||_*``, the sum of its singular values."""
         # a layer against itself: the trace, with no SVD
@@ -199,13 +210,13 @@ def _mean(values) -> float:
 
 def cca(pair: PairBlocks) -> float:
     """Mean canonical correlation ``(1/k) Σ ρ_i``, ``k = min(r_x, r_y)``."""
-    return _mean(pair.canonical.rho) if pair.defined else math.nan
+    return _mean(pair.rho) if pair.defined else math.nan
 
 
 def cca_r2(pair: PairBlocks) -> float:
     """Yanai's generalised coefficient of determination ``(1/k) Σ ρ_i²``
     ``= tr(C_xx⁺ C_xy C_yy⁺ C_yx) / k``."""
-    return _mean(pair.canonical.rho ** 2) if pair.defined else math.nan
+    return _mean(pair.rho ** 2) if pair.defined else math.nan
 
 
 def svcca_dims(layer: LayerBlocks, svcca_variance=DEFAULTS["svcca_variance"]) -> int:
@@ -295,7 +306,7 @@ def shape_metric(pair: PairBlocks, alpha=DEFAULTS["alpha"]) -> float:
     if alpha == 1.0:
         cosine = procrustes(pair)
     elif alpha == 0.0:
-        cosine = float(namespace(pair.rotated).sum(pair.canonical.rho)) / math.sqrt(pair.x.rank * pair.y.rank)
+        cosine = float(namespace(pair.rotated).sum(pair.rho)) / math.sqrt(pair.x.rank * pair.y.rank)
     else:
         xp = namespace(pair.rotated)
         dx, dy = _partial_whitening(pair.x, alpha), _partial_whitening(pair.y, alpha)
