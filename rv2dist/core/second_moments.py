@@ -216,7 +216,13 @@ def cca(pair: PairBlocks) -> float:
 def cca_r2(pair: PairBlocks) -> float:
     """Yanai's generalised coefficient of determination ``(1/k) Σ ρ_i²``
     ``= tr(C_xx⁺ C_xy C_yy⁺ C_yx) / k``."""
-    return _mean(pair.rho ** 2) if pair.defined else math.nan
+    if not pair.defined:
+        return math.nan
+    if "rho" in pair.__dict__ or "canonical" in pair.__dict__ or pair.same:
+        return _mean(pair.rho ** 2)
+    # Σ ρ_i² is the whitened block's squared Frobenius norm: no decomposition
+    xp = namespace(pair.rotated)
+    return float(xp.sum(pair.whitened ** 2)) / min(pair.x.rank, pair.y.rank)
 
 
 def svcca_dims(layer: LayerBlocks, svcca_variance=DEFAULTS["svcca_variance"]) -> int:
