@@ -1,3 +1,10 @@
+import contextlib
+import dataclasses
+import functools
+import io
+import logging
+import warnings
+
 import numpy as np
 import pytest
 
@@ -31,3 +38,76 @@ def write_unchecked(path, layers, **options):
         writer.write_activations(path, layers, **options)
     finally:
         writer.check_finite = check
+
+
+# --- the command line, in this process -------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    """What one command-line call left, named as subprocess.CompletedProcess names it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@functools.cache
+def _shared_cluster():
+    from distributed import LocalCluster
+
+    # as the command line's embedded cluster: worker processes (a task's errors and
+    # warnings cross a process boundary), one thread each, its logs silenced
+    return LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.CRITICAL)
+
+
+def shared_scheduler() -> str:
+    """Address of the one local cluster of this test process, started at its first use."""
+    return _shared_cluster().scheduler_address
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_cluster():
+    yield
+    if _shared_cluster.cache_info().currsize:
+        _shared_cluster().close()
+
+
+def run_cli(*args, cwd=None, embedded=False) -> Ran:
+    """``rv2dist ARGS`` in this process: ``cli.main`` with its outputs captured and its exit
+    status returned (argparse's exits too), as a fresh process would see it: Python's
+    default warning filters, the log levels it sets restored afterwards.
+
+    Parameters
+    ----------
+    cwd : path, optional
+        Folder to run in.
+    embedded : bool
+        ``False`` (default): the verbs that need a cluster use the shared one, named by
+        ``DASK_SCHEDULER_ADDRESS`` as the container recipes name theirs; ``True``: the
+        command line starts its own embedded cluster, as for a user without one.
+    """
+    from rv2dist import cli
+
+    levels = {name: logging.getLogger(name).level for name in ("distributed.client", "rv2dist")}
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        if embedded:
+            patch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+        else:
+            patch.setenv("DASK_SCHEDULER_ADDRESS", shared_scheduler())
+        if cwd is not None:
+            patch.chdir(cwd)
+        warnings.resetwarnings()  # a fresh interpreter's filters
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        try:
+            status = cli.main([str(arg) for arg in args])
+        except SystemExit as exit:  # argparse: --help, --version, usage errors
+            status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+    return Ran(status, out.getvalue(), err.getvalue())

@@ -14,6 +14,9 @@ import threading
 # the same fault (``rv2dist -v`` passes INFO)
 EMBEDDED_LOG_LEVEL = logging.CRITICAL
 
+# how long a scheduler named by address or file is tried before it is said unreachable
+CONNECT_TIMEOUT = "15s"
+
 
 class ClusterError(ValueError):
     """A cluster could not be reached or started as asked."""
@@ -129,8 +132,8 @@ def connect(scheduler=None, scheduler_file=None, workers=None, log_level=EMBEDDE
     if scheduler or scheduler_file:
         try:
             if scheduler_file:
-                return Client(scheduler_file=scheduler_file, timeout="15s")
-            return Client(scheduler, timeout="15s")
+                return Client(scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT)
+            return Client(scheduler, timeout=CONNECT_TIMEOUT)
         except OSError as error:
             raise ClusterError(f"cannot reach the scheduler at {scheduler or scheduler_file}: {error}") from None
         except ValueError as error:  # an address that is no address
