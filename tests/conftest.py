@@ -3,6 +3,7 @@ import dataclasses
 import functools
 import io
 import logging
+import sys
 import warnings
 
 import numpy as np
@@ -20,6 +21,16 @@ def relu_network(rng, n, widths, dtype=np.float64, offset=0.5):
         layers[f"l{i}"] = current.astype(dtype)
         previous = current
     return layers
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """PyTorch on one thread in this process: the suite runs several processes on few
+    cores, where PyTorch's threads spin waiting for each other many times longer than
+    the tests' small models take to compute."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

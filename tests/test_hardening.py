@@ -189,17 +189,28 @@ def test_float32_activations_near_1e19_give_the_float64_answer(rng, route, cente
 
 # --- faults: real scheduler and worker processes, signals by pid ------------------------
 
-from test_service import _write_job, real_cluster  # noqa: E402,F401  (the fixture)
+from test_service import real_cluster  # noqa: E402,F401  (the fixture)
 
 
-def _long_job(tmp_path, rng):
-    """A job of several seconds of products (wide layers), from stores written quickly
-    (few, large chunks)."""
+@pytest.fixture(scope="module")
+def long_stores(tmp_path_factory):
+    """Two stores of wide layers, written once for the tests that stop a long job (few,
+    large chunks: written quickly)."""
+    folder = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(20261126)
     for name in ("big1", "big2"):
-        write_activations(tmp_path / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
+        write_activations(folder / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
                           network=name, chunk_bytes=4_000_000)
-    return _write_job(tmp_path, ["big1", "big2"], [{"pairs": [["big1", "big2"]]}, {"self": ["big1", "big2"]}],
-                      plots=False)
+    return folder
+
+
+def _long_job(tmp_path, long_stores):
+    """A job of several seconds of products (wide layers), its results in ``tmp_path``."""
+    networks = "".join(f'{name} = "{long_stores / name}.zarr"\n' for name in ("big1", "big2"))
+    path = tmp_path / "job.toml"
+    path.write_text(f'plots = false\n[networks]\n{networks}[[compare]]\npairs = [["big1", "big2"]]\n'
+                    '[[compare]]\nself = ["big1", "big2"]\n')
+    return path
 
 
 def _when_running(client, timeout=60):
@@ -212,12 +223,14 @@ def _when_running(client, timeout=60):
 
 
 @pytest.mark.slow
-def test_lost_scheduler_is_one_line_in_bounded_time(rng, tmp_path, real_cluster):
+def test_lost_scheduler_is_one_line_in_bounded_time(tmp_path, long_stores, real_cluster):
     client, scheduler_file, processes = real_cluster
-    job = _long_job(tmp_path, rng)
+    job = _long_job(tmp_path, long_stores)
     start = time.time()
+    # (the client tries the lost scheduler again for rv2dist.scheduler-timeout seconds before it closes)
     run = subprocess.Popen([*RV2DIST, "run", str(job), "--scheduler-file", str(scheduler_file)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "DASK_RV2DIST__SCHEDULER_TIMEOUT": "3"})
     _when_running(client)
     os.kill(processes[0].pid, signal.SIGKILL)  # the scheduler
     _, errors = run.communicate(timeout=120)
@@ -228,9 +241,9 @@ def test_lost_scheduler_is_one_line_in_bounded_time(rng, tmp_path, real_cluster)
 
 
 @pytest.mark.slow
-def test_all_workers_dead_without_a_nanny_ends_the_wait(rng, tmp_path, real_cluster):
+def test_all_workers_dead_without_a_nanny_ends_the_wait(tmp_path, long_stores, real_cluster):
     client, scheduler_file, processes = real_cluster
-    job = _long_job(tmp_path, rng)
+    job = _long_job(tmp_path, long_stores)
     run = subprocess.Popen([*RV2DIST, "run", str(job), "--scheduler-file", str(scheduler_file)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "DASK_RV2DIST__NO_WORKERS_TIMEOUT": "3"})
@@ -500,10 +513,10 @@ def test_api_options_are_checked_not_guessed(rng):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(rng, tmp_path):
+def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(tmp_path, long_stores):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the embedded
     cluster's workers stay quiet, the job says what was saved, nothing partial is left."""
-    job = _long_job(tmp_path, rng)
+    job = _long_job(tmp_path, long_stores)
     run = subprocess.Popen([*RV2DIST, "run", str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in run.stdout:

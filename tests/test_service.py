@@ -239,10 +239,9 @@ def test_real_processes_and_a_killed_worker(rng, tmp_path, real_cluster):
         assert np.allclose(result.rv2.values, want.values, rtol=0, atol=1e-12)
 
 
-def test_bad_input_on_every_verb(rng, tmp_path, monkeypatch):
-    from rv2dist.service import cluster
+def test_bad_input_on_every_verb(rng, tmp_path):
+    import dask
 
-    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")  # the unreachable scheduler: said sooner
     _stores(tmp_path, rng, {"a": 100, "b": 100})
     good = ["[networks]", 'a = "a.zarr"', 'b = "b.zarr"', "[[compare]]", 'reference = "a"']
     jobs_text = {
@@ -273,8 +272,13 @@ def test_bad_input_on_every_verb(rng, tmp_path, monkeypatch):
         (("demo", "--out", tmp_path / "d", "--n-obs", "60", "--gpus"), "--gpus"),
     ]
     for args, named in cases:
-        done = run_cli(*args)
+        with dask.config.set({"rv2dist.scheduler-timeout": 1}):  # the unreachable scheduler: said sooner
+            done = run_cli(*args)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    for value in ("soon", 0):
+        with dask.config.set({"rv2dist.scheduler-timeout": value}):
+            done = run_cli("compare", tmp_path / "a.zarr", "--scheduler", "tcp://127.0.0.1:1", "--out", tmp_path / "t.nc")
+        assert done.returncode == 2 and f"dask config 'rv2dist.scheduler-timeout' is {value!r}" in done.stderr
     assert not list(tmp_path.glob("*.nc"))
 
 

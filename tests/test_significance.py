@@ -465,11 +465,14 @@ def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng,
 def test_bootstrap_and_permutations_are_the_same_on_one_or_two_workers(rng):
     from distributed import Client, LocalCluster
 
+    from conftest import shared_scheduler
+
     x, y = _pair(rng, 3000, 5, 4)
     runs = []
-    for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+    # one worker process, then the shared cluster's two (one thread each)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as one, \
+            Client(one) as on_one, Client(shared_scheduler()) as on_two:
+        for client in (on_one, on_two):
             runs.append(rv2dist.similarity({"x": x}, {"y": y}, metric=["rv2", "cka"], bootstrap=5, permutations=9,
                                            seed=8, client=client))
     for name in runs[0].data_vars:

@@ -14,9 +14,6 @@ import threading
 # the same fault (``rv2dist -v`` passes INFO)
 EMBEDDED_LOG_LEVEL = logging.CRITICAL
 
-# how long a scheduler named by address or file is tried before it is said unreachable
-CONNECT_TIMEOUT = "15s"
-
 
 class ClusterError(ValueError):
     """A cluster could not be reached or started as asked."""
@@ -34,6 +31,24 @@ def no_workers_timeout() -> float:
     import dask
 
     return float(dask.config.get("rv2dist.no-workers-timeout", 60))
+
+
+def scheduler_timeout() -> float:
+    """Seconds a scheduler named by address or file is tried before it is said to be
+    unreachable, and a lost one is tried again before the client closes (dask config
+    ``rv2dist.scheduler-timeout``: seconds or a time such as ``"30s"``; default 15)."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get("rv2dist.scheduler-timeout", 15)
+    try:
+        seconds = parse_timedelta(value, default="s")
+    except (TypeError, ValueError, KeyError):
+        seconds = None
+    if not seconds or seconds <= 0:
+        raise ClusterError(f"dask config 'rv2dist.scheduler-timeout' is {value!r}: give the seconds to wait for "
+                           "a scheduler, as 15 or '15s'")
+    return seconds
 
 
 def watch(client, futures, poll=0.5, on_poll=None):
@@ -132,8 +147,8 @@ def connect(scheduler=None, scheduler_file=None, workers=None, log_level=EMBEDDE
     if scheduler or scheduler_file:
         try:
             if scheduler_file:
-                return Client(scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT)
-            return Client(scheduler, timeout=CONNECT_TIMEOUT)
+                return Client(scheduler_file=scheduler_file, timeout=scheduler_timeout())
+            return Client(scheduler, timeout=scheduler_timeout())
         except OSError as error:
             raise ClusterError(f"cannot reach the scheduler at {scheduler or scheduler_file}: {error}") from None
         except ValueError as error:  # an address that is no address
