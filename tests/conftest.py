@@ -23,6 +23,12 @@ def relu_network(rng, n, widths, dtype=np.float64, offset=0.5):
     return layers
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked slow first (in their order): pytest-xdist hands them out as its
+    processes come free, so none is left running alone at the end of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """PyTorch on one thread in this process: the suite runs several processes on few
@@ -84,32 +90,19 @@ def _close_shared_cluster():
         _shared_cluster().close()
 
 
-def run_cli(*args, cwd=None, embedded=False) -> Ran:
-    """``rv2dist ARGS`` in this process: ``cli.main`` with its outputs captured and its exit
-    status returned (argparse's exits too), as a fresh process would see it: Python's
-    default warning filters, the log levels it sets restored afterwards.
-
-    Parameters
-    ----------
-    cwd : path, optional
-        Folder to run in.
-    embedded : bool
-        ``False`` (default): the verbs that need a cluster use the shared one, named by
-        ``DASK_SCHEDULER_ADDRESS`` as the container recipes name theirs; ``True``: the
-        command line starts its own embedded cluster, as for a user without one.
-    """
+def run_cli(*args) -> Ran:
+    """``rv2dist ARGS`` in this process on the shared cluster (named by
+    ``DASK_SCHEDULER_ADDRESS``, as the container recipes name theirs): ``cli.main`` with its
+    outputs captured and its exit status returned (argparse's exits too), as a fresh
+    process would see it: Python's default warning filters, and the log levels it sets
+    restored afterwards. The embedded cluster itself is tested in real processes."""
     from rv2dist import cli
 
     levels = {name: logging.getLogger(name).level for name in ("distributed.client", "rv2dist")}
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        if embedded:
-            patch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-        else:
-            patch.setenv("DASK_SCHEDULER_ADDRESS", shared_scheduler())
-        if cwd is not None:
-            patch.chdir(cwd)
+        patch.setenv("DASK_SCHEDULER_ADDRESS", shared_scheduler())
         warnings.resetwarnings()  # a fresh interpreter's filters
         warnings.simplefilter("default")
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):

@@ -89,7 +89,8 @@ def test_missing_chunks_are_errors_naming_store_layer_and_rows(rng, tmp_path):
     out = tmp_path / "r.nc"
     _assert_clean_failure(run_cli("info", path), "chunk 2 (rows 200 to 299), is missing")
     _assert_clean_failure(run_cli("compare", path, "--out", out), "chunk 2 (rows 200 to 299), is missing")
-    _assert_clean_failure(run_cli("import", path, "--out", tmp_path / "copy.zarr"), "chunk 2 (rows 200 to 299), is missing")
+    _assert_clean_failure(run_cli("import", path, "--out", tmp_path / "copy.zarr"),
+                          "chunk 2 (rows 200 to 299), is missing")
     assert not out.exists() and not (tmp_path / "copy.zarr").exists()
     ids_path, _ = _chunked_store(tmp_path, rng, name="ids")
     os.remove(ids_path / "obs" / "c" / "1")
@@ -223,6 +224,7 @@ def _when_running(client, timeout=60):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("long_stores")  # one test process writes them once
 def test_lost_scheduler_is_one_line_in_bounded_time(tmp_path, long_stores, real_cluster):
     client, scheduler_file, processes = real_cluster
     job = _long_job(tmp_path, long_stores)
@@ -241,6 +243,7 @@ def test_lost_scheduler_is_one_line_in_bounded_time(tmp_path, long_stores, real_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("long_stores")  # one test process writes them once
 def test_all_workers_dead_without_a_nanny_ends_the_wait(tmp_path, long_stores, real_cluster):
     client, scheduler_file, processes = real_cluster
     job = _long_job(tmp_path, long_stores)
@@ -513,6 +516,7 @@ def test_api_options_are_checked_not_guessed(rng):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("long_stores")  # one test process writes them once
 def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(tmp_path, long_stores):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the embedded
     cluster's workers stay quiet, the job says what was saved, nothing partial is left."""
@@ -531,6 +535,7 @@ def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(tmp_path, long_stores):
     assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_command_line_conventions(rng, tmp_path):
     # `python -m rv2dist`, a real process, and three on the embedded cluster at once, as a user runs them:
     # progress with an ETA by default (a line per tenth off a terminal), none with -q; the embedded

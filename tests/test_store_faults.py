@@ -167,6 +167,7 @@ def cluster_elsewhere(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster_elsewhere")  # one test process starts it once
 def test_damage_on_a_cluster_of_other_processes(rng, tmp_path, cluster_elsewhere, capsys):
     for how in DAMAGES:
         path = tmp_path / f"{how.replace(' ', '-')}.zarr"
@@ -197,6 +198,7 @@ def test_damage_in_a_job_on_a_local_cluster(rng, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster_elsewhere")  # one test process starts it once
 def test_relative_paths_on_a_cluster_started_elsewhere(rng, tmp_path, cluster_elsewhere, capsys, monkeypatch):
     """Store and output paths relative to the client's folder (the command line's, the job
     file's, the demo's default) reach workers whose folder is another; a store missing
