@@ -279,7 +279,8 @@ def test_bad_input_on_every_verb(rng, tmp_path):
         with dask.config.set({"rv2dist.scheduler-timeout": value}):
             done = run_cli("compare", tmp_path / "a.zarr", "--scheduler", "tcp://127.0.0.1:1", "--out",
                            tmp_path / "t.nc")
-        assert done.returncode == 2 and f"dask config 'rv2dist.scheduler-timeout' is {value!r}" in done.stderr
+        named = f"error: dask config 'rv2dist.scheduler-timeout' is {value!r}: give the seconds"
+        assert done.returncode == 2 and named in done.stderr, done.stderr
     assert not list(tmp_path.glob("*.nc"))
 
 

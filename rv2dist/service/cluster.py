@@ -145,10 +145,11 @@ def connect(scheduler=None, scheduler_file=None, workers=None, log_level=EMBEDDE
             raise ClusterError(f"scheduler file {scheduler_file} does not exist")
         _check_scheduler_file(scheduler_file)
     if scheduler or scheduler_file:
+        timeout = scheduler_timeout()
         try:
             if scheduler_file:
-                return Client(scheduler_file=scheduler_file, timeout=scheduler_timeout())
-            return Client(scheduler, timeout=scheduler_timeout())
+                return Client(scheduler_file=scheduler_file, timeout=timeout)
+            return Client(scheduler, timeout=timeout)
         except OSError as error:
             raise ClusterError(f"cannot reach the scheduler at {scheduler or scheduler_file}: {error}") from None
         except ValueError as error:  # an address that is no address
