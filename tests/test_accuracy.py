@@ -22,6 +22,8 @@ def _relative_error(got, want):
     return np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want)))
 
 
+# the cases of one test in one test process, where the dense references they share are cached
+@pytest.mark.xdist_group("float64 reference")
 @pytest.mark.parametrize("n,widths_a,widths_b", CASES)
 @pytest.mark.parametrize("route", ["feature", "gram"])
 @pytest.mark.parametrize("center", [True, False])
@@ -37,6 +39,7 @@ def test_float64_matches_dense_reference(rng, n, widths_a, widths_b, route, cent
         assert err < 1e-10, (metric, err)
 
 
+@pytest.mark.xdist_group("float32 reference")
 @pytest.mark.parametrize("n,widths_a,widths_b", CASES[1:])
 @pytest.mark.parametrize("route", ["feature", "gram"])
 @pytest.mark.parametrize("center", [True, False])
@@ -50,6 +53,7 @@ def test_float32_matches_dense_reference(rng, n, widths_a, widths_b, route, cent
         assert err < 2e-5, (metric, err)
 
 
+@pytest.mark.xdist_group("large means reference")
 @pytest.mark.parametrize("route", ["feature", "gram"])
 def test_float32_large_means_do_not_cancel(rng, route):
     n = 3000

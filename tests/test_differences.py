@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import rv2dist
-from rv2dist import cli
+from conftest import run_cli
 from rv2dist.core import resampling
 from rv2dist.io.results import read_result, write_result
 from rv2dist.differences import UnverifiedPairingWarning
@@ -158,7 +158,7 @@ def test_unusable_requests_name_what_is_missing(rng):
         rv2dist.similarity({"y1": y1}, {"x": x}, bootstrap=45, keep_replicates="yes")
 
 
-def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
+def test_command_line_and_job_keep_replicates(rng, tmp_path):
     """--keep-replicates writes the replicates; without --bootstrap it is refused with
     exit status 2 and nothing written.  A job's combined result keeps them per
     comparison, with what pairs them."""
@@ -175,10 +175,12 @@ def test_command_line_and_job_keep_replicates(rng, tmp_path, capsys):
         rv2dist.write_activations(tmp_path / f"{name}.zarr", layers, network=name)
     args = ["compare", str(tmp_path / "y.zarr"), str(tmp_path / "x.zarr"), "--metric", "cka", "--bootstrap", "50",
             "--seed", "4"]
-    assert cli.main([*args, "--keep-replicates", "--out", str(tmp_path / "r.nc")]) == 0
+    done = run_cli(*args, "--keep-replicates", "--out", tmp_path / "r.nc")
+    assert done.returncode == 0, done.stderr
     assert read_result(tmp_path / "r.nc")["cka_replicates"].shape == (50, 1, 1)
-    assert cli.main([*args[:-4], "--keep-replicates", "--out", str(tmp_path / "bad.nc")]) == 2
-    assert "keep_replicates=True keeps bootstrap replicates" in capsys.readouterr().err
+    refused = run_cli(*args[:-4], "--keep-replicates", "--out", tmp_path / "bad.nc")
+    assert refused.returncode == 2
+    assert "keep_replicates=True keeps bootstrap replicates" in refused.stderr
     assert not (tmp_path / "bad.nc").exists()
 
     (tmp_path / "job.toml").write_text('plots = false\nmetrics = ["cka"]\nbootstrap = 50\nseed = 4\n'

@@ -18,13 +18,9 @@ from rv2dist.io.errors import StoreError
 from rv2dist.io.reader import open_activations, store_fingerprint
 from rv2dist.io.results import read_result
 from rv2dist.io.writer import write_activations
-from conftest import relu_network, write_unchecked
+from conftest import relu_network, run_cli, write_unchecked
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
-
-
-def _cli(*args, cwd=None):
-    return subprocess.run([*RV2DIST, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def _assert_clean_failure(done, *needles):
@@ -76,7 +72,7 @@ def test_overwrite_killed_midway_leaves_a_whole_store(rng, tmp_path, exchange):
     if exchange:
         got = open_activations(path)
         assert np.array_equal(got["l1"].values, new["l1"])
-        info = _cli("info", path)
+        info = run_cli("info", path)
         assert info.returncode == 0 and "leftover" in info.stdout and "partial" in info.stdout
     else:
         with pytest.raises(StoreError, match="replacement was interrupted; the previous store is whole"):
@@ -91,9 +87,10 @@ def test_missing_chunks_are_errors_naming_store_layer_and_rows(rng, tmp_path):
     with pytest.raises(StoreError, match=r"layer 'l1', chunk 2 \(rows 200 to 299\), is missing"):
         open_activations(path)
     out = tmp_path / "r.nc"
-    _assert_clean_failure(_cli("info", path), "chunk 2 (rows 200 to 299), is missing")
-    _assert_clean_failure(_cli("compare", path, "--out", out), "chunk 2 (rows 200 to 299), is missing")
-    _assert_clean_failure(_cli("import", path, "--out", tmp_path / "copy.zarr"), "chunk 2 (rows 200 to 299), is missing")
+    _assert_clean_failure(run_cli("info", path), "chunk 2 (rows 200 to 299), is missing")
+    _assert_clean_failure(run_cli("compare", path, "--out", out), "chunk 2 (rows 200 to 299), is missing")
+    _assert_clean_failure(run_cli("import", path, "--out", tmp_path / "copy.zarr"),
+                          "chunk 2 (rows 200 to 299), is missing")
     assert not out.exists() and not (tmp_path / "copy.zarr").exists()
     ids_path, _ = _chunked_store(tmp_path, rng, name="ids")
     os.remove(ids_path / "obs" / "c" / "1")
@@ -107,7 +104,7 @@ def test_corrupt_chunk_is_a_clean_error_from_the_workers(rng, tmp_path):
     with pytest.raises(StoreError, match=r"layer 'l0', chunk 3 \(rows 300 to 399\), cannot be read"):
         rv2dist.similarity(path)
     out = tmp_path / "r.nc"
-    done = _cli("compare", path, "--out", out)  # the embedded cluster's workers read the chunk
+    done = run_cli("compare", path, "--out", out)  # the cluster's worker processes read the chunk
     _assert_clean_failure(done, "layer 'l0', chunk 3 (rows 300 to 399), cannot be read")
     assert not out.exists()
 
@@ -140,7 +137,7 @@ def test_complex_and_text_layers_in_stores_are_refused(rng, tmp_path):
     with pytest.raises(StoreError, match=r"c.zarr: layer 'waves' has dtype complex128 \(complex\)"):
         rv2dist.similarity(complex_store)
     text_store = _foreign_store(tmp_path / "t.zarr", {"ok": good, "labels": good.astype(str)})
-    _assert_clean_failure(_cli("compare", text_store, "--out", tmp_path / "r.nc"), "layer 'labels'", "real numbers")
+    _assert_clean_failure(run_cli("compare", text_store, "--out", tmp_path / "r.nc"), "layer 'labels'", "real numbers")
 
 
 @pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit"])
@@ -193,17 +190,28 @@ def test_float32_activations_near_1e19_give_the_float64_answer(rng, route, cente
 
 # --- faults: real scheduler and worker processes, signals by pid ------------------------
 
-from test_service import _write_job, real_cluster  # noqa: E402,F401  (the fixture)
+from test_service import real_cluster  # noqa: E402,F401  (the fixture)
 
 
-def _long_job(tmp_path, rng):
-    """A job of several seconds of products (wide layers), from stores written quickly
-    (few, large chunks)."""
+@pytest.fixture(scope="module")
+def long_stores(tmp_path_factory):
+    """Two stores of wide layers, written once for the tests that stop a long job (few,
+    large chunks: written quickly)."""
+    folder = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(20261126)
     for name in ("big1", "big2"):
-        write_activations(tmp_path / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
+        write_activations(folder / f"{name}.zarr", relu_network(rng, 20000, (600, 800, 1000), np.float32),
                           network=name, chunk_bytes=4_000_000)
-    return _write_job(tmp_path, ["big1", "big2"], [{"pairs": [["big1", "big2"]]}, {"self": ["big1", "big2"]}],
-                      plots=False)
+    return folder
+
+
+def _long_job(tmp_path, long_stores):
+    """A job of several seconds of products (wide layers), its results in ``tmp_path``."""
+    networks = "".join(f'{name} = "{long_stores / name}.zarr"\n' for name in ("big1", "big2"))
+    path = tmp_path / "job.toml"
+    path.write_text(f'plots = false\n[networks]\n{networks}[[compare]]\npairs = [["big1", "big2"]]\n'
+                    '[[compare]]\nself = ["big1", "big2"]\n')
+    return path
 
 
 def _when_running(client, timeout=60):
@@ -216,12 +224,15 @@ def _when_running(client, timeout=60):
 
 
 @pytest.mark.slow
-def test_lost_scheduler_is_one_line_in_bounded_time(rng, tmp_path, real_cluster):
+@pytest.mark.xdist_group("long_stores")  # one test process writes them once
+def test_lost_scheduler_is_one_line_in_bounded_time(tmp_path, long_stores, real_cluster):
     client, scheduler_file, processes = real_cluster
-    job = _long_job(tmp_path, rng)
+    job = _long_job(tmp_path, long_stores)
     start = time.time()
+    # (the client tries the lost scheduler again for rv2dist.scheduler-timeout seconds before it closes)
     run = subprocess.Popen([*RV2DIST, "run", str(job), "--scheduler-file", str(scheduler_file)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "DASK_RV2DIST__SCHEDULER_TIMEOUT": "3"})
     _when_running(client)
     os.kill(processes[0].pid, signal.SIGKILL)  # the scheduler
     _, errors = run.communicate(timeout=120)
@@ -232,9 +243,10 @@ def test_lost_scheduler_is_one_line_in_bounded_time(rng, tmp_path, real_cluster)
 
 
 @pytest.mark.slow
-def test_all_workers_dead_without_a_nanny_ends_the_wait(rng, tmp_path, real_cluster):
+@pytest.mark.xdist_group("long_stores")  # one test process writes them once
+def test_all_workers_dead_without_a_nanny_ends_the_wait(tmp_path, long_stores, real_cluster):
     client, scheduler_file, processes = real_cluster
-    job = _long_job(tmp_path, rng)
+    job = _long_job(tmp_path, long_stores)
     run = subprocess.Popen([*RV2DIST, "run", str(job), "--scheduler-file", str(scheduler_file)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "DASK_RV2DIST__NO_WORKERS_TIMEOUT": "3"})
@@ -269,12 +281,12 @@ def mounted(tmp_path):
 def test_read_only_and_full_output_folders_are_messages(rng, tmp_path, mounted):
     path, _ = _chunked_store(tmp_path, rng)
     read_only = mounted("ro", "ro,size=64k")
-    _assert_clean_failure(_cli("compare", path, "--out", read_only / "r.nc"),
+    _assert_clean_failure(run_cli("compare", path, "--out", read_only / "r.nc"),
                           str(read_only / "r.nc"), "Read-only file system")
     full = mounted("full", "size=16k")
     (full / "filler").write_bytes(b"x" * (16 * 1024 - 1024))
     for args in (("compare", path, "--out", full / "r.nc"), ("import", path, "--out", full / "copy.zarr")):
-        done = _cli(*args)
+        done = run_cli(*args)
         _assert_clean_failure(done, "No space left on device")
         assert sorted(p.name for p in full.iterdir()) == ["filler"]  # nothing partial left
 
@@ -284,15 +296,15 @@ def test_os_level_faults_on_the_command_line(rng, tmp_path):
     folder = tmp_path / "taken.nc"
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")
-    _assert_clean_failure(_cli("compare", path, "--out", folder), "taken.nc: is a folder")
+    _assert_clean_failure(run_cli("compare", path, "--out", folder), "taken.nc: is a folder")
     assert (folder / "keep.txt").read_text() == "mine"
-    refused = _cli("compare", path, "--out", path)
+    refused = run_cli("compare", path, "--out", path)
     _assert_clean_failure(refused, "is an activation store")
     assert "task/s" not in refused.stderr and len(refused.stderr.splitlines()) == 1  # refused before any work
     assert open_activations(path)["l0"].shape == (600, 5)
     not_json = tmp_path / "scheduler.json"
     not_json.write_text("this is not json")
-    _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "r.nc", "--scheduler-file", not_json),
+    _assert_clean_failure(run_cli("compare", path, "--out", tmp_path / "r.nc", "--scheduler-file", not_json),
                           "error: " + str(not_json) + ": not a scheduler file")
     piped = subprocess.run(f"{sys.executable} -m rv2dist.cli info {path} | head -1", shell=True,
                            capture_output=True, text=True)
@@ -431,7 +443,7 @@ def test_a_job_file_with_a_byte_order_mark_is_read(tmp_path):
 
 def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):
     (tmp_path / "job.toml").write_text(GOOD_NETWORKS + '[[compare]]\nself = "ab"\n')
-    done = _cli("run", tmp_path / "job.toml")
+    done = run_cli("run", tmp_path / "job.toml")
     _assert_clean_failure(done, "self must be a list")
     assert "dashboard" not in done.stdout and not (tmp_path / "results").exists()
 
@@ -444,7 +456,7 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
     write_activations(jobs_folder / "a.zarr", relu_network(rng, 50, (3,)))
     (jobs_folder / "job.toml").write_text('plots = true\n[networks]\n"../../escaped" = "a.zarr"\n'
                                           '"a/b" = "a.zarr"\n[[compare]]\nself = ["../../escaped", "a/b"]\n')
-    done = _cli("run", jobs_folder / "job.toml", "--no-progress")
+    done = run_cli("run", jobs_folder / "job.toml", "--no-progress")
     assert done.returncode == 0, done.stderr
     results = jobs_folder / "results"
     job_files = {"combined.nc", "report.html"}
@@ -459,13 +471,13 @@ def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_pa
     names = [job.result_path(c).name for c in job.comparisons]
     assert len(set(names)) == 2 and all("/" not in n and not n.startswith(".") for n in names)
     elsewhere = tmp_path / "chosen"
-    assert _cli("run", jobs_folder / "job.toml", "--out", elsewhere, "--no-progress").returncode == 0
+    assert run_cli("run", jobs_folder / "job.toml", "--out", elsewhere, "--no-progress").returncode == 0
     assert len(list(elsewhere.glob("*__*.nc"))) == 2
 
 
 def test_smaller_faults_are_messages(rng, tmp_path):
     path, _ = _chunked_store(tmp_path, rng)
-    _assert_clean_failure(_cli("plot", path, "--out", tmp_path / "p.png"), "net.zarr: not an rv2dist result")
+    _assert_clean_failure(run_cli("plot", path, "--out", tmp_path / "p.png"), "net.zarr: not an rv2dist result")
     assert not (tmp_path / "p.png").exists()
     with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes or a size such as "
                                          "'4GB', got -1"):
@@ -479,12 +491,12 @@ def test_smaller_faults_are_messages(rng, tmp_path):
     with pytest.raises(ValueError, match="layer 'maps': channel_axis 7 is out of range for shape"):
         rv2dist.preprocess({"maps": np.zeros((4, 3, 2, 2))}, pool=True, channel_axis=7)
     np.savez(tmp_path / "maps.npz", maps=rng.standard_normal((6, 3, 2, 2)))
-    _assert_clean_failure(_cli("import", tmp_path / "maps.npz", "--out", tmp_path / "m.zarr", "--pool",
+    _assert_clean_failure(run_cli("import", tmp_path / "maps.npz", "--out", tmp_path / "m.zarr", "--pool",
                                "--channel-axis", "4"), "layer 'maps': channel_axis 4 is out of range")
     nan_maps = rng.standard_normal((6, 3, 2, 2))
     nan_maps[4, 1, 0, 1] = np.nan
     np.savez(tmp_path / "nan.npz", maps=nan_maps)
-    _assert_clean_failure(_cli("import", tmp_path / "nan.npz", "--out", tmp_path / "n.zarr"),
+    _assert_clean_failure(run_cli("import", tmp_path / "nan.npz", "--out", tmp_path / "n.zarr"),
                           "n.zarr: layer 'maps' holds nan at observation 4 (id 4); activations must be finite")
     assert not (tmp_path / "n.zarr").exists() and not (tmp_path / "m.zarr").exists()
 
@@ -504,10 +516,11 @@ def test_api_options_are_checked_not_guessed(rng):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(rng, tmp_path):
+@pytest.mark.xdist_group("long_stores")  # one test process writes them once
+def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(tmp_path, long_stores):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the embedded
     cluster's workers stay quiet, the job says what was saved, nothing partial is left."""
-    job = _long_job(tmp_path, rng)
+    job = _long_job(tmp_path, long_stores)
     run = subprocess.Popen([*RV2DIST, "run", str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in run.stdout:
@@ -522,24 +535,36 @@ def test_ctrl_c_stops_a_job_with_one_line_and_exit_130(rng, tmp_path):
     assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_command_line_conventions(rng, tmp_path):
-    version = subprocess.run([sys.executable, "-m", "rv2dist", "--version"], capture_output=True, text=True)
-    assert version.returncode == 0 and version.stdout.strip() == f"rv2dist {rv2dist.__version__}"
+    # `python -m rv2dist`, a real process, and three on the embedded cluster at once, as a user runs them:
+    # progress with an ETA by default (a line per tenth off a terminal), none with -q; the embedded
+    # cluster's log lines (its worker processes' too) only with -v
     path, _ = _chunked_store(tmp_path, rng)
-    done = _cli("compare", path, "--out", tmp_path / "r.nc", "--precision", "float64", "--memory-budget", "64MB",
-                "--metric", "rv2", "cka")
+    version, default, quiet, verbose = _processes(
+        ["-m", "rv2dist", "--version"], [*RV2DIST[1:], "compare", path, "--out", tmp_path / "d.nc"],
+        [*RV2DIST[1:], "-q", "compare", path, "--out", tmp_path / "q.nc"],
+        [*RV2DIST[1:], "-v", "compare", path, "--out", tmp_path / "v.nc"])
+    assert version.returncode == 0 and version.stdout.strip() == f"rv2dist {rv2dist.__version__}"
+    done = run_cli("compare", path, "--out", tmp_path / "r.nc", "--precision", "float64", "--memory-budget", "64MB",
+                   "--metric", "rv2", "cka")
     assert done.returncode == 0, done.stderr
     result = read_result(tmp_path / "r.nc")
     assert result.attrs["precision"] == "float64"
     want = rv2dist.similarity(path, metric=["rv2", "cka"], precision="float64")
     np.testing.assert_allclose(result["cka"].values, want["cka"].values, rtol=0, atol=1e-12)
-    _assert_clean_failure(_cli("compare", path, "--out", tmp_path / "s.nc", "--memory-budget", "-3"),
+    _assert_clean_failure(run_cli("compare", path, "--out", tmp_path / "s.nc", "--memory-budget", "-3"),
                           "not a positive number of bytes")
-    helps = subprocess.run([*RV2DIST, "compare", "--help"], capture_output=True, text=True).stdout
+    helps = run_cli("compare", "--help").stdout
     assert "--precision" in helps and "--memory-budget" in helps
-    # progress with an ETA by default (a line per tenth off a terminal), none with -q;
-    # the embedded cluster's log lines only with -v
-    default = _cli("compare", path, "--out", tmp_path / "d.nc")
     assert "compare: 100%" in default.stderr and "<00:00" in default.stderr and "distributed." not in default.stderr
-    assert _cli("-q", "compare", path, "--out", tmp_path / "q.nc").stderr == ""
-    assert "distributed.scheduler" in _cli("-v", "compare", path, "--out", tmp_path / "v.nc").stderr
+    assert quiet.stderr == ""
+    assert "distributed.scheduler" in verbose.stderr
+
+
+def _processes(*argvs):
+    """``python ARGV`` for each of ``argvs``, all started at once; their CompletedProcesses."""
+    started = [subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for argv in argvs]
+    outputs = [process.communicate(timeout=300) for process in started]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(started, outputs)]

@@ -365,14 +365,15 @@ def test_cuda_tensors_stay_on_the_device(rng):
 def test_import_reads_hdf5_and_netcdf_with_any_sample_dimension(rng, tmp_path):
     import h5py
 
-    from test_hardening import _assert_clean_failure, _cli
+    from conftest import run_cli
+    from test_hardening import _assert_clean_failure
 
     maps, fc = rng.standard_normal((40, 3, 4, 4)), rng.standard_normal((40, 8))
     with h5py.File(tmp_path / "acts.h5", "w") as handle:
         handle["fc"] = fc
         handle["block/conv"] = maps
         handle["obs"] = np.array([f"img{i}" for i in range(40)], dtype="S")
-    done = _cli("import", tmp_path / "acts.h5", "--out", tmp_path / "h5.zarr", "--pool")
+    done = run_cli("import", tmp_path / "acts.h5", "--out", tmp_path / "h5.zarr", "--pool")
     assert done.returncode == 0, done.stderr
     stored = rv2dist.open_activations(tmp_path / "h5.zarr")
     assert list(stored.attrs["layers"]) == ["block.conv", "fc"] and stored.obs.values[3] == "img3"
@@ -381,9 +382,9 @@ def test_import_reads_hdf5_and_netcdf_with_any_sample_dimension(rng, tmp_path):
 
     xr.Dataset({"fc": (("sample", "unit"), fc), "conv": (("sample", "c", "h", "w"), maps)},
                coords={"sample": np.arange(100, 140)}).to_netcdf(tmp_path / "acts.nc", engine="h5netcdf")
-    _assert_clean_failure(_cli("import", tmp_path / "acts.nc", "--out", tmp_path / "nc.zarr"),
+    _assert_clean_failure(run_cli("import", tmp_path / "acts.nc", "--out", tmp_path / "nc.zarr"),
                           "acts.nc: has no dimension 'obs'", "--obs-dim")
-    done = _cli("import", tmp_path / "acts.nc", "--out", tmp_path / "nc.zarr", "--obs-dim", "sample",
+    done = run_cli("import", tmp_path / "acts.nc", "--out", tmp_path / "nc.zarr", "--obs-dim", "sample",
                 "--layers", "fc", "conv", "--pool")
     assert done.returncode == 0, done.stderr
     stored = rv2dist.open_activations(tmp_path / "nc.zarr")

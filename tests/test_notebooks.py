@@ -19,6 +19,9 @@ def _execute(name, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     # the notebooks keep their working folders for the reader: here they go with tmp_path
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    # one OpenMP thread for the kernel's PyTorch and BLAS: beside the suite's other processes
+    # on few cores, threads spinning for each other make a small model's training many times slower
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nbclient.NotebookClient(book, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in book.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]

@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 import rv2dist
-from conftest import relu_network
+from conftest import relu_network, run_cli
 from rv2dist.io.chunks import StoredLayer
 from rv2dist.io.results import read_result
 from rv2dist.service import jobfile, runner
-from test_store_cli import _run_cli
 
 RV2DIST = [sys.executable, "-m", "rv2dist.cli"]
 
@@ -54,7 +53,7 @@ def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
     written: the rerun keeps the finished files untouched and computes only the rest;
     rewriting one store recomputes exactly the comparisons that read it."""
     _stores(tmp_path, rng, {"ref": 4000, "small": 4000})
-    _stores(tmp_path, rng, {"wide1": 4000, "wide2": 4000}, widths=(400, 500, 600), chunk_bytes=200_000)
+    _stores(tmp_path, rng, {"wide1": 4000, "wide2": 4000}, widths=(200, 250, 300), chunk_bytes=200_000)
     job = _write_job(tmp_path, ["ref", "small", "wide1", "wide2"],
                      [{"pairs": [["ref", "small"]]}, {"pairs": [["wide1", "wide2"]]}, {"self": ["wide1", "wide2"]}],
                      metrics=["rv2", "cka"], plots=False)
@@ -70,7 +69,7 @@ def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
     assert before, "no result was written before the kill"
     assert len(before) < 4, "the job finished before it could be interrupted"
     assert not list(results.glob(".*partial*"))  # nothing half-written is left visible
-    rerun = subprocess.run([*RV2DIST, "run", str(job), "--no-progress"], capture_output=True, text=True)
+    rerun = run_cli("run", job, "--no-progress")
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(before)} done before" in rerun.stdout
     after = _mtimes(results)
@@ -86,7 +85,7 @@ def test_run_resumes_after_the_client_is_killed(rng, tmp_path):
         assert result.attrs["network_a"] == a and result.attrs["rv2dist_version"] == rv2dist.__version__
         assert result.attrs["store_a"].endswith(f"{a}.zarr") and result.attrs["job"] == "job"
     _stores(tmp_path, np.random.default_rng(5), {"small": 4000})
-    changed = subprocess.run([*RV2DIST, "run", str(job), "--no-progress"], capture_output=True, text=True)
+    changed = run_cli("run", job, "--no-progress")
     assert changed.returncode == 0, changed.stderr
     assert "3 done before" in changed.stdout and "recompute ref__small" in changed.stdout
     final = _mtimes(results)
@@ -206,7 +205,7 @@ def test_real_processes_and_a_killed_worker(rng, tmp_path, real_cluster):
     client, scheduler_file, processes = real_cluster
     address = client.scheduler.address
     _stores(tmp_path, rng, {"a": 1500, "b": 1500})
-    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka_debiased",
+    done = run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka_debiased",
                     "--scheduler", address, "--out", tmp_path / "r.nc")
     assert done.returncode == 0, done.stderr
     got = read_result(tmp_path / "r.nc")
@@ -241,6 +240,8 @@ def test_real_processes_and_a_killed_worker(rng, tmp_path, real_cluster):
 
 
 def test_bad_input_on_every_verb(rng, tmp_path):
+    import dask
+
     _stores(tmp_path, rng, {"a": 100, "b": 100})
     good = ["[networks]", 'a = "a.zarr"', 'b = "b.zarr"', "[[compare]]", 'reference = "a"']
     jobs_text = {
@@ -256,7 +257,7 @@ def test_bad_input_on_every_verb(rng, tmp_path):
     }
     for name, (text, named) in jobs_text.items():
         (tmp_path / name).write_text(text)
-        done = _run_cli("run", tmp_path / name)
+        done = run_cli("run", tmp_path / name)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (name, done.stderr)
         assert name in done.stderr or named in done.stderr
     assert not (tmp_path / "results").exists()
@@ -268,11 +269,18 @@ def test_bad_input_on_every_verb(rng, tmp_path):
          "cannot reach the scheduler"),
         (("compare", tmp_path / "a.zarr", "--scheduler-file", tmp_path / "none.json", "--out", tmp_path / "s.nc"),
          "none.json does not exist"),
-        (("demo", "--out", tmp_path / "d", "--gpus"), "--gpus"),
+        (("demo", "--out", tmp_path / "d", "--n-obs", "60", "--gpus"), "--gpus"),
     ]
     for args, named in cases:
-        done = subprocess.run([*RV2DIST, *map(str, args)], capture_output=True, text=True, timeout=120)
+        with dask.config.set({"rv2dist.scheduler-timeout": 1}):  # the unreachable scheduler: said sooner
+            done = run_cli(*args)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    for value in ("soon", 0):
+        with dask.config.set({"rv2dist.scheduler-timeout": value}):
+            done = run_cli("compare", tmp_path / "a.zarr", "--scheduler", "tcp://127.0.0.1:1", "--out",
+                           tmp_path / "t.nc")
+        named = f"error: dask config 'rv2dist.scheduler-timeout' is {value!r}: give the seconds"
+        assert done.returncode == 2 and named in done.stderr, done.stderr
     assert not list(tmp_path.glob("*.nc"))
 
 
@@ -304,7 +312,7 @@ def test_one_labelled_result_per_job_and_recomputes_name_the_change(rng, tmp_pat
         lines = io.StringIO()
         runner.run_job(jobfile.load_job(job_file), client, progress=False, stream=lines)
     assert f"recompute ref__x: store {tmp_path / 'x.zarr'} changed since" in lines.getvalue()
-    drawn = _run_cli("plot", tmp_path / "results" / "combined.nc", "--out", tmp_path / "grid.png", "--metric", "cka")
+    drawn = run_cli("plot", tmp_path / "results" / "combined.nc", "--out", tmp_path / "grid.png", "--metric", "cka")
     assert drawn.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, drawn.stderr
     assert "skip ref__y" in lines.getvalue() and "skip y__y" in lines.getvalue()
 

@@ -385,13 +385,13 @@ def test_cli_compare_with_tests_and_bootstrap_and_starred_plot(rng, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from test_store_cli import _run_cli
+    from conftest import run_cli
 
     from rv2dist.io.results import read_result
     from rv2dist.plot import heatmap
 
     _related_stores(rng, tmp_path)
-    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka", "--tests",
+    done = run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka", "--tests",
                     "--correction", "bh", "--bootstrap", "6", "--seed", "4", "--out", tmp_path / "r.nc",
                     "--plot", tmp_path / "r.png")
     assert done.returncode == 0, done.stderr
@@ -408,14 +408,14 @@ def test_cli_compare_with_tests_and_bootstrap_and_starred_plot(rng, tmp_path):
     assert len(stars) == int((result["rv2_p_corrected"] < 0.05).sum()) == 2
     assert "corrected p < 0.05 (bh)" in ax.get_title()
     assert not [t for t in heatmap(result, metric="rv2", significance=None).texts if t.get_text() == "*"]
-    assert _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.png", "--significance", "0.01").returncode == 0
+    assert run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.png", "--significance", "0.01").returncode == 0
 
     for args, named in [(("--permutations", "0"), "permutations must be a positive integer, not 0"),
                         (("--bootstrap", "-2"), "bootstrap must be a positive integer, not -2"),
                         (("--confidence", "95"), "confidence must be a number between 0 and 1, not 95.0")]:
-        bad = _run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "x.nc", *args)
+        bad = run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "x.nc", *args)
         assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
-    bad = _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "q.png", "--significance", "5")
+    bad = run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "q.png", "--significance", "5")
     assert bad.returncode == 2 and "--significance" in bad.stderr
     assert not (tmp_path / "x.nc").exists() and not (tmp_path / "q.png").exists()
 
@@ -465,11 +465,14 @@ def test_job_with_tests_stars_the_report_and_recomputes_when_options_change(rng,
 def test_bootstrap_and_permutations_are_the_same_on_one_or_two_workers(rng):
     from distributed import Client, LocalCluster
 
+    from conftest import shared_scheduler
+
     x, y = _pair(rng, 3000, 5, 4)
     runs = []
-    for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+    # one worker process, then the shared cluster's two (one thread each)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as one, \
+            Client(one) as on_one, Client(shared_scheduler()) as on_two:
+        for client in (on_one, on_two):
             runs.append(rv2dist.similarity({"x": x}, {"y": y}, metric=["rv2", "cka"], bootstrap=5, permutations=9,
                                            seed=8, client=client))
     for name in runs[0].data_vars:

@@ -1,13 +1,10 @@
 """Activation stores and the command line: round trips, bad input, exit statuses."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import rv2dist
-from conftest import relu_network, write_unchecked
+from conftest import relu_network, run_cli, write_unchecked
 from rv2dist import cli
 from rv2dist.io.errors import StoreError
 from rv2dist.io.results import read_result
@@ -60,14 +57,10 @@ def test_bad_stores_name_the_fault(rng, tmp_path):
         rv2dist.similarity(tmp_path / "a.zarr", tmp_path / "c.zarr")
 
 
-def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "rv2dist.cli", *map(str, args)], capture_output=True, text=True)
-
-
 def test_cli_compare_info_plot_and_errors(rng, tmp_path):
     rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 200, (3, 9)), network="alpha")
     rv2dist.write_activations(tmp_path / "b.zarr", relu_network(rng, 200, (4,)), network="beta")
-    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka",
+    done = run_cli("compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "rv2", "cka",
                     "--out", tmp_path / "r.nc", "--plot", tmp_path / "r.png")
     assert done.returncode == 0, done.stderr
     result = read_result(tmp_path / "r.nc")
@@ -75,9 +68,9 @@ def test_cli_compare_info_plot_and_errors(rng, tmp_path):
     assert np.max(np.abs(result.rv2.values - want.values)) < 1e-12
     assert result.attrs["network_a"] == "alpha" and result.attrs["network_b"] == "beta"
     assert (tmp_path / "r.png").stat().st_size > 1000
-    info = _run_cli("info", tmp_path / "a.zarr")
+    info = run_cli("info", tmp_path / "a.zarr")
     assert info.returncode == 0 and "alpha" in info.stdout and "l1" in info.stdout
-    assert _run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.svg").returncode == 0
+    assert run_cli("plot", tmp_path / "r.nc", "--out", tmp_path / "p.svg").returncode == 0
 
     broken = relu_network(rng, 200, (3, 9))
     broken["l1"][5, 0] = np.inf
@@ -95,12 +88,12 @@ def test_cli_compare_info_plot_and_errors(rng, tmp_path):
         (("demo", "--n-obs", "2", "--out", tmp_path / "d"), "--n-obs"),
     ]
     for args, named in cases:
-        done = _run_cli(*args)
+        done = run_cli(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert named in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert "100%" not in done.stderr, done.stderr  # a failed job's bar does not claim it finished
     assert not (tmp_path / "x.nc").exists() and not (tmp_path / "q.png").exists()
-    assert _run_cli("compare").returncode == 2
+    assert run_cli("compare").returncode == 2
 
 
 def test_main_returns_two_on_bad_input(tmp_path, capsys):
@@ -108,20 +101,21 @@ def test_main_returns_two_on_bad_input(tmp_path, capsys):
     assert "missing.zarr" in capsys.readouterr().err
 
 
-def test_compare_says_what_a_long_job_costs_before_it_starts(rng, tmp_path, capsys, monkeypatch):
+def test_compare_says_what_a_long_job_costs_before_it_starts(rng, tmp_path, monkeypatch):
     from rv2dist import api
     from rv2dist.planning.plan import cost_line
 
     write_activations(tmp_path / "a.zarr", relu_network(rng, 200, (6, 9)))
     monkeypatch.setattr(api, "COST_LINE_FLOP", 0)  # as if the job were long
-    assert cli.main(["compare", str(tmp_path / "a.zarr"), "--out", str(tmp_path / "r.nc"), "--bootstrap", "50"]) == 0
+    done = run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc", "--bootstrap", "50")
+    assert done.returncode == 0, done.stderr
     want = cost_line(rv2dist.plan(tmp_path / "a.zarr", bootstrap=50))
-    lines = [line for line in capsys.readouterr().err.splitlines() if "this job computes" in line]
+    lines = [line for line in done.stderr.splitlines() if "this job computes" in line]
     assert lines == [want] and "50 bootstrap replicates" in want
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    done = _run_cli("demo", "--n-obs", "600", "--out", tmp_path / "demo")
+    done = run_cli("demo", "--n-obs", "600", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr
     result = read_result(tmp_path / "demo" / "result.nc")
     assert result.rv2.shape == (11, 11)
@@ -151,14 +145,14 @@ def test_demo_replaces_an_earlier_demo_only_when_asked(rng, tmp_path, capsys):
 def test_cli_shows_rv2dists_warnings_once_as_plain_lines(rng, tmp_path):
     layers = relu_network(rng, 60, (3, 4))
     rv2dist.write_activations(tmp_path / "a.zarr", layers)
-    done = _run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc", "--bootstrap", "5")
+    done = run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc", "--bootstrap", "5")
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if "replicates" in line]
     assert lines == [("rv2dist compare: warning: bootstrap=5: with fewer than 41 replicates the 0.95 interval's "
                       "ends rest on the most extreme replicates; use 41 or more (1,000 for a paper)")], done.stderr
     # found in a task on a worker process, told by the command
     rv2dist.write_activations(tmp_path / "flat.zarr", {"flat": np.full((60, 2), 3.0), **layers})
-    done = _run_cli("compare", tmp_path / "a.zarr", tmp_path / "flat.zarr", "--out", tmp_path / "f.nc")
+    done = run_cli("compare", tmp_path / "a.zarr", tmp_path / "flat.zarr", "--out", tmp_path / "f.nc")
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if "variance" in line]
     assert lines == ["rv2dist compare: warning: layer(s) 'flat' have zero variance: their rows/columns are NaN"]

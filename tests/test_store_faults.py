@@ -18,7 +18,7 @@ import xarray as xr
 import zarr
 
 import rv2dist
-from conftest import relu_network
+from conftest import relu_network, run_cli
 from rv2dist.io.checksums import verified_checksums
 from rv2dist.io.errors import StoreError
 from rv2dist.io.reader import describe, open_activations, store_fingerprint
@@ -167,6 +167,7 @@ def cluster_elsewhere(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster_elsewhere")  # one test process starts it once
 def test_damage_on_a_cluster_of_other_processes(rng, tmp_path, cluster_elsewhere, capsys):
     for how in DAMAGES:
         path = tmp_path / f"{how.replace(' ', '-')}.zarr"
@@ -180,7 +181,7 @@ def test_damage_on_a_cluster_of_other_processes(rng, tmp_path, cluster_elsewhere
 
 
 @pytest.mark.slow
-def test_damage_in_a_job_on_the_embedded_cluster(rng, tmp_path):
+def test_damage_in_a_job_on_a_local_cluster(rng, tmp_path):
     from test_service import _write_job
 
     names = [how.replace(" ", "-") for how in DAMAGES]
@@ -188,7 +189,7 @@ def test_damage_in_a_job_on_the_embedded_cluster(rng, tmp_path):
         _store(tmp_path / f"{name}.zarr", rng)
         _damage(tmp_path / f"{name}.zarr", how)
     job = _write_job(tmp_path, names, [{"self": names}], plots=False)
-    done = subprocess.run([*RV2DIST, "run", str(job), "--no-progress"], capture_output=True, text=True, timeout=300)
+    done = run_cli("run", job, "--no-progress")  # the damage found by worker processes
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert f"{len(names)} comparison(s) failed" in done.stderr
     for name in names:
@@ -197,6 +198,7 @@ def test_damage_in_a_job_on_the_embedded_cluster(rng, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cluster_elsewhere")  # one test process starts it once
 def test_relative_paths_on_a_cluster_started_elsewhere(rng, tmp_path, cluster_elsewhere, capsys, monkeypatch):
     """Store and output paths relative to the client's folder (the command line's, the job
     file's, the demo's default) reach workers whose folder is another; a store missing

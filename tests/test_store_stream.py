@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rv2dist
-from conftest import relu_network
+from conftest import relu_network, run_cli
 from reference import dense_matrix
 from rv2dist.io.checksums import verified_checksums
 from rv2dist.io.chunks import StoredLayer, StoredRows, _blosc_only, stored_rows
@@ -20,7 +20,6 @@ from rv2dist.io.reader import open_activations
 from rv2dist.io.schema import COMPLETE_ATTR, validate_dataset
 from rv2dist.core import preprocess as transforms
 from rv2dist.engine.buffers import KEPT_BUFFERS, KeptBuffers
-from test_store_cli import _run_cli
 
 
 def _batches(n, sizes):
@@ -354,13 +353,13 @@ def test_import_numpy_files_and_stores(rng, tmp_path):
     assert np.array_equal(opened.obs.values, np.arange(60) * 10)
     assert np.array_equal(opened["c2"].values, layers["c2"])
     np.savez(tmp_path / "acts.npz", **layers)
-    done = _run_cli("import", tmp_path / "acts.npz", "--out", tmp_path / "pooled.zarr", "--pool",
+    done = run_cli("import", tmp_path / "acts.npz", "--out", tmp_path / "pooled.zarr", "--pool",
                     "--downsample", "2", "--layers", "fc1", "c2")
     assert done.returncode == 0, done.stderr
     pooled = rv2dist.open_activations(tmp_path / "pooled.zarr")
     assert list(pooled.attrs["layers"]) == ["fc1", "c2"]
     assert np.allclose(pooled["c2"].values, layers["c2"][::2].mean(axis=2))
-    again = _run_cli("import", tmp_path / "pooled.zarr", "--out", tmp_path / "again.zarr", "--downsample", "3",
+    again = run_cli("import", tmp_path / "pooled.zarr", "--out", tmp_path / "again.zarr", "--downsample", "3",
                      "--method", "mean")
     assert again.returncode == 0, again.stderr
     assert np.allclose(rv2dist.open_activations(tmp_path / "again.zarr")["fc1"].values[0],
@@ -379,7 +378,7 @@ def test_import_numpy_files_and_stores(rng, tmp_path):
     cases.append(((tmp_path / "scalar.npz", "--out", tmp_path / "x.zarr"),
                   "scalar.npz: layer 'mean' is a single number, not an array of observations x units"))
     for args, named in cases:
-        done = _run_cli("import", *args)
+        done = run_cli("import", *args)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not (tmp_path / "x.zarr").exists() and not list(tmp_path.glob(".x.zarr*"))
 
@@ -445,14 +444,9 @@ def test_a_malformed_keep_buffers_setting_is_refused_before_any_work(rng, tmp_pa
             with pytest.raises(ValueError, match=r"dask config 'rv2dist\.keep-buffers' is .*: give the seconds"):
                 rv2dist.similarity(layers, compute=compute)
     if value == "soon":
-        import os
-        import subprocess
-        import sys
-
         rv2dist.write_activations(tmp_path / "a.zarr", layers)
-        done = subprocess.run([sys.executable, "-m", "rv2dist.cli", "compare", str(tmp_path / "a.zarr"),
-                               "--out", str(tmp_path / "r.nc")], capture_output=True, text=True,
-                              env=dict(os.environ, DASK_RV2DIST__KEEP_BUFFERS="soon"), timeout=300, check=False)
+        with dask.config.set({"rv2dist.keep-buffers": value}):
+            done = run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc")
         assert done.returncode == 2, done.stderr
         assert "rv2dist.keep-buffers' is 'soon'" in done.stderr and "Traceback" not in done.stderr
         assert not (tmp_path / "r.nc").exists()
