@@ -262,6 +262,21 @@ def test_tuple_batches_with_a_mask_run_as_told_or_are_refused(tmp_path):
             np.testing.assert_array_equal(tupled[name].values, mapped[name].values)
 
 
+def test_a_mapping_whose_inputs_entry_would_run_without_its_mask_is_refused(tmp_path):
+    """{'x': ids, 'attention_mask': mask} ran as model(batch['x']): the model saw the
+    padding while the pooling skipped it; with call= it runs as told."""
+    a, b = TinyEncoder(seed=0), TinyEncoder(seed=5)
+    batches = _padded_batches()
+    keyed = [{"x": batch["input_ids"], "attention_mask": batch["attention_mask"]} for batch in batches]
+    line = "call=lambda model, batch: model(batch['x'], attention_mask=batch['attention_mask'])"
+    with pytest.raises(ValueError, match=re.escape(line)):
+        rv2dist.record_activations(tmp_path / "x.zarr", a, keyed, LAYERS, progress=False)
+    assert not (tmp_path / "x.zarr").exists()
+    call = lambda model, batch: model(input_ids=batch["x"], attention_mask=batch["attention_mask"])  # noqa: E731
+    want = rv2dist.compare_models(a, b, batches, LAYERS, metric=METRICS, progress=False)
+    _same(rv2dist.compare_models(a, b, keyed, LAYERS, metric=METRICS, call=call, progress=False), want, tol=1e-6)
+
+
 def test_an_output_field_leaves_tensor_outputs_whole(tmp_path):
     """output=0 picks a tuple's first element; on a tensor it would take the batch's
     first observation, its tokens recorded as observations."""

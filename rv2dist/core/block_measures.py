@@ -137,8 +137,11 @@ def cell_values(layers, blocks, cells, measures, options):
     """Per cell, ``(values per measure, forced ones)``; ``measures`` the
     :class:`~rv2dist.core.measures.Measure` s of the second-moment family."""
     found = {}
+    vectors = any(measure.canonical_vectors for measure in measures)
     for row, col in cells:
         pair = sm.pair_blocks(layers[row], layers[col], blocks.cross[row, col])
+        if vectors and pair.defined:
+            pair.canonical  # one SVD with vectors, whose values the correlations reuse
         found[row, col] = ([measure.pair_value(pair, options) for measure in measures], sm.forced_ones(pair))
     return found
 

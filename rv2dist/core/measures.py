@@ -65,6 +65,9 @@ class Measure:
         Whether it inverts a layer's covariance (CCA-type measures, regression): it
         sees every direction alike, so a layer of rank close to the number of
         observations makes it meaningless (see ``forced_ones``).
+    canonical_vectors : bool
+        Whether it needs the canonical vectors, not only the correlations: the SVD
+        with vectors is then taken first, and gives the correlations of the others.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Measure:
     kind: str = "similarity"
     symmetric: bool = True
     whitens: bool = False
+    canonical_vectors: bool = False
 
     @property
     def family(self) -> str:
@@ -148,7 +152,7 @@ _ALL = (
         ("pwcca", "projection-weighted CCA (PWCCA)",
          "canonical correlations weighted by how much of the layer with fewer directions each accounts for "
          "(Morcos et al. 2018); see docs/measures.md",
-         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True)),
+         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True, canonical_vectors=True)),
         ("procrustes", "orthogonal Procrustes similarity",
          "||Cxy||_* / sqrt(tr Cxx tr Cyy), the normalised Bures similarity (Ding et al. 2021); invariant to "
          "rotations and isotropic scaling",

@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rv2dist.core.checks import first_repeated
 from rv2dist.io.ids import check_id_values
-from rv2dist.io.names import first_repeated, name_list
+from rv2dist.io.names import name_list
 from rv2dist.io.reader import open_activations
 from rv2dist.io.schema import (
     REAL_KINDS,

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-
-def first_repeated(items):
-    """The first item equal to one before it, or None."""
-    seen = set()
-    for item in items:
-        if item in seen:
-            return item
-        seen.add(item)
-    return None
+from rv2dist.core.checks import first_repeated
 
 
 def name_list(names, option):

@@ -16,9 +16,9 @@ import json
 
 import numpy as np
 
+from rv2dist.core.checks import first_repeated
 from rv2dist.io.errors import StoreError
 from rv2dist.io.ids import first_repeated_id
-from rv2dist.io.names import first_repeated
 
 COMPLETE_ATTR = "rv2dist_complete"
 # per array (layers and "obs"), the CRC-32C of each row chunk as written: what the store

@@ -56,8 +56,16 @@ def _looks_like_mask(value, first):
 
 
 def check_batch(batch, call, mask, pool):
-    """Refuse a ``(input_ids, attention_mask)`` tuple that would run, or be pooled,
+    """Refuse a ``(input_ids, attention_mask)`` tuple, or a mapping whose ``inputs``/``x``
+    entry would run alone beside its ``attention_mask``, that would run, or be pooled,
     without its mask: a silently wrong matrix otherwise."""
+    if isinstance(batch, Mapping) and call is None and "attention_mask" in batch:
+        key = next((k for k in INPUT_KEYS if k in batch), None)
+        if key is not None:
+            raise ValueError(
+                f"the loader's batches are mappings with an {key!r} entry and an 'attention_mask': rv2dist would run "
+                f"model(batch[{key!r}]) without the mask. Say how the model takes a batch:\n"
+                f"    call=lambda model, batch: model(batch[{key!r}], attention_mask=batch['attention_mask'])")
     if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not _looks_like_mask(batch[1], batch[0]):
         return
     shape = tuple(batch[1].shape)

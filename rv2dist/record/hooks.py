@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rv2dist.io.names import first_repeated
+from rv2dist.core.checks import first_repeated
 from rv2dist.record.batches import batch_mask, check_batch, describe_batch, run_model
 from rv2dist.record.pooling import choose_pool, pool_output, require_torch
 

@@ -1,0 +1,115 @@
+"""The first call and the notebook size: one job in a fresh process, against the BLAS floor.
+
+Two networks of the seed study's 11 widths (64 ... 1024 units, float32) at ``--n-obs``
+observations (2,000 by default: a notebook's size), the 11 x 11 cross matrix of
+``--metric`` (linear and debiased CKA by default, as benchmarks/peers.py).  Each round
+starts a fresh Python process that imports rv2dist, then times, alternately with the
+floor (the same exact products with numpy: the concatenated A'B and each layer's X'X):
+
+- the first call (what a notebook cell meets first) and the first floor;
+- warm: the best of ``--warm`` further calls of each, alternately.
+
+Printed per round and as medians over ``--rounds`` rounds: the import, both first calls
+and the warm ones, and their ratios.  ``--profile`` prints, for one more fresh process,
+where the first call's time goes (cProfile, cumulative, the top entries).
+
+    python benchmarks/first_call.py [--n-obs 2000] [--rounds 5] [--warm 10] [--profile]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _one_process(n_obs, metrics, warm, profile):
+    """Runs in the fresh process: its timings as a dict (printed as JSON)."""
+    start = time.perf_counter()
+    import rv2dist
+
+    imported = time.perf_counter() - start
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    from paper_scale import floor_products, network
+
+    rng = np.random.default_rng(0)
+    a, b = network(rng, n_obs), network(rng, n_obs)
+    floor = floor_products(a, b)
+
+    def job():
+        return rv2dist.similarity(a, b, metric=metrics)
+
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(job)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        return {}
+    first = _seconds(job)
+    first_floor = _seconds(floor)
+    warm_job, warm_floor = [], []
+    for _ in range(warm):
+        warm_floor.append(_seconds(floor))
+        warm_job.append(_seconds(job))
+    return {"import": imported, "first": first, "first_floor": first_floor,
+            "warm": min(warm_job), "warm_floor": min(warm_floor)}
+
+
+def _seconds(func):
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def _round(args):
+    command = [sys.executable, __file__, "--n-obs", str(args.n_obs), "--warm", str(args.warm),
+               "--metric", *args.metric, "--child"] + (["--profile"] if args.profile else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    if args.profile:
+        print(done.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-obs", type=int, default=2000)
+    parser.add_argument("--metric", nargs="+", default=["cka", "cka_debiased"])
+    parser.add_argument("--rounds", type=int, default=5, help="fresh processes")
+    parser.add_argument("--warm", type=int, default=10, help="warm calls of each side per process")
+    parser.add_argument("--profile", action="store_true", help="where one first call's time goes")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_one_process(args.n_obs, args.metric, args.warm, args.profile)))
+        return
+    if args.profile:
+        _round(args)
+        return
+    print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}; metric {', '.join(args.metric)}; "
+          f"{args.rounds} fresh processes")
+    rounds = []
+    for index in range(args.rounds):
+        got = _round(args)
+        rounds.append(got)
+        print(f"round {index + 1}: import {got['import']:.2f} s; first call {got['first']:.3f} s against the "
+              f"floor's {got['first_floor']:.3f} s ({got['first'] / got['first_floor']:.2f}x); warm "
+              f"{got['warm']:.3f} s against {got['warm_floor']:.3f} s ({got['warm'] / got['warm_floor']:.2f}x)")
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    first_ratio = statistics.median(r["first"] / r["first_floor"] for r in rounds)
+    warm_ratio = statistics.median(r["warm"] / r["warm_floor"] for r in rounds)
+    print(f"medians: import {median['import']:.2f} s; first call {median['first']:.3f} s, floor "
+          f"{median['first_floor']:.3f} s: {first_ratio:.2f}x (goal <= 1.3); warm {median['warm']:.3f} s, floor "
+          f"{median['warm_floor']:.3f} s: {warm_ratio:.2f}x (goal <= 1.1)")
+
+
+if __name__ == "__main__":
+    main()
