@@ -9,8 +9,9 @@ floor (the same exact products with numpy: the concatenated A'B and each layer's
 - the first call (what a notebook cell meets first) and the first floor;
 - warm: the best of ``--warm`` further calls of each, alternately.
 
-Printed per round and as medians over ``--rounds`` rounds: the import, both first calls
-and the warm ones, and their ratios.  ``--profile`` prints, for one more fresh process,
+Printed per round and as medians over ``--rounds`` rounds: the imports (rv2dist, and
+dask.array and xarray, which a job's first call would import; timed apart, as in
+benchmarks/peers.py), both first calls and the warm ones, and their ratios.  ``--profile`` prints, for one more fresh process,
 where the first call's time goes (cProfile, cumulative, the top entries).
 
     python benchmarks/first_call.py [--n-obs 2000] [--rounds 5] [--warm 10] [--profile]
@@ -30,6 +31,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _one_process(n_obs, metrics, warm, profile):
     """Runs in the fresh process: its timings as a dict (printed as JSON)."""
     start = time.perf_counter()
+    import dask.array  # noqa: F401  (what a job imports on first use, timed apart as benchmarks/peers.py does)
+    import xarray  # noqa: F401
+
     import rv2dist
 
     imported = time.perf_counter() - start

@@ -26,6 +26,20 @@ def test_wide_layers_pick_gram_route():
     assert plan.alternative_flops["feature"] > plan.flops
 
 
+def test_tile_inner_products_weigh_more_than_matrix_products():
+    """At the study's widths and n = 2,000 the gram route has fewer operations, but its
+    tiles' inner products stream through memory: timed, the feature route is faster
+    (benchmarks/RESULTS.md, "Route choice"); at n = 1,000 the gram route still wins."""
+    from rv2dist.planning.planner import STREAMED_COST
+
+    at_2000 = make_plan(2000, PAPER, PAPER, dtype="float32", memory_budget=2**31, parallelism=2)
+    gram = make_plan(2000, PAPER, PAPER, dtype="float32", memory_budget=2**31, parallelism=2, route="gram")
+    assert at_2000.route == "feature" and gram.flops < at_2000.flops
+    assert gram.cost.flops + (STREAMED_COST - 1) * gram.cost.streamed > at_2000.flops
+    assert "less work than gram" in at_2000.reason
+    assert make_plan(1000, PAPER, PAPER, dtype="float32", memory_budget=2**31, parallelism=2).route == "gram"
+
+
 def test_forced_route_and_gpu_precision():
     plan = make_plan(100, PAPER[:2], route="gram", dtype="float32", memory_budget=2**30, device="gpu")
     assert plan.route == "gram" and plan.reason == "requested" and plan.compute_dtype == "float64"

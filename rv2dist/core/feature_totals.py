@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rv2dist.core.xp import QUIET_RANGE, concat_host, f64, namespace, sums_of_squares, to_device_together, to_host_together, to_numpy
+from rv2dist.core.xp import QUIET_RANGE, concat_host, f64, namespace, to_device_together, to_host_together, to_numpy
 from rv2dist.core.statistics import Statistics, centred_row_sums, flag_arrays, layer_flags, off_diagonal_row_sums
 
 
@@ -44,7 +44,7 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
     rv2dist.core.statistics.Statistics
         Of every pair of layers; entries of pairs not computed are NaN.
     """
-    products = [f64(p) for group in sums for p in group["products"]]
+    products = _products(sums)
     moments = _moments_on_host(sums[0]["moments"])
     n = moments["n"]
     colsum = [concat_host(c) for c in moments["colsum"]]
@@ -64,6 +64,30 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
     flags = layer_flags(moments, trace, center)
     return Statistics(n=n, cross=pairs.cross, rowdot=rowdot, trace=trace, ones=ones, **row_sums,
                       trace_cubed=reduced.trace_cubed, **flag_arrays(flags))
+
+
+def _products(sums):
+    """The summed products, float64 on a device; on the host as summed (a chunk of one
+    sub-block hands on its float32 product), reduced in float64 row block by row block
+    below: a float64 copy of every product would be fresh memory, whose first touch
+    costs more than the reductions themselves."""
+    products = [p for group in sums for p in group["products"]]
+    return products if namespace(*products) is np else [f64(p) for p in products]
+
+
+# rows of a float32 product upcast at once by the host's reductions (a few MiB, reused)
+_ROW_BLOCK = 512
+
+
+def _quadratic_form(left, product, right, xp):
+    """``left' product right`` in float64, a row block at a time for a narrower product."""
+    if product.dtype == xp.float64:
+        return left.T @ product @ right
+    total = xp.zeros((left.shape[1], right.shape[1]))
+    for start in range(0, product.shape[0], _ROW_BLOCK):
+        stop = start + _ROW_BLOCK
+        total += left[start:stop].T @ (f64(product[start:stop]) @ right)
+    return total
 
 
 @dataclass(frozen=True)
@@ -97,7 +121,7 @@ def _reductions(products, product_pieces, mirrored, residual, colsum, n, center,
     weights = iter(to_device_together(
         [_piece_indicator(pieces, residual if center else colsum) for rows, cols in product_pieces
          for pieces in (rows, cols)], xp) if with_sums else ())
-    quads = [next(weights).T @ product @ next(weights) for product in products] if with_sums else []
+    quads = [_quadratic_form(next(weights), product, next(weights), xp) for product in products] if with_sums else []
     reduced = iter(to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in quads]
@@ -229,9 +253,9 @@ def _moments_on_host(moments):
 def _piece_squares(product, pieces, row_indicator, col_indicator, xp):
     """Per piece pair, the sum of the squares of that block of ``product``."""
     if xp is np:
-        # per row piece, without a squared temporary of the whole product
-        columns = [sums_of_squares(product[offset : offset + stop - start, :], 0, xp)
-                   for _, start, stop, offset in pieces]
+        # per row piece, squares summed in float64 without a squared or float64 copy
+        columns = [np.einsum("ij,ij->j", block, block, dtype=np.float64)
+                   for block in (product[offset : offset + stop - start, :] for _, start, stop, offset in pieces)]
         return xp.stack(columns, axis=0) @ col_indicator
     # on a device: one pass and two small GEMMs instead of launches per piece
     return row_indicator.T @ (product * product) @ col_indicator

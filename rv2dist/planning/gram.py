@@ -82,11 +82,13 @@ def cost(shapes, resources, work) -> RouteCost:
     chunks = even_chunks(n, rows)
     # the tiles i <= j: sum of b_i b_j = (n^2 + sum b_i^2) / 2, without listing them
     pairs = len(chunks) * (len(chunks) + 1) // 2
-    flops = (n * n + sum(b * b for b in chunks)) / 2 * (2.0 * total_width + 2.0 * n_layers**2)
+    entries = (n * n + sum(b * b for b in chunks)) / 2
+    flops = entries * (2.0 * total_width + 2.0 * n_layers**2)
     group, cubes, cube_tasks = (_cube_pass(n, rows, len(chunks), n_layers, budget, parallelism) if work.cubes
                                 else (0, 0.0, 0))
     return RouteCost(flops=flops, cube_flops=cubes, peak=int(peak(max(chunks))), row_chunks=chunks,
-                     n_tasks=2 * len(chunks) + pairs * (3 if group else 2) + cube_tasks, cube_group=group)
+                     n_tasks=2 * len(chunks) + pairs * (3 if group else 2) + cube_tasks, cube_group=group,
+                     streamed=entries * 2.0 * n_layers**2)
 
 
 def describe(plan) -> list[str]:

@@ -51,7 +51,9 @@ class RouteCost:
     blocks, cross-products, products per task and rows per sub-block; ``cube_group``
     the gram route's row blocks per block of its tr(A^3) pass (0: none);
     ``block_bytes`` and ``block_flops`` the second-moment measures' task (its centred
-    blocks, decompositions and SVDs; 0 without them).
+    blocks, decompositions and SVDs; 0 without them).  ``streamed`` is the part of
+    ``flops`` that streams through memory instead of running in matrix products (the
+    gram route's inner products of tiles), which the planner weighs as more costly.
     """
 
     flops: float
@@ -66,6 +68,7 @@ class RouteCost:
     cube_group: int = 0
     block_bytes: int = 0
     block_flops: float = 0.0
+    streamed: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ PRECISIONS = ("auto", "input", "float64")
 READS = ("auto", "in-task", "read-tasks", "none")
 PAIRS = ("all", "cross")
 _NARROW = ("float32", "float16", "bfloat16")
+# an element operation that streams through memory (the gram route's tile inner products)
+# took 16-20 times a GEMM operation's time on a 2-core CPU (both routes timed in
+# benchmarks/RESULTS.md, "Route choice"): counted as 16, the routes cross where their times do
+STREAMED_COST = 16.0
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,18 @@ def _choose_route(route, costs, failures):
         (chosen,) = costs
         other, error = next(iter(failures.items()))
         return chosen, f"auto: the only route within the memory budget ({other}: {error})"
-    total = {name: cost.flops + cost.cube_flops for name, cost in costs.items()}
+    total = {name: _weighed(cost) for name, cost in costs.items()}
     chosen = min(total, key=total.get)
     other = next(name for name in total if name != chosen)
     tests = " with the tests' tr(A^3)" if any(cost.cube_flops for cost in costs.values()) else ""
-    return chosen, (f"auto: fewer operations than {other}{tests}, {flops_text(total[chosen])} against "
-                    f"{flops_text(total[other])}; {ROUTES[chosen].summary}")
+    return chosen, (f"auto: less work than {other}{tests}, {flops_text(total[chosen])} against "
+                    f"{flops_text(total[other])} as matrix-product operations; {ROUTES[chosen].summary}")
+
+
+def _weighed(cost) -> float:
+    """A route's work in matrix-product operations: one streamed through memory (an
+    inner product of n x n tiles) costs as much as STREAMED_COST in a GEMM."""
+    return cost.flops + (STREAMED_COST - 1.0) * cost.streamed + cost.cube_flops
 
 
 def _choose_reads(reads, plan):

@@ -49,9 +49,9 @@ class Route:
 
 
 ROUTES = MappingProxyType({route.name: route for route in (
-    Route("feature", "layers narrower than n", feature.cost, feature.describe, feature.skewness,
+    Route("feature", "p x q cross-products summed over row chunks", feature.cost, feature.describe, feature.skewness,
           "rv2dist.engine.feature_graph:feature_statistics", takes_weights=True),
-    Route("gram", "layers wider than n", gram.cost, gram.describe, gram.skewness,
+    Route("gram", "inner products of n x n Gram tiles", gram.cost, gram.describe, gram.skewness,
           "rv2dist.engine.gram_graph:gram_statistics", takes_weights=False),
 )})
 
