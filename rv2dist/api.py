@@ -22,12 +22,12 @@ from rv2dist.core.measures import MEASURES, check_names
 from rv2dist.engine import execute
 from rv2dist.engine.assemble import ResultSpec, undefined_message, warn_undefined
 from rv2dist.engine.layout import InputLayer, backend, input_row_chunks
-from rv2dist.io.ids import check_ids
+from rv2dist.io.ids import check_ids, ids_digest
 from rv2dist.io.inputs import as_layers, check_obs
 from rv2dist.io.names import is_pair, select, split_layer_selection
 from rv2dist.planning.options import check_resampling
 from rv2dist.planning.plan import Plan, cost_line
-from rv2dist.planning.planner import make_plan
+from rv2dist.planning.planner import check_given_plan, make_plan
 
 __all__ = ["similarity", "rv2", "plan", "DEVICES", "UndefinedLayerWarning", "UndefinedReplicateWarning",
            "FewReplicatesWarning", "undefined_message", "warn_undefined"]
@@ -64,21 +64,6 @@ def _choose_device(device, layers, client):
         return device
     on_gpu = any(backend(array) == "cupy" for _, array in layers) or execute.gpu_workers(client)
     return "gpu" if on_gpu else "cpu"
-
-
-def ids_digest(ids) -> str:
-    """A digest of observation ids in their order: equal for the same ids whatever
-    their integer width or string dtype."""
-    import hashlib
-
-    ids = np.asarray(ids)
-    if ids.dtype.kind in "iub":
-        data = ids.astype(np.int64).tobytes()
-    elif ids.dtype.kind == "f":
-        data = ids.astype(np.float64).tobytes()
-    else:
-        data = "\0".join(map(str, ids.ravel().tolist())).encode()
-    return hashlib.sha256(repr(ids.shape).encode() + data).hexdigest()
 
 
 def _per_side(names):
@@ -151,23 +136,6 @@ def _make_plan(everything, widths, n, names, flags, options, client):
         second_moments=any(MEASURES[name].family == "blocks" for name in names))
 
 
-def _check_plan(given, wanted):
-    """``given`` (``plan=``) when it plans the same job as ``wanted`` does; a ValueError
-    naming the first difference otherwise."""
-    for field in ("n_obs", "layer_names", "widths", "self_job", "input_dtype", "n_stat_sets", "column_sums", "tests"):
-        if getattr(given, field) != getattr(wanted, field):
-            raise ValueError(f"plan= was made for another job: its {field} is {getattr(given, field)!r}, this "
-                             f"job's {getattr(wanted, field)!r}; make it with rv2dist.plan() and the same arguments")
-    if bool(given.cost.block_bytes) != bool(wanted.cost.block_bytes):
-        raise ValueError("plan= was made for other measures (with or without the second-moment measures' blocks); "
-                         "make it with rv2dist.plan() and the same arguments")
-    kinds = [(sub.kind, sub.count) for sub in given.resampling]
-    if kinds != [(sub.kind, sub.count) for sub in wanted.resampling]:
-        raise ValueError(f"plan= was made for other resampling ({kinds or 'none'}); make it with rv2dist.plan() "
-                         "and the same arguments")
-    return given
-
-
 def _prepare(a, b, options, client, given_plan=None) -> _Job:
     """Check a call's inputs and options; plan it."""
     names = check_names(options["metric"])
@@ -187,7 +155,7 @@ def _prepare(a, b, options, client, given_plan=None) -> _Job:
               [(name, _units(array)) for name, array in layers_b] if layers_b else None)
     job_plan = _make_plan(everything, widths, n, names, flags, {**options, "device": device}, client)
     if given_plan is not None:
-        job_plan = _check_plan(given_plan, job_plan)
+        job_plan = check_given_plan(given_plan, job_plan)
     in_task = job_plan.reads == "in-task"
     inputs = tuple(InputLayer(name, array, _stored_rows(array, job_plan.row_chunks) if in_task else None)
                    for name, array in everything)

@@ -3,6 +3,8 @@ repeats), and two networks' ids matched or aligned."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from rv2dist.io.errors import StoreError
@@ -100,3 +102,16 @@ def check_ids(ids_a, ids_b, align_obs=False, labels=("a", "b")):
         f"observation ids differ first at position {i}: {ids_a[i].item()!r} against {ids_b[i].item()!r}"
         f" ({label_a} against {label_b}; pass align_obs=True to reorder b when both hold the same ids)"
     )
+
+
+def ids_digest(ids) -> str:
+    """A digest of observation ids in their order: equal for the same ids whatever
+    their integer width or string dtype."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iub":
+        data = ids.astype(np.int64).tobytes()
+    elif ids.dtype.kind == "f":
+        data = ids.astype(np.float64).tobytes()
+    else:
+        data = "\0".join(map(str, ids.ravel().tolist())).encode()
+    return hashlib.sha256(repr(ids.shape).encode() + data).hexdigest()

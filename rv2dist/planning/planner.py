@@ -244,3 +244,20 @@ def make_plan(n_obs, layers_a, layers_b=None, *, dtype="float64", route="auto", 
                                                                   column_sums))
     mode, why = _choose_reads(reads, main)
     return dataclasses.replace(main, reads=mode, reads_reason=why)
+
+
+def check_given_plan(given, wanted):
+    """``given`` (``plan=``) when it plans the same job as ``wanted`` does; a ValueError
+    naming the first difference otherwise."""
+    for field in ("n_obs", "layer_names", "widths", "self_job", "input_dtype", "n_stat_sets", "column_sums", "tests"):
+        if getattr(given, field) != getattr(wanted, field):
+            raise ValueError(f"plan= was made for another job: its {field} is {getattr(given, field)!r}, this "
+                             f"job's {getattr(wanted, field)!r}; make it with rv2dist.plan() and the same arguments")
+    if bool(given.cost.block_bytes) != bool(wanted.cost.block_bytes):
+        raise ValueError("plan= was made for other measures (with or without the second-moment measures' blocks); "
+                         "make it with rv2dist.plan() and the same arguments")
+    kinds = [(sub.kind, sub.count) for sub in given.resampling]
+    if kinds != [(sub.kind, sub.count) for sub in wanted.resampling]:
+        raise ValueError(f"plan= was made for other resampling ({kinds or 'none'}); make it with rv2dist.plan() "
+                         "and the same arguments")
+    return given
