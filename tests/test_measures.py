@@ -59,6 +59,24 @@ def test_every_measure_equals_the_dense_reference(networks, chunks):
     assert result["rank_b"].values.tolist() == [ref.basis(y).shape[1] for y in dense_b.values()] == [9, 5]
 
 
+def test_blocks_centred_by_their_own_column_sums(networks, monkeypatch):
+    """With fewer than feature.SHIFT_ROWS rows the centring shift is the mean of all of
+    them and the column sums vanish; from the first 3 rows they do not, and each block
+    must be centred by its own layers' sums."""
+    from rv2dist.core import feature
+
+    monkeypatch.setattr(feature, "SHIFT_ROWS", 3)
+    a, b = networks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rv2dist.DegenerateCellWarning)
+        crossed = rv2dist.similarity(a, b, metric=["cca", "procrustes", "linreg"])
+        itself = rv2dist.similarity(b, metric=["procrustes", "linreg"])
+    for name in ("cca", "procrustes", "linreg"):
+        _close(crossed[name].values, _dense(a, b, name))
+    for name in ("procrustes", "linreg"):
+        _close(itself[name].values, _dense(b, b, name), rel=1e-9)
+
+
 def test_options_reach_their_measures(networks):
     """(Without the 45-unit layer, whose smallest eigenvalue, 4e-9 of its largest, lies
     below the cut-off: netrep clips at an absolute 1e-7 instead, docs/measures.md.)"""

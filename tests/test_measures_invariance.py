@@ -12,12 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rv2dist
+from rv2dist.core import feature
 
 _seeds = st.integers(0, 2**32 - 1)
 _scales = st.builds(lambda size, sign: sign * size, st.floats(1e-3, 1e3), st.sampled_from([-1.0, 1.0]))
 _shifts = st.floats(-1e3, 1e3)
 _widths = st.integers(1, 5)
 _rows = st.integers(16, 40)  # above p + q + 1: no canonical correlation forced to 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _shift_from_the_first_rows():
+    """The centring shift from the first 3 rows instead of the mean of all of them (as
+    with fewer than feature.SHIFT_ROWS rows): the blocks' centring correction works."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(feature, "SHIFT_ROWS", 3)
+        yield
 
 
 def _pair(rng, n, p, q, means=(1e2, 1e3)):
