@@ -88,6 +88,7 @@ def test_a_job_records_its_options_in_results_and_report(stores, tmp_path):
         runner.run_job(job, client, progress=False, stream=io.StringIO())
     combined = rv2dist.open_results(tmp_path / "results")
     assert combined.shape_metric.attrs["alpha"] == 0.3 and combined.ridge.attrs["ridge_lambda"] == 0.1
+    assert combined.attrs["alpha"] == 0.3 and "ridge_lambda" not in combined.attrs  # the job's own keys
     page = (tmp_path / "results" / "report.html").read_text()
     provenance = json.loads(page.split('"provenance": ')[1].split("}")[0] + "}")
     assert (provenance["alpha"], provenance["ridge_lambda"], provenance["svcca_variance"]) == (0.3, 0.1, 0.99)
