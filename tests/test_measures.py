@@ -59,6 +59,24 @@ def test_every_measure_equals_the_dense_reference(networks, chunks):
     assert result["rank_b"].values.tolist() == [ref.basis(y).shape[1] for y in dense_b.values()] == [9, 5]
 
 
+def test_blocks_centred_by_their_own_column_sums(networks, monkeypatch):
+    """With fewer than feature.SHIFT_ROWS rows the centring shift is the mean of all of
+    them and the column sums vanish; from the first 3 rows they do not, and each block
+    must be centred by its own layers' sums."""
+    from rv2dist.core import feature
+
+    monkeypatch.setattr(feature, "SHIFT_ROWS", 3)
+    a, b = networks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rv2dist.DegenerateCellWarning)
+        crossed = rv2dist.similarity(a, b, metric=["cca", "procrustes", "linreg"])
+        itself = rv2dist.similarity(b, metric=["procrustes", "linreg"])
+    for name in ("cca", "procrustes", "linreg"):
+        _close(crossed[name].values, _dense(a, b, name))
+    for name in ("procrustes", "linreg"):
+        _close(itself[name].values, _dense(b, b, name), rel=1e-9)
+
+
 def test_options_reach_their_measures(networks):
     """(Without the 45-unit layer, whose smallest eigenvalue, 4e-9 of its largest, lies
     below the cut-off: netrep clips at an absolute 1e-7 instead, docs/measures.md.)"""
@@ -88,9 +106,23 @@ def test_a_network_against_itself(networks):
             assert np.diag(values).tolist() == [expected] * 3, name
         off = ~np.eye(3, dtype=bool)
         _close(values[off], _dense(a, a, name)[off], rel=1e-9)
-        if name not in ("linreg", "ridge"):
+        if name not in ("linreg", "ridge", "pwcca"):
             assert np.array_equal(values, values.T), name
+    # pwcca: the layer of fewer directions carries the weights either way round
+    _close(result["pwcca"].values, result["pwcca"].values.T, rel=1e-12)
     assert not np.allclose(result["linreg"].values, result["linreg"].values.T)
+
+
+def test_pwcca_weights_the_row_layer_of_equal_ranks_against_itself_too(rng):
+    """Layers of equal rank: each cell's weights come from its row layer (docs/measures.md),
+    so the matrix is not symmetric, in a job of a network against itself as against a copy."""
+    latent = rng.standard_normal((80, 3))
+    a = {name: latent @ rng.standard_normal((3, 4)) + rng.standard_normal((80, 4)) for name in ("u", "v")}
+    itself = rv2dist.similarity(a, metric="pwcca").values
+    copied = rv2dist.similarity(a, {name: x.copy() for name, x in a.items()}, metric="pwcca").values
+    _close(itself, _dense(a, a, "pwcca"))
+    _close(copied, itself)
+    assert abs(itself[0, 1] - itself[1, 0]) > 1e-3
 
 
 def test_one_and_two_worker_processes_and_stores_agree(networks, tmp_path):

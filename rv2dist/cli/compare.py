@@ -38,6 +38,7 @@ def run_compare(args):
         result = compare_stores(args.a, args.b, options, out=Path(args.out), plot=args.plot, client=client,
                                 progress=progress_on(args))
     first = args.metric[0]
+    print(_title(result, first))
     print(result[first].to_pandas().round(3).to_string())
     if f"{first}_p_corrected" in result.data_vars:
         print(f"\n{first}: p-values corrected across the matrix ({args.correction})")
@@ -46,6 +47,17 @@ def run_compare(args):
             print(f"(p-values of {significance.P_FLOOR:g} rest on the floor: p <= {significance.P_FLOOR:g}; "
                   f"{first}_z ranks those cells)")
     print(f"result: {args.out}")
+
+
+def _title(result, metric) -> str:
+    """The line above the printed matrix: the measure, the options it was computed
+    with, and which network is which side (regression is not symmetric)."""
+    from rv2dist.core.measures import MEASURES
+
+    attrs = result[metric].attrs
+    options = ", ".join(f"{key}={attrs[key]:g}" for key in MEASURES[metric].options if key in attrs)
+    return (f"{metric}: {attrs.get('long_name', metric)}{f' ({options})' if options else ''}; rows: layers of "
+            f"{result.attrs.get('network_a', 'a')}, columns: layers of {result.attrs.get('network_b', 'b')}")
 
 
 def compare_stores(a, b, options, *, out, plot, client, progress):

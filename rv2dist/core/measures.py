@@ -68,6 +68,10 @@ class Measure:
     canonical_vectors : bool
         Whether it needs the canonical vectors, not only the correlations: the SVD
         with vectors is then taken first, and gives the correlations of the others.
+    options : tuple of str
+        The options of :class:`~rv2dist.core.block_measures.MeasureOptions` its value
+        depends on besides ``rcond`` (which every second-moment measure's ranks do):
+        recorded in the result's attrs.
     """
 
     name: str
@@ -85,6 +89,7 @@ class Measure:
     symmetric: bool = True
     whitens: bool = False
     canonical_vectors: bool = False
+    options: tuple = ()
 
     @property
     def family(self) -> str:
@@ -148,11 +153,12 @@ _ALL = (
         ("svcca", "SVCCA",
          "mean canonical correlation of each layer's leading principal directions explaining svcca_variance of its "
          "variance (Raghu et al. 2017)",
-         "SVCCA", lambda pair, o: sm.svcca(pair, o.svcca_variance), dict(whitens=True)),
+         "SVCCA", lambda pair, o: sm.svcca(pair, o.svcca_variance), dict(whitens=True, options=("svcca_variance",))),
         ("pwcca", "projection-weighted CCA (PWCCA)",
          "canonical correlations weighted by how much of the layer with fewer directions each accounts for "
          "(Morcos et al. 2018); see docs/measures.md",
-         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True, canonical_vectors=True)),
+         # not symmetric where the two layers have equal rank: the row layer's weights
+         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True, symmetric=False, canonical_vectors=True)),
         ("procrustes", "orthogonal Procrustes similarity",
          "||Cxy||_* / sqrt(tr Cxx tr Cyy), the normalised Bures similarity (Ding et al. 2021); invariant to "
          "rotations and isotropic scaling",
@@ -164,15 +170,17 @@ _ALL = (
         ("shape_metric", "angular shape metric",
          "arccos of the partially whitened Procrustes similarity (Williams et al. 2021, netrep's LinearMetric): "
          "alpha=1 rotations only, alpha=0 CCA; 0 for equal layers",
-         "shape metric", lambda pair, o: sm.shape_metric(pair, o.alpha), dict(kind="distance", scale="distance")),
+         "shape metric", lambda pair, o: sm.shape_metric(pair, o.alpha),
+         dict(kind="distance", scale="distance", options=("alpha",))),
         ("linreg", "linear regression R² (b from a)",
          "share of the variance of the layer of b (columns) explained by a least-squares fit from the layer of a "
          "(rows): tr(Cyx Cxx+ Cxy) / tr Cyy; not symmetric",
-         "R² (b from a)", lambda pair, o: sm.linreg(pair), dict(whitens=True, symmetric=False)),
+         "R² (columns from rows)", lambda pair, o: sm.linreg(pair), dict(whitens=True, symmetric=False)),
         ("ridge", "ridge regression R² (b from a)",
          "in-sample R² of the ridge fit of the layer of b (columns) from the layer of a (rows), penalty "
          "ridge_lambda times a's mean eigenvalue; not symmetric",
-         "ridge R² (b from a)", lambda pair, o: sm.ridge(pair, o.ridge_lambda), dict(symmetric=False)),
+         "ridge R² (columns from rows)", lambda pair, o: sm.ridge(pair, o.ridge_lambda),
+         dict(symmetric=False, options=("ridge_lambda",))),
       )),
     Measure("rv2_null", "expected RV2 under permutation",
             "the mean of RV2 when the observations of one side are shuffled: the level an RV2 is compared against",

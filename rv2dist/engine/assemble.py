@@ -198,11 +198,14 @@ def _measure(variables, name, statistics, resampled, plan, block):
         variables.add_replicates(name, replicates)
 
 
-def _block_measure(variables, name, block_values, resampled_values):
-    """Add second-moment measure ``name``'s matrix, permutation p-values and interval."""
-    measure, resampling = MEASURES[name], variables.spec.resampling
+def _block_measure(variables, name, block_values, resampled_values, plan):
+    """Add second-moment measure ``name``'s matrix (with the options it was computed
+    with in its attrs: its own and the eigenvalue cut-off), permutation p-values and
+    interval."""
+    measure, resampling, options = MEASURES[name], variables.spec.resampling, variables.spec.measure_options
     observed = block_values.values[name]
-    variables.add(observed, name, measure.long_name, measure.description, metric=name, center=1)
+    variables.add(observed, name, measure.long_name, measure.description, metric=name, center=1,
+                  **{key: getattr(options, key) for key in measure.options}, rcond=options.cut_off(plan.compute_dtype))
     replicates = (np.stack([values.values[name] for values in resampled_values["bootstrap"]])
                   if resampling.bootstrap else None)
     permuted = [values.values[name] for values in resampled_values.get("permutation", ())]
@@ -282,7 +285,7 @@ def assemble(statistics, block_values, kinds, resampled, resampled_values, spec,
     variables = _Variables(spec)
     for name in spec.measures:
         if MEASURES[name].family == "blocks":
-            _block_measure(variables, name, block_values, resampled_values)
+            _block_measure(variables, name, block_values, resampled_values, plan)
         else:
             _measure(variables, name, statistics, resampled, plan, block)
     degenerate = _degenerate(variables, block_values, plan, spec)

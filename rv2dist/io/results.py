@@ -185,8 +185,9 @@ def combine(parts):
     ----------
     parts : list of (str, str, str, xarray.Dataset or DataArray)
         ``(comparison label, network a, network b, result)``; a DataArray becomes a
-        Dataset of its one metric.  Variables keep the first result's attrs; the
-        Dataset's own attrs are left to the caller.
+        Dataset of its one metric.  Variables keep the attrs on which every result
+        holding them agrees (results of another ``alpha`` or ``center`` say neither);
+        the Dataset's own attrs are left to the caller.
     """
     import xarray as xr
 
@@ -199,12 +200,18 @@ def combine(parts):
         labelled.append(result.expand_dims(comparison=[label]).assign_coords(
             network_a=("comparison", [network_a or ""]), network_b=("comparison", [network_b or ""]), **own))
     combined = xr.concat(labelled, dim="comparison", join="outer", combine_attrs="drop")
-    for name in labelled[0].data_vars:
-        combined[name].attrs = dict(labelled[0][name].attrs)
+    for name in combined.data_vars:
+        combined[name].attrs = _shared_attrs([part[name].attrs for part in labelled if name in part.data_vars])
     combined["comparison"].attrs.update(long_name="comparison", description="network a against network b")
     for key, (_, long_name, description) in PER_COMPARISON.items():
         combined[key].attrs.update(long_name=long_name, description=description)
     return combined
+
+
+def _shared_attrs(attrs) -> dict:
+    """The entries of the first of ``attrs`` (dicts) that every other one holds too."""
+    return {key: value for key, value in attrs[0].items()
+            if all(key in other and np.array_equal(other[key], value) for other in attrs[1:])}
 
 
 def _own(result, key, unknown):

@@ -3,7 +3,9 @@ that matrix will cost, from one batch (:func:`plan_models`)."""
 
 from __future__ import annotations
 
+import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +108,7 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
     from rv2dist.api import similarity
     from rv2dist.planning.options import budget_bytes
 
+    _check_arguments(similarity, metric, options)  # before the recording, which may take hours
     pair = _pair(model_a, model_b, layers_a, layers_b, names, dict(
         pool=pool, channel_axis=channel_axis, output=output, device=device, dtype=dtype, call=call, mask=mask))
     held = budget_bytes(held_activations_budget() if memory_budget is None else memory_budget)
@@ -119,6 +122,25 @@ def compare_models(model_a, model_b, loader, layers_a, layers_b=None, *, metric=
         result = similarity(*activations, metric=metric, progress=progress, **options)
     result.attrs.update(network_a=str(names[0]), network_b=str(names[1]))
     return result
+
+
+def _check_arguments(similarity, metric, options) -> None:
+    """What :func:`rv2dist.similarity` will say of its arguments without data: an
+    unknown one (a TypeError), an unknown metric, significance or second-moment option
+    out of range (a ValueError naming it)."""
+    from rv2dist.core.block_measures import check_measure_options
+    from rv2dist.core.measures import check_names
+    from rv2dist.planning.options import check_resampling
+
+    arguments = inspect.signature(similarity).bind(None, metric=metric, **options)
+    arguments.apply_defaults()
+    given = arguments.arguments
+    check_names(metric)
+    with warnings.catch_warnings():  # (too few replicates: similarity itself says so)
+        warnings.simplefilter("ignore")
+        check_resampling(*(given[key] for key in ("tests", "correction", "permutations", "bootstrap", "seed",
+                                                  "confidence", "keep_replicates")))
+    check_measure_options(*(given[key] for key in ("alpha", "ridge_lambda", "svcca_variance", "rcond")))
 
 
 def held_activations_budget() -> int:

@@ -66,7 +66,7 @@ def write_combined(job: Job, results, networks):
     combined = combine(parts)
     # the options every comparison shared (bools as ints: netCDF has no booleans)
     combined.attrs.update({key: int(value) if isinstance(value, bool) else value
-                           for key, value in job.resampling.items()})
+                           for key, value in {**job.resampling, **job.measure_options}.items()})
     combined.attrs.update(job=job.name, metric=",".join(job.metrics), center=int(job.center),
                           route=routes_used(results.values(), job.route), route_requested=job.route,
                           stores=json.dumps({name: str(path) for name, path in job.networks.items()}),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime
 
+from rv2dist.core.measures import MEASURES
+from rv2dist.core.second_moments import DEFAULTS
 from rv2dist.io.atomic import write_text
 from rv2dist.service.events import JobEvents, JobFinished, JobStarted, ReportWritten
 from rv2dist.service.outputs import routes_used
@@ -51,10 +53,18 @@ def report_data(started: JobStarted, finished: JobFinished) -> dict:
         entry.update(name=comparison.name, plan=started.plans.get(comparison, ""))
         comparisons.append(entry)
     provenance = {"stores": ", ".join(f"{name} = {path}" for name, path in job.networks.items()),
-                  "metrics": ", ".join(job.metrics), "center": job.center,
+                  "metrics": ", ".join(job.metrics), "center": job.center, **measure_options(job),
                   "route": routes_used(finished.results.values(), job.route),
                   "results": str(job.out), "rv2dist": __version__,
                   "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     done = sum(c["status"] == "done" for c in comparisons)
     return {"jobs": [{"id": job.name, "name": job.name, "status": finished.status, "comparisons_done": done,
                       "comparisons_total": len(comparisons), "comparisons": comparisons, "provenance": provenance}]}
+
+
+def measure_options(job) -> dict:
+    """The options the job's second-moment measures were computed with (defaults
+    included), and ``rcond`` where the job sets it (else it follows the products' dtype)."""
+    read = dict.fromkeys(key for name in job.metrics for key in MEASURES[name].options)
+    given = job.measure_options
+    return {key: given.get(key, DEFAULTS[key]) for key in read} | {k: v for k, v in given.items() if k == "rcond"}
