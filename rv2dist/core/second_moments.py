@@ -102,6 +102,11 @@ def layer_blocks(cov, n, *, rcond=RCOND, centred=True) -> LayerBlocks:
     """
     rcond = check_option("rcond", rcond)
     xp = namespace(cov)
+    if not bool(xp.all(xp.isfinite(cov))):
+        # NaN or Inf in the data, or sums past float64: LAPACK would fail ("Eigenvalues
+        # did not converge"); the layer's measures are NaN and the job's checks name it
+        nan = xp.full(cov.shape, math.nan, dtype=xp.float64)
+        return LayerBlocks(float(n), nan[0], nan, 0, math.nan, bool(centred))
     values, vectors = xp.linalg.eigh((cov + cov.T) / 2)
     values, vectors = xp.flip(values), xp.flip(vectors, axis=1)
     top = float(values[0])
