@@ -421,6 +421,13 @@ GOOD_NETWORKS = '[networks]\na = "a.zarr"\nb = "b.zarr"\n'
     (GOOD_NETWORKS + '[[compare]]\nself = []\n', "self is empty, which makes no comparison"),
     ('[networks]\na = "a.zarr"\n[[compare]]\nreference = "a"\n',
      "reference 'a' has no other network to compare against"),
+    ('metrics = ["cca", "rv2", "ridge"]\nroute = "gram"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n',
+     'route = "gram" sums no p x p blocks, which metrics cca, ridge need'),
+    ('metrics = ["cca", "rv2_null"]\ntests = true\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n',
+     "none of the metrics asked for (cca, rv2_null) has them"),
+    ('[networks]\na__b = "a.zarr"\nc = "c.zarr"\na = "a.zarr"\nb__c = "b.zarr"\n'
+     '[[compare]]\npairs = [["a__b", "c"], ["a", "b__c"]]\n',
+     "comparisons 'a__b' against 'c' and 'a' against 'b__c' would both be called 'a__b__c'"),
 ])
 def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
     from rv2dist.service import jobfile
@@ -446,6 +453,14 @@ def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):
     done = run_cli("run", tmp_path / "job.toml")
     _assert_clean_failure(done, "self must be a list")
     assert "dashboard" not in done.stdout and not (tmp_path / "results").exists()
+
+
+def test_a_job_that_cannot_plan_leaves_no_results_folder(rng, tmp_path):
+    write_activations(tmp_path / "a.zarr", relu_network(rng, 3, (2,)))
+    (tmp_path / "job.toml").write_text('metrics = ["cka_debiased"]\n[networks]\na = "a.zarr"\n'
+                                       '[[compare]]\nself = ["a"]\n')
+    _assert_clean_failure(run_cli("run", tmp_path / "job.toml"), "cka_debiased needs at least 4 observations")
+    assert not (tmp_path / "results").exists()
 
 
 def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_path):

@@ -41,6 +41,15 @@ MARK_LEVEL = 0.05
 P_FLOOR = 1e-300
 
 
+def check_tests(names, tests) -> None:
+    """``tests=True`` adds the exact tests of the measures among ``names`` that have
+    them; a ValueError naming them when none has (the option would add nothing)."""
+    if tests and not any(name in TESTED for name in names):
+        raise ValueError(f"tests=True gives the exact permutation tests of {', '.join(TESTED)}; none of the metrics "
+                         f"asked for ({', '.join(names)}) has them: permutations=K gives Monte Carlo p-values of "
+                         "every measure")
+
+
 def _side(stats):
     """Per layer: the sums the moments need, each with its mean part removed."""
     n = stats.n
