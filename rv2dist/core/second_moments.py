@@ -364,8 +364,11 @@ def ridge(pair: PairBlocks, ridge_lambda=DEFAULTS["ridge_lambda"]) -> float:
     if penalty == 0.0:
         return linreg(pair)
     shrink = penalty * pair.x.trace / pair.x.values.shape[0]
+    if shrink == math.inf:  # a penalty past float64: nothing is fitted
+        return 0.0
     values = pair.x.values
-    return _explained(pair, (values + 2.0 * shrink) / (values + shrink) ** 2)
+    # (λ_i + 2ℓ) / (λ_i + ℓ)² with no square, which would overflow for a large penalty
+    return _explained(pair, (1.0 + shrink / (values + shrink)) / (values + shrink))
 
 
 def forced_ones(pair: PairBlocks, svcca_variance=None) -> int:
