@@ -140,12 +140,18 @@ def test_complex_and_text_layers_in_stores_are_refused(rng, tmp_path):
     _assert_clean_failure(run_cli("compare", text_store, "--out", tmp_path / "r.nc"), "layer 'labels'", "real numbers")
 
 
-@pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit"])
+@pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit", "x" * 256, "é" * 128])
 def test_layer_names_a_store_cannot_give_back_are_refused(rng, tmp_path, name):
     layers = {"l0": rng.standard_normal((10, 3)), name: rng.standard_normal((10, 2))}
     with pytest.raises(StoreError, match="layer name"):
         write_activations(tmp_path / "s.zarr", layers)
     assert not list(tmp_path.iterdir())
+
+
+def test_layer_names_as_long_as_a_file_name_are_stored(rng, tmp_path):
+    layers = {"x" * 255: rng.standard_normal((10, 3)), "é" * 127: rng.standard_normal((10, 2))}
+    write_activations(tmp_path / "s.zarr", layers)
+    assert list(rv2dist.open_activations(tmp_path / "s.zarr").data_vars) == list(layers)
 
 
 def test_repeated_observation_ids_are_refused_on_open(rng, tmp_path):
