@@ -445,6 +445,20 @@ def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
     assert str(path) in str(caught.value) and named in str(caught.value)
 
 
+def test_every_job_key_and_metric_is_in_the_keys_table_of_jobs_md():
+    from pathlib import Path
+
+    from rv2dist.core.measures import MEASURES
+    from rv2dist.service.jobfile import JOB_KEYS
+
+    rows = [line for line in (Path(__file__).parents[1] / "docs" / "jobs.md").read_text().splitlines()
+            if line.startswith("| `")]
+    documented = {line.split("`")[1].strip("[]") for line in rows}
+    assert set(JOB_KEYS) <= documented, set(JOB_KEYS) - documented
+    metrics_row = next(line for line in rows if line.startswith("| `metrics` |"))
+    assert all(f"`{name}`" in metrics_row for name in MEASURES), metrics_row
+
+
 def test_a_job_file_with_a_byte_order_mark_is_read(tmp_path):
     from rv2dist.service import jobfile
 

@@ -18,6 +18,9 @@ output folder::
     keep_replicates = false      # also store each replicate (for rv2dist.compare_cells/compare_results)
     seed = 0
     confidence = 0.95
+    alpha = 1.0                  # the second-moment measures' options (see rv2dist.similarity)
+    ridge_lambda = 0.1
+    svcca_variance = 0.99
 
     [networks]
     standard = "stores/standard.zarr"
