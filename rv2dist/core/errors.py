@@ -15,6 +15,13 @@ class FewReplicatesWarning(UserWarning):
     most extreme replicates."""
 
 
+class ShiftedIntervalWarning(RuntimeWarning):
+    """A measure's estimate lies outside its own bootstrap interval in some cells:
+    resampling shifts the measure (the second-moment measures' bias from the number
+    of observations), so those intervals are no confidence intervals (the
+    ``estimate_outside`` attr of the interval variables counts the cells)."""
+
+
 class DegenerateCellWarning(RuntimeWarning):
     """Two layers' ranks together exceed the observations less one: canonical
     correlations of the pair are 1 whatever the data, so CCA-type measures and
