@@ -192,7 +192,7 @@ def test_an_interval_that_leaves_out_its_estimate_is_said(tmp_path):
     z = g.standard_normal((50, 2))
     a = {"x": z @ g.standard_normal((2, 10)) + g.standard_normal((50, 10))}
     b = {"y": z @ g.standard_normal((2, 8)) + g.standard_normal((50, 8))}
-    with pytest.warns(rv2dist.ShiftedIntervalWarning, match=r"\(cca in 1 of 1 cells\): resampling shifts"):
+    with pytest.warns(rv2dist.ShiftedIntervalWarning, match=r"\(cca in 1 of 1 cells\): a resample's duplicated"):
         result = rv2dist.similarity(a, b, metric=["cca", "rv2"], bootstrap=41, seed=0)
     assert result["cca"].item() < result["cca_low"].item()
     assert result["cca_low"].attrs["estimate_outside"] == result["cca_high"].attrs["estimate_outside"] == 1

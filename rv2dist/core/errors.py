@@ -16,10 +16,11 @@ class FewReplicatesWarning(UserWarning):
 
 
 class ShiftedIntervalWarning(RuntimeWarning):
-    """A measure's estimate lies outside its own bootstrap interval in some cells:
-    resampling shifts the measure (the second-moment measures' bias from the number
-    of observations), so those intervals are no confidence intervals (the
-    ``estimate_outside`` attr of the interval variables counts the cells)."""
+    """A measure's estimate lies outside its own bootstrap interval in some cells: a
+    resample's duplicated observations shift the measure (the second-moment measures
+    move with the number of observations against the units), so those intervals are
+    no confidence intervals (the ``estimate_outside`` attr of the interval variables
+    counts the cells)."""
 
 
 class DegenerateCellWarning(RuntimeWarning):

@@ -288,8 +288,8 @@ def undefined_replicates(replicates, observed):
 
 # said in the interval's description when some replicates were undefined
 # said in the interval's description when it leaves out the estimate in some cells
-OUTSIDE = ("; in {outside} cell(s) the estimate lies outside it: resampling shifts the measure (its bias from the "
-           "number of observations), so there it is no confidence interval")
+OUTSIDE = ("; in {outside} cell(s) the estimate lies outside it: a resample's duplicated observations shift the "
+           "measure, so there it is no confidence interval")
 LEFT_OUT = ("; {undefined} of the {bootstrap} replicates left the metric undefined (too few weighted observations, "
             "or a layer without variance in the resample) and are left out")
 

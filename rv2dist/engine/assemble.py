@@ -164,7 +164,9 @@ class _Variables:
 
     def add_significance(self, name, extra, undefined_replicates, observed):
         resampling = self.spec.resampling
-        outside = significance.estimates_outside(observed, extra["low"], extra["high"]) if "low" in extra else 0
+        # (with fewer replicates than the confidence needs, FewReplicatesWarning has said the ends are extremes)
+        counted = "low" in extra and resampling.bootstrap >= significance.fewest_replicates(resampling.confidence)
+        outside = significance.estimates_outside(observed, extra["low"], extra["high"]) if counted else 0
         for suffix, array in extra.items():
             long_name, description = significance.DESCRIPTIONS[suffix]
             more = {"correction": resampling.correction} if suffix == "p_corrected" else {}
@@ -341,9 +343,8 @@ def shifted_message(result):
     if not counts:
         return None
     listed = ", ".join(f"{metric} in {count:,} of {cells:,} cells" for metric, (count, cells) in counts.items())
-    return (f"estimates outside their own bootstrap intervals ({listed}): resampling shifts these measures (their "
-            "bias from the number of observations; docs/statistics.md), so those intervals are no confidence "
-            "intervals")
+    return (f"estimates outside their own bootstrap intervals ({listed}): a resample's duplicated observations "
+            "shift these measures (docs/statistics.md), so those intervals are no confidence intervals")
 
 
 def degenerate_message(result):
