@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -1696,6 +1697,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only the cases whose id or area holds this text")
     parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
+    parser.add_argument("--keep", action="store_true", help=f"keep the stores and results it writes ({SCRATCH})")
     args = parser.parse_args(argv)
     os.environ.setdefault("DASK_RV2DIST__PROGRESS", "false")
     counts = dict.fromkeys(VERDICTS, 0)
@@ -1716,6 +1718,8 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if _CLUSTER is not None:
         _CLUSTER.close()
+    if not args.keep:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
     return 0
 
 
