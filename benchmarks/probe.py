@@ -285,13 +285,16 @@ def cli_works(*args, env=None):
 
 # --- scratch folders and stores ---------------------------------------------------------
 
-SCRATCH = Path(tempfile.mkdtemp(prefix="rv2dist-probe-"))
+# made at the first case that writes (worker processes import this script too)
+_SCRATCH = []
 _COUNTER = [0]
 
 
 def folder(name="case") -> Path:
+    if not _SCRATCH:
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="rv2dist-probe-")))
     _COUNTER[0] += 1
-    path = SCRATCH / f"{_COUNTER[0]:03d}-{name}"
+    path = _SCRATCH[0] / f"{_COUNTER[0]:03d}-{name}"
     path.mkdir()
     return path
 
@@ -1697,7 +1700,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only the cases whose id or area holds this text")
     parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
-    parser.add_argument("--keep", action="store_true", help=f"keep the stores and results it writes ({SCRATCH})")
+    parser.add_argument("--keep", action="store_true", help="keep the stores and results it writes (a folder rv2dist-probe-* in the temporary folder)")
     args = parser.parse_args(argv)
     os.environ.setdefault("DASK_RV2DIST__PROGRESS", "false")
     counts = dict.fromkeys(VERDICTS, 0)
@@ -1718,8 +1721,10 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if _CLUSTER is not None:
         _CLUSTER.close()
-    if not args.keep:
-        shutil.rmtree(SCRATCH, ignore_errors=True)
+    if _SCRATCH and args.keep:
+        print(f"stores and results: {_SCRATCH[0]}")
+    elif _SCRATCH:
+        shutil.rmtree(_SCRATCH[0], ignore_errors=True)
     return 0
 
 
