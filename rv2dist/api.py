@@ -142,6 +142,7 @@ def _prepare(a, b, options, client, given_plan=None) -> _Job:
     center = checks.flag("center", options["center"])
     checks.flag("align_obs", options["align_obs"])
     resampling = options["resampling"]
+    significance.check_tests(names, resampling.tests)
     layers_a, layers_b, ids = _sides(a, b, options["layers"], options["align_obs"], options["names"],
                                      options["obs_dim"])
     everything = layers_a + (layers_b or [])

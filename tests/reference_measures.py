@@ -37,7 +37,8 @@ def _leading(x, share):
     """Scores of the fewest leading principal components reaching ``share`` of the variance."""
     u, s, _ = np.linalg.svd(centred(x), full_matrices=False)
     variance = s**2
-    m = int(np.argmax(np.cumsum(variance) / variance.sum() >= share)) + 1
+    # the last share may round to just below 1: share = 1 keeps every component
+    m = min(len(s), int(np.sum(np.cumsum(variance) / variance.sum() < share)) + 1)
     return u[:, :m] * s[:m]
 
 

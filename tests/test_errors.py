@@ -33,6 +33,27 @@ def test_nan_or_inf_names_the_layer(good, bad, route, lazy):
         rv2dist.similarity({"c1": good["c1"], "c2": good["c1"] * 2 + 1}, layers, route=route)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("extra", [{}, {"bootstrap": 3, "permutations": 2}])
+def test_nan_or_inf_names_the_layer_for_second_moment_measures(good, bad, lazy, extra):
+    """A layer's block holding NaN or Inf is not decomposed (LAPACK would fail with
+    'Eigenvalues did not converge', naming nothing): the job's check names the layer."""
+    good["c2"][7, 1] = bad
+    layers = {k: da.from_array(v, chunks=(5, -1)) for k, v in good.items()} if lazy else good
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rv2dist.FewReplicatesWarning)
+        with pytest.raises(ValueError, match=r"layer 'c2' contains NaN or Inf"):
+            rv2dist.similarity(layers, metric=["cca", "procrustes", "ridge"], **extra)
+
+
+@pytest.mark.parametrize("scale", [1e155, 1e300])
+def test_sums_past_float64_name_the_layer_for_second_moment_measures(good, scale):
+    good["c2"] = good["c2"] * scale
+    with pytest.raises(ValueError, match=r"layer 'c2' contains NaN or Inf \(or values too large to sum in float64\)"):
+        rv2dist.similarity(good, metric=["procrustes", "linreg"])
+
+
 def test_non_numeric_dtype(good):
     good["c2"] = np.array([["a"] * 3] * 20)
     with pytest.raises(TypeError, match=r"layer 'c2' has dtype <U1"):

@@ -140,12 +140,18 @@ def test_complex_and_text_layers_in_stores_are_refused(rng, tmp_path):
     _assert_clean_failure(run_cli("compare", text_store, "--out", tmp_path / "r.nc"), "layer 'labels'", "real numbers")
 
 
-@pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit"])
+@pytest.mark.parametrize("name", ["a/b", "", "obs", ".hidden", "l0_unit", "x" * 256, "é" * 128])
 def test_layer_names_a_store_cannot_give_back_are_refused(rng, tmp_path, name):
     layers = {"l0": rng.standard_normal((10, 3)), name: rng.standard_normal((10, 2))}
     with pytest.raises(StoreError, match="layer name"):
         write_activations(tmp_path / "s.zarr", layers)
     assert not list(tmp_path.iterdir())
+
+
+def test_layer_names_as_long_as_a_file_name_are_stored(rng, tmp_path):
+    layers = {"x" * 255: rng.standard_normal((10, 3)), "é" * 127: rng.standard_normal((10, 2))}
+    write_activations(tmp_path / "s.zarr", layers)
+    assert list(rv2dist.open_activations(tmp_path / "s.zarr").data_vars) == list(layers)
 
 
 def test_repeated_observation_ids_are_refused_on_open(rng, tmp_path):
@@ -421,6 +427,13 @@ GOOD_NETWORKS = '[networks]\na = "a.zarr"\nb = "b.zarr"\n'
     (GOOD_NETWORKS + '[[compare]]\nself = []\n', "self is empty, which makes no comparison"),
     ('[networks]\na = "a.zarr"\n[[compare]]\nreference = "a"\n',
      "reference 'a' has no other network to compare against"),
+    ('metrics = ["cca", "rv2", "ridge"]\nroute = "gram"\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n',
+     'route = "gram" sums no p x p blocks, which metrics cca, ridge need'),
+    ('metrics = ["cca", "rv2_null"]\ntests = true\n' + GOOD_NETWORKS + '[[compare]]\nself = ["a"]\n',
+     "none of the metrics asked for (cca, rv2_null) has them"),
+    ('[networks]\na__b = "a.zarr"\nc = "c.zarr"\na = "a.zarr"\nb__c = "b.zarr"\n'
+     '[[compare]]\npairs = [["a__b", "c"], ["a", "b__c"]]\n',
+     "comparisons 'a__b' against 'c' and 'a' against 'b__c' would both be called 'a__b__c'"),
 ])
 def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
     from rv2dist.service import jobfile
@@ -430,6 +443,20 @@ def test_job_file_faults_name_the_file_and_key(tmp_path, text, named):
     with pytest.raises(jobfile.JobError, match=None) as caught:
         jobfile.load_job(path)
     assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+def test_every_job_key_and_metric_is_in_the_keys_table_of_jobs_md():
+    from pathlib import Path
+
+    from rv2dist.core.measures import MEASURES
+    from rv2dist.service.jobfile import JOB_KEYS
+
+    rows = [line for line in (Path(__file__).parents[1] / "docs" / "jobs.md").read_text().splitlines()
+            if line.startswith("| `")]
+    documented = {line.split("`")[1].strip("[]") for line in rows}
+    assert set(JOB_KEYS) <= documented, set(JOB_KEYS) - documented
+    metrics_row = next(line for line in rows if line.startswith("| `metrics` |"))
+    assert all(f"`{name}`" in metrics_row for name in MEASURES), metrics_row
 
 
 def test_a_job_file_with_a_byte_order_mark_is_read(tmp_path):
@@ -446,6 +473,14 @@ def test_job_faults_exit_2_before_any_cluster_starts(tmp_path):
     done = run_cli("run", tmp_path / "job.toml")
     _assert_clean_failure(done, "self must be a list")
     assert "dashboard" not in done.stdout and not (tmp_path / "results").exists()
+
+
+def test_a_job_that_cannot_plan_leaves_no_results_folder(rng, tmp_path):
+    write_activations(tmp_path / "a.zarr", relu_network(rng, 3, (2,)))
+    (tmp_path / "job.toml").write_text('metrics = ["cka_debiased"]\n[networks]\na = "a.zarr"\n'
+                                       '[[compare]]\nself = ["a"]\n')
+    _assert_clean_failure(run_cli("run", tmp_path / "job.toml"), "cka_debiased needs at least 4 observations")
+    assert not (tmp_path / "results").exists()
 
 
 def test_network_names_cannot_place_files_outside_the_results_folder(rng, tmp_path):

@@ -181,6 +181,35 @@ def test_degenerate_cells_are_counted_and_warned_of(rng):
         rv2dist.similarity(a, b, metric="procrustes")  # no whitening: nothing to warn of
 
 
+def test_an_interval_that_leaves_out_its_estimate_is_said(tmp_path):
+    """At n = 50 for 10 + 8 units, duplicated observations act as fewer and raise cca
+    (its bias from n): the percentile interval lies above the estimate, and is no
+    confidence interval. A warning, the interval's attrs, `compare` and a job say so."""
+    from conftest import run_cli
+    from rv2dist.io.writer import write_activations
+
+    g = np.random.default_rng(7)
+    z = g.standard_normal((50, 2))
+    a = {"x": z @ g.standard_normal((2, 10)) + g.standard_normal((50, 10))}
+    b = {"y": z @ g.standard_normal((2, 8)) + g.standard_normal((50, 8))}
+    with pytest.warns(rv2dist.ShiftedIntervalWarning, match=r"\(cca in 1 of 1 cells\): a resample's duplicated"):
+        result = rv2dist.similarity(a, b, metric=["cca", "rv2"], bootstrap=41, seed=0)
+    assert result["cca"].item() < result["cca_low"].item()
+    assert result["cca_low"].attrs["estimate_outside"] == result["cca_high"].attrs["estimate_outside"] == 1
+    assert "no confidence interval" in result["cca_low"].attrs["description"]
+    assert result["rv2_low"].item() <= result["rv2"].item() <= result["rv2_high"].item()
+    assert "estimate_outside" not in result["rv2_low"].attrs
+    write_activations(tmp_path / "a.zarr", a)
+    write_activations(tmp_path / "b.zarr", b)
+    done = run_cli("-q", "compare", tmp_path / "a.zarr", tmp_path / "b.zarr", "--metric", "cca", "--bootstrap", "41",
+                   "--out", tmp_path / "r.nc")
+    assert done.returncode == 0 and "warning: estimates outside their own bootstrap intervals (cca" in done.stderr
+    (tmp_path / "job.toml").write_text('metrics = ["cca"]\nbootstrap = 41\nplots = false\n[networks]\na = "a.zarr"\n'
+                                       'b = "b.zarr"\n[[compare]]\nreference = "a"\n')
+    done = run_cli("run", tmp_path / "job.toml", "--no-progress")
+    assert done.returncode == 0 and "  note a__b: estimates outside their own bootstrap intervals (cca" in done.stdout
+
+
 def test_bootstrap_replicates_and_permutations_of_a_block_measure(rng):
     """Every kept replicate is the measure of the data with each row repeated its
     Poisson count times; the permutation p-value counts the seeded permutations at

@@ -141,6 +141,10 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(nets, tmp_path, capsys):
     np.save("gray.npy", np.zeros((4, 1, 5, 5), np.float32))
     np.savez("two.npz", a=np.zeros((4, 3)), b=np.zeros((4, 3)))
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), "scripted.pt")
+    for name, data in (("garbage.npy", b"\x93NUMPY garbage"), ("empty.npy", b""), ("garbage.npz", b"PK garbage"),
+                       ("cut.npz", b"PK\x03\x04" + b"\0" * 40)):
+        (tmp_path / name).write_bytes(data)
+    np.save("objects.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
     (tmp_path / "exists.zarr").mkdir()
     model, layers = ["rv2dist_test_nets:Net"], ["--layers", "conv", "fc"]
     cases = [
@@ -150,6 +154,8 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(nets, tmp_path, capsys):
         ([*model, "--inputs", "x.npy", "--layers", "conv", "fc2"], "has no module 'fc2'; did you mean 'fc'"),
         ([*model, "--inputs", "missing.npy", *layers], "inputs missing.npy do not exist"),
         ([*model, "--inputs", "two.npz", *layers], "two.npz hold a, b: name the inputs array 'inputs' or 'x'"),
+        *(([*model, "--inputs", name, *layers], f"inputs {name}: cannot read it as a {name[-4:]} array file")
+          for name in ("garbage.npy", "empty.npy", "objects.npy", "garbage.npz", "cut.npz")),
         ([*model, "--inputs", "gray.npy", *layers], "the model (Net) failed on a batch of shape (4, 1, 5, 5)"),
         ([*model, "--text", "x.npy", *layers], "needs a tokenizer"),
         ([*model, "--arg", "width", "--inputs", "x.npy", *layers], "--arg 'width' is not KEY=VALUE"),

@@ -189,6 +189,18 @@ def test_bad_options_raise_naming_option_and_value(rng, option, value):
         sm.check_option(option, value)
 
 
+@pytest.mark.parametrize("ridge_lambda", [1e6, 1e300, 1e308])
+def test_ridge_with_a_huge_penalty_is_the_dense_value_without_overflow(rng, ridge_lambda):
+    """The penalty's square would overflow past 1e154 (numpy's warning, then 0); at
+    1e308 the penalty itself, scaled by the mean eigenvalue, leaves float64: R² 0."""
+    x, y = _pair_data(rng, 60, 4, 5, offset=False)
+    pair = _blocks(x, y)
+    with np.errstate(all="raise"):
+        got = sm.ridge(pair, ridge_lambda=ridge_lambda)
+    assert got == pytest.approx(ref.ridge(x, y, min(ridge_lambda, 1e300)), rel=1e-9, abs=1e-15)
+    assert 0.0 <= got < 1e-5
+
+
 def test_each_layer_decomposed_once_and_each_svd_shared(rng, monkeypatch):
     """cca, cca_r2 and shape_metric(alpha=0) share the singular values of one SVD,
     pwcca alone asks for its vectors; procrustes, its distance and shape_metric(alpha=1)

@@ -495,3 +495,15 @@ def test_too_few_replicates_for_the_interval_warn(rng, confidence, fewest):
     with warnings.catch_warnings():
         warnings.simplefilter("error", rv2dist.FewReplicatesWarning)
         rv2dist.similarity({"x": x}, {"y": y}, bootstrap=fewest, confidence=confidence, compute=False)
+
+
+def test_tests_need_a_measure_that_has_them(rng):
+    """tests=True with only measures without exact tests would add nothing: refused,
+    naming them; with one that has them, that one is tested and the others are not."""
+    a, b = {"x": rng.standard_normal((30, 3))}, {"y": rng.standard_normal((30, 2))}
+    for call in (rv2dist.similarity, rv2dist.plan):
+        with pytest.raises(ValueError, match=r"none of the metrics asked for \(cca, rv2_null\) has them: "
+                                             r"permutations=K"):
+            call(a, b, metric=["cca", "rv2_null"], tests=True)
+    result = rv2dist.similarity(a, b, metric=["rv2", "cca"], tests=True)
+    assert "rv2_z" in result and "cca_z" not in result

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rv2dist.core import second_moments as sm
-from rv2dist.core.xp import concat, f64, namespace
+from rv2dist.core.xp import QUIET_RANGE, concat, f64, namespace
 
 # relative eigenvalue cut-offs by the dtype of the summed products: float32 products
 # carry errors near 1e-7 of a block's largest eigenvalue, which whitening would magnify
@@ -82,6 +82,7 @@ def _piece_pairs(products, product_pieces, mirrored):
                     yield col_layer, layer, (col_start, col_stop), (start, stop), part.T
 
 
+@QUIET_RANGE  # sums past float64 are named by layer when the job ends, not as numpy's warnings
 def centred_blocks(sums, product_pieces, mirrored, widths, cells) -> Blocks:
     """The :class:`Blocks` of ``cells`` (and of their layers) from the feature route's
     totals of centred (shifted) data: ``C = P - s_x s_y' / n``, ``P`` the summed

@@ -15,6 +15,14 @@ class FewReplicatesWarning(UserWarning):
     most extreme replicates."""
 
 
+class ShiftedIntervalWarning(RuntimeWarning):
+    """A measure's estimate lies outside its own bootstrap interval in some cells: a
+    resample's duplicated observations shift the measure (the second-moment measures
+    move with the number of observations against the units), so those intervals are
+    no confidence intervals (the ``estimate_outside`` attr of the interval variables
+    counts the cells)."""
+
+
 class DegenerateCellWarning(RuntimeWarning):
     """Two layers' ranks together exceed the observations less one: canonical
     correlations of the pair are 1 whatever the data, so CCA-type measures and

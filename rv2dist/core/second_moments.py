@@ -102,6 +102,11 @@ def layer_blocks(cov, n, *, rcond=RCOND, centred=True) -> LayerBlocks:
     """
     rcond = check_option("rcond", rcond)
     xp = namespace(cov)
+    if not bool(xp.all(xp.isfinite(cov))):
+        # NaN or Inf in the data, or sums past float64: LAPACK would fail ("Eigenvalues
+        # did not converge"); the layer's measures are NaN and the job's checks name it
+        nan = xp.full(cov.shape, math.nan, dtype=xp.float64)
+        return LayerBlocks(float(n), nan[0], nan, 0, math.nan, bool(centred))
     values, vectors = xp.linalg.eigh((cov + cov.T) / 2)
     values, vectors = xp.flip(values), xp.flip(vectors, axis=1)
     top = float(values[0])
@@ -359,8 +364,11 @@ def ridge(pair: PairBlocks, ridge_lambda=DEFAULTS["ridge_lambda"]) -> float:
     if penalty == 0.0:
         return linreg(pair)
     shrink = penalty * pair.x.trace / pair.x.values.shape[0]
+    if shrink == math.inf:  # a penalty past float64: nothing is fitted
+        return 0.0
     values = pair.x.values
-    return _explained(pair, (values + 2.0 * shrink) / (values + shrink) ** 2)
+    # (λ_i + 2ℓ) / (λ_i + ℓ)² with no square, which would overflow for a large penalty
+    return _explained(pair, (1.0 + shrink / (values + shrink)) / (values + shrink))
 
 
 def forced_ones(pair: PairBlocks, svcca_variance=None) -> int:

@@ -41,6 +41,15 @@ MARK_LEVEL = 0.05
 P_FLOOR = 1e-300
 
 
+def check_tests(names, tests) -> None:
+    """``tests=True`` adds the exact tests of the measures among ``names`` that have
+    them; a ValueError naming them when none has (the option would add nothing)."""
+    if tests and not any(name in TESTED for name in names):
+        raise ValueError(f"tests=True gives the exact permutation tests of {', '.join(TESTED)}; none of the metrics "
+                         f"asked for ({', '.join(names)}) has them: permutations=K gives Monte Carlo p-values of "
+                         "every measure")
+
+
 def _side(stats):
     """Per layer: the sums the moments need, each with its mean part removed."""
     n = stats.n
@@ -260,6 +269,15 @@ def percentile_interval(replicates, confidence):
     return low, high
 
 
+def estimates_outside(observed, low, high) -> int:
+    """How many cells' estimates lie outside their own bootstrap interval: resampling
+    shifts the measure there (duplicated observations act as fewer, and a measure
+    biased by the number of observations moves), so the interval is no confidence
+    interval for it."""
+    with np.errstate(invalid="ignore"):
+        return int(np.count_nonzero((observed < low) | (observed > high)))
+
+
 def undefined_replicates(replicates, observed):
     """How many bootstrap replicates are undefined (NaN) in a cell where the observed
     value is defined: their weights left too few observations, or a layer without
@@ -269,6 +287,9 @@ def undefined_replicates(replicates, observed):
 
 
 # said in the interval's description when some replicates were undefined
+# said in the interval's description when it leaves out the estimate in some cells
+OUTSIDE = ("; in {outside} cell(s) the estimate lies outside it: a resample's duplicated observations shift the "
+           "measure, so there it is no confidence interval")
 LEFT_OUT = ("; {undefined} of the {bootstrap} replicates left the metric undefined (too few weighted observations, "
             "or a layer without variance in the resample) and are left out")
 

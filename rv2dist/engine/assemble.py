@@ -17,7 +17,8 @@ import numpy as np
 from rv2dist.core import significance
 from rv2dist.core import statistics as stat_checks
 from rv2dist.core.block_measures import MeasureOptions
-from rv2dist.core.errors import DegenerateCellWarning, UndefinedLayerWarning, UndefinedReplicateWarning
+from rv2dist.core.errors import (DegenerateCellWarning, ShiftedIntervalWarning, UndefinedLayerWarning,
+                                 UndefinedReplicateWarning)
 from rv2dist.core.measures import MEASURES
 from rv2dist.planning.options import Resampling
 
@@ -161,8 +162,11 @@ class _Variables:
             attrs={"long_name": f"bootstrap replicates of {name}", "metric": name,
                    "description": significance.REPLICATES_DESCRIPTION.format(bootstrap=bootstrap)})
 
-    def add_significance(self, name, extra, undefined_replicates):
+    def add_significance(self, name, extra, undefined_replicates, observed):
         resampling = self.spec.resampling
+        # (with fewer replicates than the confidence needs, FewReplicatesWarning has said the ends are extremes)
+        counted = "low" in extra and resampling.bootstrap >= significance.fewest_replicates(resampling.confidence)
+        outside = significance.estimates_outside(observed, extra["low"], extra["high"]) if counted else 0
         for suffix, array in extra.items():
             long_name, description = significance.DESCRIPTIONS[suffix]
             more = {"correction": resampling.correction} if suffix == "p_corrected" else {}
@@ -171,10 +175,13 @@ class _Variables:
             if suffix in ("low", "high") and undefined_replicates:
                 description += significance.LEFT_OUT
                 more["undefined_replicates"] = undefined_replicates
+            if suffix in ("low", "high") and outside:
+                description += significance.OUTSIDE
+                more["estimate_outside"] = outside
             self.add(array, f"{name}_{suffix}", f"{long_name} of {name}", description.format(
                 correction=resampling.correction, permutations=resampling.permutations,
                 bootstrap=resampling.bootstrap, confidence=resampling.confidence,
-                undefined=undefined_replicates, floor=significance.P_FLOOR), metric=name, **more)
+                undefined=undefined_replicates, outside=outside, floor=significance.P_FLOOR), metric=name, **more)
 
 
 def _measure(variables, name, statistics, resampled, plan, block):
@@ -193,7 +200,7 @@ def _measure(variables, name, statistics, resampled, plan, block):
     undefined = significance.undefined_replicates(replicates, values[rows, cols]) if resampling.bootstrap else 0
     extra = _significance(name, values, stats, resampled.get("permutation", {}).get(centred), replicates, block,
                           plan.self_job, resampling)
-    variables.add_significance(name, extra, undefined)
+    variables.add_significance(name, extra, undefined, values[rows, cols])
     if resampling.keep_replicates:
         variables.add_replicates(name, replicates)
 
@@ -211,7 +218,7 @@ def _block_measure(variables, name, block_values, resampled_values, plan):
     permuted = [values.values[name] for values in resampled_values.get("permutation", ())]
     undefined = significance.undefined_replicates(replicates, observed) if resampling.bootstrap else 0
     variables.add_significance(name, _block_significance(measure, observed, permuted, replicates, resampling),
-                               undefined)
+                               undefined, observed)
     if resampling.keep_replicates:
         variables.add_replicates(name, replicates)
 
@@ -327,6 +334,19 @@ def replicates_message(result):
             f"{result.attrs.get('bootstrap', '?'):,})")
 
 
+def shifted_message(result):
+    """What the ``estimate_outside`` attrs of a result's interval variables say (None
+    when every estimate lies inside its interval)."""
+    variables = result.data_vars.values() if hasattr(result, "data_vars") else ()
+    counts = {v.attrs["metric"]: (v.attrs["estimate_outside"], v.size) for v in variables
+              if "estimate_outside" in v.attrs and v.name.endswith("_low")}
+    if not counts:
+        return None
+    listed = ", ".join(f"{metric} in {count:,} of {cells:,} cells" for metric, (count, cells) in counts.items())
+    return (f"estimates outside their own bootstrap intervals ({listed}): a resample's duplicated observations "
+            "shift these measures (docs/statistics.md), so those intervals are no confidence intervals")
+
+
 def degenerate_message(result):
     """What a result's ``degenerate_cells`` attr says (None when there are none)."""
     cells = list(result.attrs.get("degenerate_cells", ()))
@@ -340,11 +360,12 @@ def degenerate_message(result):
 
 def warn_undefined(result, stacklevel=2):
     """Warn of the layers a computed result marks undefined (its ``undefined_layers``
-    attr), of bootstrap replicates left out of its intervals and of cells whose
-    whitening measures are degenerate, in the caller's process: the task that found
-    them may have run on a worker."""
+    attr), of bootstrap replicates left out of its intervals, of intervals that leave
+    out their estimate and of cells whose whitening measures are degenerate, in the
+    caller's process: the task that found them may have run on a worker."""
     for message, category in ((undefined_message(result), UndefinedLayerWarning),
                               (replicates_message(result), UndefinedReplicateWarning),
+                              (shifted_message(result), ShiftedIntervalWarning),
                               (degenerate_message(result), DegenerateCellWarning)):
         if message:
             warnings.warn(message, category, stacklevel=stacklevel + 1)

@@ -25,6 +25,8 @@ COMPLETE_ATTR = "rv2dist_complete"
 # holds, checked on every read, and its content fingerprint
 CHECKSUMS_ATTR = "rv2dist_checksums"
 RESERVED_NAMES = frozenset({"obs"})
+# the longest file name (in UTF-8 bytes) of the file systems stores live on
+NAME_BYTES = 255
 # numpy dtype kinds of the real numbers a layer may hold: float, signed, unsigned, boolean
 REAL_KINDS = "fiub"
 
@@ -44,12 +46,18 @@ def unit_dims(name, array) -> tuple:
 
 def check_layer_names(path, layers):
     """Refuse layer names a store could not give back: empty, with a path separator,
-    hidden, reserved, or equal to a dimension another layer creates."""
+    hidden, longer than a file name may be, reserved, or equal to a dimension another
+    layer creates."""
     dims = {dim for name, array in layers.items() for dim in unit_dims(name, array)}
     for name in layers:
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith((".", "__")):
             raise StoreError(f"{path}: layer name {name!r} cannot be stored (empty, a path separator, "
                              "or a leading '.' or '__'); rename the layer")
+        size = len(name.encode("utf-8", "surrogatepass"))
+        if size > NAME_BYTES:
+            # each layer is a folder of its name in the store
+            raise StoreError(f"{path}: layer name {name[:40]!r}... is {size} bytes long, more than a file name "
+                             f"may be ({NAME_BYTES}); shorten the layer's name")
         if name in RESERVED_NAMES or name in dims:
             raise StoreError(f"{path}: layer name {name!r} is taken by the store's own dimensions; rename the layer")
 

@@ -4,6 +4,7 @@ into batches on demand."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,18 +48,35 @@ def load_inputs(*, inputs=None, text=None, tokenizer=None, batch_size=32, max_le
         return _images(path, batch_size, image_size, normalize, float_dtype)
     if not path.is_file():
         raise ValueError(f"inputs {path} do not exist")
-    if path.suffix == ".npy":
-        return _arrays(path, np.load(path, mmap_mode="r"), None, batch_size, float_dtype)
-    if path.suffix == ".npz":
-        archive = np.load(path)
-        arrays = [name for name in archive.files if name != "obs"]
-        name = next((n for n in ("inputs", "x") if n in arrays), arrays[0] if len(arrays) == 1 else None)
-        if name is None:
-            raise ValueError(f"inputs {path} hold {', '.join(archive.files) or 'no arrays'}: name the inputs "
-                             "array 'inputs' or 'x' (and the ids 'obs')")
-        obs = archive["obs"] if "obs" in archive.files else None
-        return _arrays(path, archive[name], obs, batch_size, float_dtype)
-    raise ValueError(f"inputs {path}: give a .npy or .npz file, or a folder of images")
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(f"inputs {path}: give a .npy or .npz file, or a folder of images")
+    with _reading(path):
+        if path.suffix == ".npy":
+            array, obs, files = np.load(path, mmap_mode="r"), None, ()
+        else:
+            archive = np.load(path)
+            files = archive.files
+            arrays = [name for name in files if name != "obs"]
+            name = next((n for n in ("inputs", "x") if n in arrays), arrays[0] if len(arrays) == 1 else None)
+            array = None if name is None else archive[name]
+            obs = archive["obs"] if "obs" in files else None
+    if array is None:
+        raise ValueError(f"inputs {path} hold {', '.join(files) or 'no arrays'}: name the inputs array 'inputs' or "
+                         "'x' (and the ids 'obs')")
+    return _arrays(path, array, obs, batch_size, float_dtype)
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """numpy's errors reading ``path`` (not an array file, damaged, or of Python
+    objects, which are not loaded) as a ValueError naming it."""
+    import zipfile
+    import zlib
+
+    try:
+        yield
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"inputs {path}: cannot read it as a {path.suffix} array file: {error}") from None
 
 
 def _as_tensor(array, float_dtype):

@@ -43,13 +43,16 @@ class Console:
             self.say(f"  recompute {event.comparison.name}: {event.reason} since {path} was written")
 
     def finished(self, event: ComparisonFinished) -> None:
-        from rv2dist.api import undefined_message
+        from rv2dist.engine.assemble import degenerate_message, shifted_message, undefined_message
 
         self.done += 1
         name = event.comparison.name
         self.say(f"  done {name} ({self.done}/{self.todo}): {event.path}")
-        if event.result.attrs.get("undefined_layers"):
-            self.say(f"  note {name}: {undefined_message(event.result)}")
+        # what a call's warnings say, once per comparison
+        for message in (undefined_message(event.result), shifted_message(event.result),
+                        degenerate_message(event.result)):
+            if message:
+                self.say(f"  note {name}: {message}")
 
     def job_finished(self, event: JobFinished) -> None:
         if event.combined is not None:

@@ -18,6 +18,9 @@ output folder::
     keep_replicates = false      # also store each replicate (for rv2dist.compare_cells/compare_results)
     seed = 0
     confidence = 0.95
+    alpha = 1.0                  # the second-moment measures' options (see rv2dist.similarity)
+    ridge_lambda = 0.1
+    svcca_variance = 0.99
 
     [networks]
     standard = "stores/standard.zarr"
@@ -49,6 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rv2dist.core.checks import first_repeated
 from rv2dist.io.results import RESULT_FORMATS
 from rv2dist.planning.routes import ROUTE_CHOICES
 
@@ -170,14 +174,17 @@ def load_job(path, out=None) -> Job:
     spec = _read_toml(path)
     _check_keys(path, spec, JOB_KEYS, f"a job has {', '.join(sorted(JOB_KEYS))}")
     networks = _networks(path, spec.get("networks"))
+    metrics = _metrics(path, spec.get("metrics", ["rv2"]))
+    route = _choice(path, "route", spec.get("route", "auto"), ROUTE_CHOICES)
+    resampling = _resampling(path, spec)
+    _check_measures(path, metrics, route, resampling.get("tests", False))
     return Job(
         source=path, name=str(spec.get("name", path.stem)), networks=networks,
         comparisons=_comparisons(path, spec.get("compare"), list(networks)),
-        metrics=_metrics(path, spec.get("metrics", ["rv2"])), center=spec.get("center", True),
-        route=_choice(path, "route", spec.get("route", "auto"), ROUTE_CHOICES),
+        metrics=metrics, center=spec.get("center", True), route=route,
         result_format=_choice(path, "format", spec.get("format", "nc"), RESULT_FORMATS),
         plots=spec.get("plots", True), align_obs=spec.get("align_obs", False),
-        out=_output_folder(path, spec.get("out", "results"), out), resampling=_resampling(path, spec),
+        out=_output_folder(path, spec.get("out", "results"), out), resampling=resampling,
         measure_options=_measure_options(path, spec),
     )
 
@@ -234,6 +241,21 @@ def _measure_options(path, spec) -> dict:
     return options
 
 
+def _check_measures(path, metrics, route, tests):
+    """The metrics against the route and the tests, before any cluster starts."""
+    from rv2dist.core.measures import MEASURES
+    from rv2dist.core.significance import check_tests
+
+    blocks = [name for name in metrics if MEASURES[name].family == "blocks"]
+    if route == "gram" and blocks:
+        raise JobError(f'{path}: route = "gram" sums no p x p blocks, which metrics {", ".join(blocks)} need; give '
+                       'route = "auto" or "feature", or leave them out')
+    try:
+        check_tests(metrics, tests)
+    except ValueError as error:
+        raise JobError(f"{path}: {error}") from None
+
+
 def _networks(path, networks) -> dict:
     if not isinstance(networks, dict) or not networks:
         raise JobError(f"{path}: needs a [networks] table of name = \"store path\"")
@@ -281,7 +303,14 @@ def _comparisons(path, entries, names) -> tuple[Comparison, ...]:
     found = []
     for number, entry in enumerate(entries, 1):
         found += _CompareTable(path, f"[[compare]] number {number}", names).comparisons(entry)
-    return tuple(dict.fromkeys(found))  # a comparison named twice runs once
+    found = tuple(dict.fromkeys(found))  # a comparison named twice runs once
+    clash = first_repeated(c.name for c in found)
+    if clash is not None:
+        # the results name each comparison <a>__<b>: two of one name would be one label in combined.nc
+        both = " and ".join(f"{c.a!r} against {c.b!r}" for c in found if c.name == clash)
+        raise JobError(f"{path}: comparisons {both} would both be called {clash!r} in the results; rename a "
+                       "network (a '__' in a network name makes such clashes)")
+    return found
 
 
 @dataclass(frozen=True)

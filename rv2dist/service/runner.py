@@ -94,7 +94,6 @@ class _JobRun:
         self.datasets = {name: open_activations(job.networks[name]) for name in used}
         self.networks = {name: network_name(self.datasets[name], name) for name in used}
         self.inputs = resume.Inputs.of(job, used)
-        job.out.mkdir(parents=True, exist_ok=True)
         self.results = {c: self.inputs.kept_result(c) for c in job.comparisons}
         self.kept = {c: result for c, result in self.results.items() if result is not None}
         self.todo = tuple(c for c in job.comparisons if c not in self.kept)
@@ -139,6 +138,7 @@ class _JobRun:
         for comparison in redrawn:
             draw(self.job, comparison, self.kept[comparison])
         plans = {c: repr(plan(*self.sides(c), **self.options)) for c in self.job.comparisons}
+        self.job.out.mkdir(parents=True, exist_ok=True)  # once every comparison plans: no folder left by an error
         self.events.emit(JobStarted(self.job, self.networks, self.kept, redrawn, self.todo, plans))
 
     def check_kept_inputs(self) -> None:
