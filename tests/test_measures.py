@@ -74,7 +74,8 @@ def test_options_reach_their_measures(networks):
 
 def test_a_network_against_itself(networks):
     """Similarities exactly 1 and distances exactly 0 on the diagonal; symmetric
-    measures symmetric; regression the other way round below the diagonal."""
+    measures symmetric; regression the other way round below the diagonal; PWCCA
+    symmetric between layers of different ranks."""
     a, _ = networks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rv2dist.DegenerateCellWarning)
@@ -88,9 +89,23 @@ def test_a_network_against_itself(networks):
             assert np.diag(values).tolist() == [expected] * 3, name
         off = ~np.eye(3, dtype=bool)
         _close(values[off], _dense(a, a, name)[off], rel=1e-9)
-        if name not in ("linreg", "ridge"):
+        if name == "pwcca":  # each cell computed, symmetric where the ranks differ (all here)
+            _close(values, values.T, rel=1e-12)
+        elif name not in ("linreg", "ridge"):
             assert np.array_equal(values, values.T), name
     assert not np.allclose(result["linreg"].values, result["linreg"].values.T)
+
+
+def test_pwcca_of_layers_of_equal_rank_weights_the_row_layer(rng):
+    """Two layers of equal rank: PWCCA weights the row layer's canonical variates
+    (docs/measures.md), in a network against itself as in a job of two networks, so
+    that matrix is not symmetric."""
+    a = relu_network(rng, 60, (6, 6))
+    itself = rv2dist.similarity(a, metric="pwcca").values
+    apart = rv2dist.similarity(a, {k: v.copy() for k, v in a.items()}, metric="pwcca").values
+    _close(itself, _dense(a, a, "pwcca"), rel=1e-9)
+    _close(apart, itself, rel=1e-9)
+    assert abs(itself[0, 1] - itself[1, 0]) > 1e-3
 
 
 def test_one_and_two_worker_processes_and_stores_agree(networks, tmp_path):

@@ -162,9 +162,13 @@ def block_values(layers, blocks, rows, cols, measures, options, symmetric_cells=
             mirror = (r, c) not in found
             cell, cell_forced = found[(c, r) if mirror else (r, c)]
             forced[i, j] = cell_forced
+            reversed_pair = None
             for measure, value in zip(measures, cell):
-                values[measure.name][i, j] = (value if not mirror or measure.symmetric
-                                              else measure.pair_value(_reversed(layers, blocks, c, r), options))
+                if mirror and not measure.symmetric:
+                    if reversed_pair is None:
+                        reversed_pair = _reversed(layers, blocks, c, r)
+                    value = measure.pair_value(reversed_pair, options)
+                values[measure.name][i, j] = value
     ranks = tuple(layers[l].rank if l in layers else 0 for l in list(rows) + list(cols))
     return BlockValues(values, ranks, forced)
 

@@ -152,7 +152,8 @@ _ALL = (
         ("pwcca", "projection-weighted CCA (PWCCA)",
          "canonical correlations weighted by how much of the layer with fewer directions each accounts for "
          "(Morcos et al. 2018); see docs/measures.md",
-         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True, canonical_vectors=True)),
+         # not symmetric where the two layers have equal rank (the row layer's weights)
+         "PWCCA", lambda pair, o: sm.pwcca(pair), dict(whitens=True, canonical_vectors=True, symmetric=False)),
         ("procrustes", "orthogonal Procrustes similarity",
          "||Cxy||_* / sqrt(tr Cxx tr Cyy), the normalised Bures similarity (Ding et al. 2021); invariant to "
          "rotations and isotropic scaling",
