@@ -182,8 +182,13 @@ class PairBlocks:
         return self.x.trace if self.same else float(namespace(self.rotated).sum(_singular_values(self.rotated)))
 
     def reversed(self) -> PairBlocks:
-        """The pair the other way round (``y`` against ``x``), with no product."""
-        return PairBlocks(self.y, self.x, self.rotated.T)
+        """The pair the other way round (``y`` against ``x``), with no product, and
+        with the canonical SVD transposed where this pair has it (no SVD either)."""
+        pair = PairBlocks(self.y, self.x, self.rotated.T)
+        if "canonical" in self.__dict__:
+            known = self.canonical
+            pair.__dict__["canonical"] = Canonical(known.right.T, known.rho, known.left.T)
+        return pair
 
 
 def pair_blocks(x: LayerBlocks, y: LayerBlocks, cross) -> PairBlocks:
