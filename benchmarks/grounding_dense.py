@@ -24,6 +24,18 @@ import numpy as np
 OPTIONS = {"alpha": 1.0, "ridge_lambda": 0.1, "svcca_variance": 0.99, "rcond": 1e-8}
 
 
+def svd(matrix, vectors=True):
+    """numpy's thin SVD (LAPACK's gesdd), or scipy's QR iteration (gesvd) where that
+    does not converge: it may not where singular values cluster, as every canonical
+    correlation of a degenerate cell does (1)."""
+    try:
+        return np.linalg.svd(matrix, full_matrices=False, compute_uv=vectors)
+    except np.linalg.LinAlgError:
+        from scipy.linalg import svd as qr_iteration
+
+        return qr_iteration(matrix, full_matrices=False, compute_uv=vectors, lapack_driver="gesvd")
+
+
 @dataclasses.dataclass(frozen=True)
 class Principal:
     """The thin SVD ``X_c = U S V'`` of one layer's column-centred data and its
@@ -39,7 +51,7 @@ class Principal:
     @classmethod
     def of(cls, x):
         centred = x - x.mean(axis=0)
-        u, s, vt = np.linalg.svd(centred, full_matrices=False)
+        u, s, vt = svd(centred)
         rank = int(np.sum(s**2 > OPTIONS["rcond"] * s[0] ** 2)) if s[0] > 0 else 0
         return cls(centred, u, s, vt, rank)
 
@@ -172,7 +184,7 @@ def _canonical(f, x, y):
     """The canonical correlations of layers ``x`` and ``y`` (the cosines of the
     principal angles between their kept centred column spaces: the singular values of
     U_x'U_y restricted to the ranks; ``f`` = U_x'U_y) and the SVD's vectors."""
-    left, rho, right = np.linalg.svd(f[: x.rank, : y.rank], full_matrices=False)
+    left, rho, right = svd(f[: x.rank, : y.rank])
     return left, np.minimum(rho, 1.0), right
 
 
@@ -205,7 +217,7 @@ def _regressions(f, x, y):
 def _nuclear(f, sx, sy):
     """||X_c'Y_c||_* (or of any data with those principal directions and singular
     values ``sx``, ``sy``): X_c'Y_c = V_x diag(sx) f diag(sy) V_y'."""
-    return float(np.linalg.svd(sx[:, None] * f * sy[None, :], compute_uv=False).sum())
+    return float(svd(sx[:, None] * f * sy[None, :], vectors=False).sum())
 
 
 def _ambiguous(rho):
@@ -230,7 +242,7 @@ def _pair(x, y):
         zx, zy = x.whitened(OPTIONS["alpha"]), y.whitened(OPTIONS["alpha"])
         shape = _nuclear(f, zx, zy) / np.sqrt(np.sum(zx**2) * np.sum(zy**2))
     symmetric = {"cca": rho.mean(), "cca_r2": np.mean(rho**2),
-                 "svcca": np.minimum(np.linalg.svd(f[:mx, :my], compute_uv=False), 1.0).mean(),
+                 "svcca": np.minimum(svd(f[:mx, :my], vectors=False), 1.0).mean(),
                  "procrustes": procrustes,
                  # |X^ R - Y^|^2 = |X^|^2 + |Y^|^2 - 2 tr(R'X^'Y^), largest over R at the nuclear norm
                  "procrustes_distance": np.sqrt(max(0.0, 2.0 - 2.0 * procrustes)),

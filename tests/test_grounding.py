@@ -102,6 +102,20 @@ def test_a_direction_below_the_cut_off_counts_as_none(rng):
     assert dense.matrix("linreg", side_x, side_y, True)[0, 0] < 0.1
 
 
+def test_an_svd_that_does_not_converge_is_taken_by_qr_iteration(rng, monkeypatch):
+    a, b = _well_posed(rng)
+    expected = {m: dense.matrix(m, dense.Side(a.values()), dense.Side(b.values()), True) for m in SECOND_MOMENTS}
+
+    def diverges(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", diverges)
+    side_a, side_b = dense.Side(a.values()), dense.Side(b.values())
+    for metric in SECOND_MOMENTS:
+        np.testing.assert_allclose(dense.matrix(metric, side_a, side_b, True), expected[metric], rtol=1e-12,
+                                   err_msg=metric)
+
+
 def test_forced_ones_count_what_the_ranks_force(rng):
     """x (rank 4), y (29 = n - 1) against z (3), w (29): r_x + r_y - (n - 1) when
     positive, at most the smaller rank; there every canonical correlation is 1 and
