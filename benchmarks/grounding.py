@@ -110,7 +110,7 @@ class Config:
 SIZES = {
     "small": Config(seeds=3, digits_train=1200, digits_epochs=10, mnist1d_train=3000, mnist1d_test=600,
                     mnist1d_epochs=15,
-                    leading=(1, 4, 16), kept=(0.99,), sizes=(100,), pairs=1, bootstrap=50, uncentred=False,
+                    leading=(1, 4, 16), kept=(0.99,), sizes=(100,), pairs=1, bootstrap=41, uncentred=False,
                     check=True),
     "full": Config(),
 }

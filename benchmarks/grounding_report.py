@@ -7,6 +7,9 @@ import numpy as np
 from grounding_tests import MEASURES, NULL, Spread, scores
 
 CCA_FAMILY = ("cca", "cca_r2", "svcca", "pwcca")
+# a measure whose values over a seed's deletions span less than this is constant to
+# rounding there: Spearman's rho would rank rounding errors, so it is left undefined
+CONSTANT = 1e-9
 
 
 def accuracy_table(trained):
@@ -27,10 +30,16 @@ def spread_table(parts):
 
 
 def _spearman(frame, measure):
+    """Per seed, Spearman's rho of the measure with the accuracy change; NaN where the
+    measure is constant to rounding (:data:`CONSTANT`)."""
     from scipy.stats import spearmanr
 
-    return [spearmanr(scores(group[measure].to_numpy(), measure), group["accuracy_change"]).statistic
-            for _, group in frame.groupby("seed")]
+    rhos = []
+    for _, group in frame.groupby("seed"):
+        values = scores(group[measure].to_numpy(), measure)
+        constant = np.ptp(values) < CONSTANT
+        rhos.append(np.nan if constant else spearmanr(values, group["accuracy_change"]).statistic)
+    return rhos
 
 
 def deletion_table(frames):
@@ -44,7 +53,8 @@ def deletion_table(frames):
     for data, frame in frames.items():
         for label, subset in (("Spearman with accuracy change: leading PCs deleted", frame[frame.kind == "leading"]),
                               ("Spearman with accuracy change: all deletions", frame)):
-            rows[data, label] = {"accuracy change": "", **{m: Spread.of(_spearman(subset, m)) for m in MEASURES}}
+            rows[data, label] = {"accuracy change": "",
+                                 **{m: Spread.of(_spearman(subset, m), "constant") for m in MEASURES}}
         leading, trailing = (frame.deletion[frame.kind == kind].unique() for kind in ("leading", "trailing"))
         for label, deletion in [("leading", leading[0]), *(("low-variance", d) for d in trailing)]:
             per_seed = frame[frame.deletion == deletion].groupby("seed")
@@ -57,26 +67,47 @@ def deletion_table(frames):
 
 
 def _per_pair(curves, n):
-    """Mean over layers of each pair's values (and bootstrap widths) at ``n``."""
+    """Mean over layers of each pair's values (and bootstrap widths) at ``n``: NaN
+    where a layer has none (a degenerate whitening measure is not averaged away)."""
     at = curves[curves.n == n].assign(width=lambda f: f.high - f.low)
-    return at.groupby("pair")[["value", "width"]].mean()
+    return at.groupby("pair")[["value", "width"]].mean(skipna=False)
+
+
+def _first_defined(group):
+    """The smallest n at which every layer of every pair has a value (a whitening
+    measure has none where canonical correlations are forced to 1), or None."""
+    defined = group.groupby("n").value.apply(lambda values: values.notna().all())
+    return next((n for n, ok in defined.items() if ok), None)
+
+
+DEGENERATE = "degenerate"
+
+
+def _sensitivity_row(group, smallest, whole):
+    first = _first_defined(group)
+    if first is None:
+        return {"n": f"{smallest} -> {whole}", "at first n": DEGENERATE, "at all": DEGENERATE, "change": "",
+                "bootstrap width at first n": ""}
+    start, last = _per_pair(group, first), _per_pair(group, whole)
+    return {"n": f"{first} -> {whole}" + (f" ({DEGENERATE} below)" if first > smallest else ""),
+            "at first n": Spread.of(start.value), "at all": Spread.of(last.value),
+            "change": Spread.of(last.value - start.value) if first < whole else "",
+            "bootstrap width at first n": Spread.of(start.width, DEGENERATE)}
 
 
 def sensitivity_table(curves):
-    """Test 4: per data set, condition and measure, the value at the smallest n and
-    at the whole held-out set (mean over layers; spread over seed pairs), the change
-    between them, and the 95 % bootstrap interval's width at the smallest n."""
+    """Test 4: per data set, condition and measure, the value at the first n (the
+    smallest, or for a whitening measure the smallest at which no layer is degenerate)
+    and at the whole held-out set (mean over layers; spread over seed pairs), the
+    change between them, and the 95 % bootstrap interval's width at the first n
+    ("degenerate" where some replicate is)."""
     import pandas as pd
 
     rows = {}
     for data, frame in curves.items():
         smallest, whole = frame.n.min(), frame.n.max()
         for (condition, measure), group in frame.groupby(["condition", "measure"], sort=False):
-            first, last = _per_pair(group, smallest), _per_pair(group, whole)
-            rows[data, condition, measure] = {
-                "n": f"{smallest} -> {whole}", "at smallest n": Spread.of(first.value),
-                "at all": Spread.of(last.value), "change": Spread.of(last.value - first.value),
-                "bootstrap width at smallest n": Spread.of(first.width)}
+            rows[data, condition, measure] = _sensitivity_row(group, smallest, whole)
     table = pd.DataFrame(rows).T
     table.index.names = ["data", "layers", "measure"]
     return table
@@ -84,6 +115,11 @@ def sensitivity_table(curves):
 
 def _row(finding, measured, value, holds):
     return {"finding (paper)": finding, "measured here as": measured, "value": value, "holds here": bool(holds)}
+
+
+def _defined(row):
+    """The measures of a table row with a value (not "constant" or "degenerate")."""
+    return [m for m in MEASURES if isinstance(row[m], Spread)]
 
 
 def _identification_findings(data, table):
@@ -102,12 +138,18 @@ def _identification_findings(data, table):
         rows.append(_row("Kornblith et al. 2019: the CCA family rarely identifies the layer",
                          f"{data}: best share of {', '.join(family)} (<= 0.5)", f"{best} {at[best].mean:.2f}",
                          at[best].mean <= 0.5))
+    rivals = [m for m in ("linreg", *family) if m in MEASURES]
+    if rivals:
+        best = max(rivals, key=lambda m: at[m].mean)
+        rows.append(_row("Kornblith et al. 2019: linear CKA identifies more layers than linear regression and CCA",
+                         f"{data}: cka's share against the best of {', '.join(rivals)} (larger)",
+                         f"cka {at['cka'].mean:.2f}, {best} {at[best].mean:.2f}", at["cka"].mean > at[best].mean))
     return rows
 
 
 def _monotonicity_finding(data, table):
     at = table.loc[(data, "trained")]
-    worst = min(MEASURES, key=lambda m: at[m].mean)
+    worst = min(_defined(at), key=lambda m: at[m].mean)
     return _row("Klabunde et al. 2024 (ReSi): similarity falls with the distance between layers",
                 f"{data}: lowest mean Spearman over the measures (> 0.5)", f"{worst} {at[worst].mean:.2f}",
                 at[worst].mean > 0.5)
@@ -129,10 +171,13 @@ def _deletion_findings(data, table):
                          f"{data}: lowest of {', '.join(family)} there (< 0.95)", f"{least} {low[least].mean:.3f}",
                          low[least].mean < 0.95))
     tracking = at.loc["Spearman with accuracy change: all deletions"]
-    worst = min(MEASURES, key=lambda m: tracking[m].mean)
+    varying = _defined(tracking)
+    worst = min(varying, key=lambda m: tracking[m].mean)
+    constant = [m for m in MEASURES if m not in varying]
     rows.append(_row("Ding et al. 2021: a good measure ranks deletions by their accuracy cost",
-                     f"{data}: lowest mean Spearman over the measures (> 0.5)", f"{worst} {tracking[worst].mean:.2f}",
-                     tracking[worst].mean > 0.5))
+                     f"{data}: lowest mean Spearman over the measures (> 0.5)"
+                     + (f"; constant to rounding, so unranked: {', '.join(constant)}" if constant else ""),
+                     f"{worst} {tracking[worst].mean:.2f}", tracking[worst].mean > 0.5))
     return rows
 
 
@@ -194,24 +239,29 @@ def _ticks(sizes):
 
 
 def curves_figure(curves):
-    """Test 4's curves: per data set (rows) and condition (columns), every measure
-    against n (mean over layers and seed pairs) with its mean bootstrap band, the
-    uncentred ones dotted and ``rv2_null`` dashed."""
+    """Test 4's curves: per data set (rows) and condition (columns), every similarity
+    against n (mean over layers and seed pairs; a gap where a whitening measure is
+    degenerate) with its mean bootstrap band, the uncentred ones dotted and
+    ``rv2_null`` dashed.  The distances are left to the tables: on their own scale,
+    and at alpha = 1 both are functions of ``procrustes``."""
     import matplotlib.pyplot as plt
 
-    from grounding_tests import CONDITIONS
+    from grounding_tests import CONDITIONS, DISTANCE
 
-    figure, axes = plt.subplots(len(curves), len(CONDITIONS), figsize=(4 * len(CONDITIONS), 3.2 * len(curves)),
+    figure, axes = plt.subplots(len(curves), len(CONDITIONS), figsize=(4 * len(CONDITIONS) + 2.5, 3.2 * len(curves)),
                                 squeeze=False, constrained_layout=True)
+    colours = plt.get_cmap("tab20").colors
     for row, (data, frame) in zip(axes, curves.items()):
-        labels = _distinct(frame)
+        shown = frame[frame.measure.map(lambda m: MEASURES.get(m.removesuffix(" uncentred")) != DISTANCE)]
+        labels = _distinct(shown)
         for ax, condition in zip(row, CONDITIONS):
-            means = frame[frame.condition == condition].groupby(["measure", "n"])[["value", "low", "high"]].mean()
-            for measure, label in labels.items():
+            means = shown[shown.condition == condition].groupby(["measure", "n"])[["value", "low", "high"]].mean(
+                skipna=False)
+            for k, (measure, label) in enumerate(labels.items()):
                 part = means.loc[measure]
                 null, uncentred = measure.startswith(NULL), measure.endswith("uncentred")
-                style = ("k" if null else "o") + (":" if uncentred else "--" if null else "-")
-                line, = ax.plot(part.index, part.value, style, ms=3, label=label)
+                line, = ax.plot(part.index, part.value, "o" + (":" if uncentred else "--" if null else "-"), ms=3,
+                                color="k" if null else colours[k % len(colours)], label=label)
                 if not null:
                     ax.fill_between(part.index, part.low, part.high, color=line.get_color(), alpha=0.12)
             ax.set_xscale("log")
@@ -220,5 +270,5 @@ def curves_figure(curves):
             ax.set_title(f"{data}: {condition} layers")
             ax.set_xlabel("observations n")
         row[0].set_ylabel("mean over layers and pairs")
-        row[0].legend(fontsize="small")
+        row[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return figure

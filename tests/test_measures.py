@@ -92,7 +92,8 @@ def test_options_reach_their_measures(networks):
 
 def test_a_network_against_itself(networks):
     """Similarities exactly 1 and distances exactly 0 on the diagonal; symmetric
-    measures symmetric; regression the other way round below the diagonal."""
+    measures symmetric; regression the other way round below the diagonal; PWCCA
+    symmetric between layers of different ranks."""
     a, _ = networks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rv2dist.DegenerateCellWarning)

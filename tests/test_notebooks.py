@@ -74,10 +74,15 @@ def test_grounding_runs(tmp_path, monkeypatch):
         o["data"]["text/plain"] for o in outputs if "text/html" in o.get("data", {}))
     for table in (identification, monotonicity, deletion):
         assert all(name in table.splitlines()[0] for name in ("rv2", "rv", "cka", "cka_debiased"))
+        assert all(name in table for name in ("cca_r2", "svcca", "pwcca", "procrustes_distance", "shape_metric",
+                                              "linreg", "ridge"))
         assert "digits" in table and "mnist1d" in table
     assert "within 1 layer" in identification and "untrained" in monotonicity
+    assert "linreg (reference predicts)" in identification
     assert "Spearman with accuracy change" in deletion and "low-variance" in deletion
     assert "shuffled" in sensitivity and "rv2_null" in sensitivity
+    # the whitening measures at n = 100 (layers of up to 256 units): degenerate, not a value
+    assert "(degenerate below)" in sensitivity
     assert "100 -> 597" in sensitivity and "100 -> 600" in sensitivity
     # the findings are computed from the tables: at least 7 per data set (more with
     # linear regression or the CCA family among the measures)

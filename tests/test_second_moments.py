@@ -75,6 +75,36 @@ def test_reversed_pair_equals_the_pair_built_the_other_way(rng):
         assert measure(forward.reversed()) == pytest.approx(measure(backward), rel=1e-12)
 
 
+def test_an_svd_that_does_not_converge_is_taken_by_qr_iteration(rng, monkeypatch):
+    """LAPACK's divide and conquer (numpy's SVD) may not converge where singular values
+    cluster: a bootstrap replicate of a degenerate cell (every canonical correlation 1)
+    in benchmarks/grounding.py stopped a job so.  QR iteration (scipy's gesvd) takes
+    such a matrix, with the same values."""
+    x, y = _pair_data(rng, 60, 6, 9)
+    measures = (sm.pwcca, sm.cca, sm.svcca, sm.procrustes, lambda pair: sm.shape_metric(pair, alpha=0.4))
+    expected = [measure(_blocks(x, y)) for measure in measures]
+
+    def diverges(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", diverges)
+    monkeypatch.setattr(np.linalg, "svdvals", diverges)
+    assert [measure(_blocks(x, y)) for measure in measures] == pytest.approx(expected, rel=1e-12)
+
+
+def test_reversed_pair_reuses_the_canonical_svd(rng):
+    """Equal ranks, so PWCCA weights the row layer and differs each way round: the
+    reversed pair's transposed SVD gives the other way's value without an SVD."""
+    x, y = _pair_data(rng, 60, 6, 6)
+    forward, backward = _blocks(x, y), _blocks(y, x)
+    forward.canonical
+    reversed_pair = forward.reversed()
+    assert "canonical" in reversed_pair.__dict__
+    assert sm.pwcca(reversed_pair) == pytest.approx(sm.pwcca(backward), rel=1e-10)
+    assert sm.pwcca(reversed_pair) == pytest.approx(ref.pwcca(y, x), rel=1e-10)
+    assert abs(sm.pwcca(forward) - sm.pwcca(reversed_pair)) > 1e-3
+
+
 def test_pwcca_equals_the_paper_definition_on_large_means(rng):
     """Canonical variates' loadings on the raw units (Morcos et al. 2018), either side
     carrying the weights; distinct ρ (tied ρ leave a tied group's weights to the SVD)."""

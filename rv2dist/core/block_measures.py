@@ -134,16 +134,38 @@ def decompose(blocks: Blocks, cut_off) -> dict:
     return {l: sm.layer_blocks(c, blocks.n, rcond=cut_off) for l, c in enumerate(blocks.own) if c is not None}
 
 
-def cell_values(layers, blocks, cells, measures, options):
-    """Per cell, ``(values per measure, forced ones)``; ``measures`` the
-    :class:`~rv2dist.core.measures.Measure` s of the second-moment family."""
-    found = {}
+def _pairs(layers, blocks, cells, measures):
+    """``((row, col), PairBlocks)`` of each cell, its SVD with vectors taken first when
+    a measure needs the canonical vectors (the correlations then reuse its values)."""
     vectors = any(measure.canonical_vectors for measure in measures)
     for row, col in cells:
         pair = sm.pair_blocks(layers[row], layers[col], blocks.cross[row, col])
         if vectors and pair.defined:
-            pair.canonical  # one SVD with vectors, whose values the correlations reuse
-        found[row, col] = ([measure.pair_value(pair, options) for measure in measures], sm.forced_ones(pair))
+            pair.canonical  # noqa: B018  (computed and kept on the pair)
+        yield (row, col), pair
+
+
+def _cell(pair, measures, options):
+    return [measure.pair_value(pair, options) for measure in measures], sm.forced_ones(pair)
+
+
+def cell_values(layers, blocks, cells, measures, options):
+    """Per cell, ``(values per measure, forced ones)``; ``measures`` the
+    :class:`~rv2dist.core.measures.Measure` s of the second-moment family."""
+    return {cell: _cell(pair, measures, options) for cell, pair in _pairs(layers, blocks, cells, measures)}
+
+
+def _cell_values_both_ways(layers, blocks, cells, measures, options):
+    """:func:`cell_values` of ``cells`` and of each off-diagonal one the other way round,
+    ``(col, row)``, from the same pair reversed (its SVD reused; a symmetric measure's
+    value copied)."""
+    found = {}
+    for (row, col), pair in _pairs(layers, blocks, cells, measures):
+        values, forced = found[row, col] = _cell(pair, measures, options)
+        if row != col:
+            back = pair.reversed()
+            found[col, row] = ([value if measure.symmetric else measure.pair_value(back, options)
+                                for measure, value in zip(measures, values)], forced)
     return found
 
 
@@ -151,28 +173,20 @@ def block_values(layers, blocks, rows, cols, measures, options, symmetric_cells=
     """The matrices of ``measures`` over ``rows`` x ``cols`` (layer indices of
     ``blocks``), the layers decomposed in ``layers`` (see :func:`decompose`; a layer's
     index there may stand for its copy's); ``symmetric_cells``: a network against
-    itself, where a symmetric measure's lower triangle mirrors its upper one."""
+    itself, where each pair of the upper triangle gives its lower cell too."""
     cells = [(r, c) for r in rows for c in cols]
     computed = [(r, c) for r, c in cells if r <= c] if symmetric_cells else cells
-    found = cell_values(layers, blocks, computed, measures, options)
+    found = (_cell_values_both_ways if symmetric_cells else cell_values)(layers, blocks, computed, measures, options)
     shape = (len(rows), len(cols))
     values = {measure.name: np.full(shape, math.nan) for measure in measures}
     forced = np.zeros(shape, dtype=int)
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
-            mirror = (r, c) not in found
-            cell, cell_forced = found[(c, r) if mirror else (r, c)]
-            forced[i, j] = cell_forced
+            cell, forced[i, j] = found[r, c]
             for measure, value in zip(measures, cell):
-                values[measure.name][i, j] = (value if not mirror or measure.symmetric
-                                              else measure.pair_value(_reversed(layers, blocks, c, r), options))
+                values[measure.name][i, j] = value
     ranks = tuple(layers[l].rank if l in layers else 0 for l in list(rows) + list(cols))
     return BlockValues(values, ranks, forced)
-
-
-def _reversed(layers, blocks, row, col):
-    """The pair (``col`` layer, ``row`` layer) of a computed cell, the other way round."""
-    return sm.pair_blocks(layers[row], layers[col], blocks.cross[row, col]).reversed()
 
 
 def with_copies(layers, offset, count):

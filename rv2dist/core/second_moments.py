@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from rv2dist.core.xp import namespace
 
 # eigenvalues at or below RCOND x the largest count as zero: whitening divides each
@@ -166,7 +168,7 @@ class PairBlocks:
         if self.same:
             eye = xp.eye(self.x.rank, dtype=self.rotated.dtype)
             return Canonical(eye, xp.ones(self.x.rank, dtype=self.rotated.dtype), eye)
-        left, values, right = xp.linalg.svd(self.whitened, full_matrices=False)
+        left, values, right = _svd(self.whitened)
         return Canonical(left, xp.where(values < 1.0, values, 1.0), right)
 
     @cached_property
@@ -187,8 +189,13 @@ class PairBlocks:
         return self.x.trace if self.same else float(namespace(self.rotated).sum(_singular_values(self.rotated)))
 
     def reversed(self) -> PairBlocks:
-        """The pair the other way round (``y`` against ``x``), with no product."""
-        return PairBlocks(self.y, self.x, self.rotated.T)
+        """The pair the other way round (``y`` against ``x``), with no product, and
+        with the canonical SVD transposed where this pair has it (no SVD either)."""
+        pair = PairBlocks(self.y, self.x, self.rotated.T)
+        if "canonical" in self.__dict__:
+            known = self.canonical
+            pair.__dict__["canonical"] = Canonical(known.right.T, known.rho, known.left.T)
+        return pair
 
 
 def pair_blocks(x: LayerBlocks, y: LayerBlocks, cross) -> PairBlocks:
@@ -203,10 +210,27 @@ def pair_blocks(x: LayerBlocks, y: LayerBlocks, cross) -> PairBlocks:
     return PairBlocks(x, y, rotated)
 
 
-def _singular_values(matrix):
+def _svd(matrix, vectors=True):
+    """The thin SVD of ``matrix`` (``vectors=False``: its singular values alone) by
+    LAPACK's divide and conquer (gesdd, numpy's); where that does not converge, as it
+    may on a matrix whose singular values cluster (a degenerate cell's whitened block,
+    every canonical correlation 1), by QR iteration (gesvd, scipy's) on host arrays."""
     xp = namespace(matrix)
-    svdvals = getattr(xp.linalg, "svdvals", None)
-    return svdvals(matrix) if svdvals is not None else xp.linalg.svd(matrix, compute_uv=False)
+    try:
+        if vectors:
+            return xp.linalg.svd(matrix, full_matrices=False)
+        svdvals = getattr(xp.linalg, "svdvals", None)
+        return svdvals(matrix) if svdvals is not None else xp.linalg.svd(matrix, compute_uv=False)
+    except np.linalg.LinAlgError:
+        if xp is not np:
+            raise
+        from scipy.linalg import svd
+
+        return svd(matrix, full_matrices=False, compute_uv=vectors, lapack_driver="gesvd")
+
+
+def _singular_values(matrix):
+    return _svd(matrix, vectors=False)
 
 
 def _mean(values) -> float:
