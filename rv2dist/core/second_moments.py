@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import numpy as np
-
-from rv2dist.core.xp import namespace
+from rv2dist.core.xp import namespace, singular_values, thin_svd
 
 # eigenvalues at or below RCOND x the largest count as zero: whitening divides each
 # direction by the square root of its eigenvalue, so an error d x lambda_max in a block
@@ -168,7 +166,7 @@ class PairBlocks:
         if self.same:
             eye = xp.eye(self.x.rank, dtype=self.rotated.dtype)
             return Canonical(eye, xp.ones(self.x.rank, dtype=self.rotated.dtype), eye)
-        left, values, right = _svd(self.whitened)
+        left, values, right = thin_svd(self.whitened)
         return Canonical(left, xp.where(values < 1.0, values, 1.0), right)
 
     @cached_property
@@ -179,14 +177,14 @@ class PairBlocks:
         if "canonical" in self.__dict__ or self.same:
             return self.canonical.rho
         xp = namespace(self.rotated)
-        values = _singular_values(self.whitened)
+        values = singular_values(self.whitened)
         return xp.where(values < 1.0, values, 1.0)
 
     @cached_property
     def nuclear(self) -> float:
         """``||C_xy||_*``, the sum of its singular values."""
         # a layer against itself: the trace, with no SVD
-        return self.x.trace if self.same else float(namespace(self.rotated).sum(_singular_values(self.rotated)))
+        return self.x.trace if self.same else float(namespace(self.rotated).sum(singular_values(self.rotated)))
 
     def reversed(self) -> PairBlocks:
         """The pair the other way round (``y`` against ``x``), with no product, and
@@ -208,29 +206,6 @@ def pair_blocks(x: LayerBlocks, y: LayerBlocks, cross) -> PairBlocks:
     else:
         rotated = x.vectors.T @ cross @ y.vectors
     return PairBlocks(x, y, rotated)
-
-
-def _svd(matrix, vectors=True):
-    """The thin SVD of ``matrix`` (``vectors=False``: its singular values alone) by
-    LAPACK's divide and conquer (gesdd, numpy's); where that does not converge, as it
-    may on a matrix whose singular values cluster (a degenerate cell's whitened block,
-    every canonical correlation 1), by QR iteration (gesvd, scipy's) on host arrays."""
-    xp = namespace(matrix)
-    try:
-        if vectors:
-            return xp.linalg.svd(matrix, full_matrices=False)
-        svdvals = getattr(xp.linalg, "svdvals", None)
-        return svdvals(matrix) if svdvals is not None else xp.linalg.svd(matrix, compute_uv=False)
-    except np.linalg.LinAlgError:
-        if xp is not np:
-            raise
-        from scipy.linalg import svd
-
-        return svd(matrix, full_matrices=False, compute_uv=vectors, lapack_driver="gesvd")
-
-
-def _singular_values(matrix):
-    return _svd(matrix, vectors=False)
 
 
 def _mean(values) -> float:
@@ -280,7 +255,7 @@ def svcca(pair: PairBlocks, svcca_variance=DEFAULTS["svcca_variance"]) -> float:
         return math.nan
     if pair.same:
         return 1.0
-    rho = _singular_values(pair.whitened[:mx, :my])
+    rho = singular_values(pair.whitened[:mx, :my])
     return _mean(namespace(rho).where(rho < 1.0, rho, 1.0))
 
 
@@ -345,7 +320,7 @@ def shape_metric(pair: PairBlocks, alpha=DEFAULTS["alpha"]) -> float:
     else:
         xp = namespace(pair.rotated)
         dx, dy = _partial_whitening(pair.x, alpha), _partial_whitening(pair.y, alpha)
-        aligned = xp.sum(_singular_values(xp.reshape(dx, (-1, 1)) * pair.rotated * xp.reshape(dy, (1, -1))))
+        aligned = xp.sum(singular_values(xp.reshape(dx, (-1, 1)) * pair.rotated * xp.reshape(dy, (1, -1))))
         cosine = float(aligned) / math.sqrt(float(xp.sum(dx * dx * pair.x.values) * xp.sum(dy * dy * pair.y.values)))
     return math.acos(min(1.0, max(-1.0, cosine)))
 

@@ -145,3 +145,32 @@ def accumulate(total, part):
         return owned + 0.0 if owned is part else owned  # never the part itself: it may be reused
     total += part
     return total
+
+
+def _qr_iteration_if_needed(decompose, matrix, compute_uv):
+    """``decompose()`` (LAPACK's divide and conquer, gesdd); where that does not
+    converge, as it may on a matrix whose singular values cluster (a degenerate cell's
+    whitened block, every canonical correlation 1), QR iteration (scipy's gesvd) on a
+    host array."""
+    try:
+        return decompose()
+    except np.linalg.LinAlgError:
+        if namespace(matrix) is not np:
+            raise
+        from scipy.linalg import svd
+
+        return svd(matrix, full_matrices=False, compute_uv=compute_uv, lapack_driver="gesvd")
+
+
+def thin_svd(matrix):
+    """``(u, s, vh)``, the thin SVD of ``matrix``."""
+    xp = namespace(matrix)
+    return _qr_iteration_if_needed(lambda: xp.linalg.svd(matrix, full_matrices=False), matrix, True)
+
+
+def singular_values(matrix):
+    """The singular values of ``matrix`` alone (a third of the work of :func:`thin_svd`)."""
+    xp = namespace(matrix)
+    svdvals = getattr(xp.linalg, "svdvals", None)
+    return _qr_iteration_if_needed(
+        lambda: svdvals(matrix) if svdvals is not None else xp.linalg.svd(matrix, compute_uv=False), matrix, False)
