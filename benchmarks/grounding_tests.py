@@ -288,7 +288,8 @@ def _sensitivity_rows(result, metrics, suffix, bootstrap, chosen, where):
         low, high = result[f"{m}_low"].values.diagonal(), result[f"{m}_high"].values.diagonal()
         unsure = np.isnan(values) | (resamples if m in WHITENING else False)
         rows += [dict(where, layer=layer, measure=m + suffix, value=float(values[k]),
-                      low=np.nan if unsure[k] else float(low[k]), high=np.nan if unsure[k] else float(high[k]))
+                      low=np.nan if unsure[k] else float(low[k]), high=np.nan if unsure[k] else float(high[k]),
+                      outside=bool(not unsure[k] and not low[k] <= values[k] <= high[k]))
                  for k, layer in enumerate(chosen)]
     return rows
 
@@ -298,11 +299,13 @@ def _sensitivity_call(a, b, metrics, center, config, tally, label, intervals):
     bootstrap intervals too where ``intervals`` (the smallest n: each replicate's dense
     Grams cost as much as the call's)."""
     with warnings.catch_warnings():
-        # the cells whose whitening measures are degenerate (the smaller n) are recorded
-        # and reported as such by _sensitivity_rows: rv2dist's warning would only repeat it
-        from rv2dist import DegenerateCellWarning
+        # the cells whose whitening measures are degenerate (the smaller n), and the
+        # estimates outside their own bootstrap interval, are recorded and reported by
+        # _sensitivity_rows and the table: rv2dist's warnings would repeat them per job
+        from rv2dist import DegenerateCellWarning, ShiftedIntervalWarning
 
         warnings.simplefilter("ignore", DegenerateCellWarning)
+        warnings.simplefilter("ignore", ShiftedIntervalWarning)
         result = similarity(a, b, metrics, center, bootstrap=config.bootstrap, seed=0)
     _check_matrices(tally, label, result, a, b, metrics, center)
     if tally is not None and intervals:

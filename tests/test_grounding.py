@@ -290,7 +290,8 @@ def test_whitening_measures_are_undefined_where_forced():
 
 def _curves(values_at):
     """Test 4's rows for one measure, two pairs, two layers, at n = 100, 400, 800."""
-    rows = [dict(condition="trained", pair=pair, n=n, layer=layer, measure="cca", value=v, low=v - 0.1, high=v + 0.1)
+    rows = [dict(condition="trained", pair=pair, n=n, layer=layer, measure="cca", value=v, low=v - 0.1, high=v + 0.1,
+                 outside=n == 800 and layer == "l0")
             for n, per_layer in values_at.items() for pair in ("0-1", "1-2")
             for layer, v in zip(("l0", "l1"), per_layer)]
     return {"digits": pd.DataFrame(rows)}
@@ -304,6 +305,8 @@ def test_sensitivity_starts_where_no_layer_is_degenerate():
     row = table.loc[("digits", "trained", "cca")]
     assert row["n"] == "800 -> 800 (degenerate below)" and row["change"] == ""
     assert str(row["at first n"]) == "0.500 [0.500, 0.500]"
+    # estimates outside their own interval, counted over the rows with an interval
+    assert row[grounding_report.OUTSIDE] == "2 of 6"
     table = grounding_report.sensitivity_table(_curves({100: (np.nan, 0.1), 400: (0.3, 0.2), 800: (0.6, 0.4)}))
     row = table.loc[("digits", "trained", "cca")]
     assert row["n"] == "400 -> 800 (degenerate below)" and str(row["change"]) == "0.250 [0.250, 0.250]"

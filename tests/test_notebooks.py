@@ -82,7 +82,7 @@ def test_grounding_runs(tmp_path, monkeypatch):
     assert "Spearman with accuracy change" in deletion and "low-variance" in deletion
     assert "shuffled" in sensitivity and "rv2_null" in sensitivity
     # the whitening measures at n = 100 (layers of up to 256 units): degenerate, not a value
-    assert "(degenerate below)" in sensitivity
+    assert "(degenerate below)" in sensitivity and "estimate outside its interval" in sensitivity
     assert "100 -> 597" in sensitivity and "100 -> 600" in sensitivity
     # the findings are computed from the tables: at least 7 per data set (more with
     # linear regression or the CCA family among the measures)
