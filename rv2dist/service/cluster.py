@@ -73,7 +73,7 @@ def watch(client, futures, poll=0.5, on_poll=None):
         except TimeoutError:  # none finished this time round (TimeoutError is an OSError)
             finished = ()
         except OSError as error:
-            raise ClusterLostError(f"the scheduler stopped answering ({error})") from None
+            raise ClusterLostError(f"the connection to the scheduler was lost ({error})") from None
         except FuturesCancelledError as error:
             reasons = {str(group.reason) for group in error.error_groups}
             if "scheduler-connection-lost" in reasons:
@@ -84,12 +84,12 @@ def watch(client, futures, poll=0.5, on_poll=None):
             try:
                 on_poll()
             except OSError as error:
-                raise ClusterLostError(f"the scheduler stopped answering ({error})") from None
+                raise ClusterLostError(f"the connection to the scheduler was lost ({error})") from None
         now = time.monotonic()
         if client.status != "running":
             lost_since = lost_since or now
             if now - lost_since > _connect_timeout():
-                raise ClusterLostError(f"the scheduler stopped answering (client {client.status})")
+                raise ClusterLostError(f"the connection to the scheduler was lost (client {client.status})")
             continue
         lost_since = None
         workers = client.scheduler_info().get("workers", {})
