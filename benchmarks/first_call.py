@@ -2,12 +2,12 @@
 
 Two networks of the seed study's 11 widths (64 ... 1024 units, float32) at ``--n-obs``
 observations (2,000 by default: a notebook's size), the 11 x 11 cross matrix of
-``--metric`` (linear and debiased CKA by default, as benchmarks/peers.py).  Each round
-starts a fresh Python process that imports rv2dist, then times, alternately with the
-floor (the same exact products with numpy: the concatenated A'B and each layer's X'X):
-
-- the first call (what a notebook cell meets first) and the first floor;
-- warm: the best of ``--warm`` further calls of each, alternately.
+``--metric`` (linear and debiased CKA by default, as benchmarks/peers.py), against the
+floor (the same exact products with numpy: the concatenated A'B and each layer's X'X).
+Each round starts two fresh Python processes (in alternating order), both importing
+rv2dist: one times the job's first call (what a notebook cell meets first), the other
+the floor's first call, so that each pays a fresh process's first touch of memory; the
+first then times the best of ``--warm`` further calls of each, alternately.
 
 Printed per round and as medians over ``--rounds`` rounds: the imports (rv2dist, and
 dask.array and xarray, which a job's first call would import; timed apart, as in
@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _one_process(n_obs, metrics, warm, profile):
+def _one_process(n_obs, metrics, warm, profile, floor_first):
     """Runs in the fresh process: its timings as a dict (printed as JSON)."""
     start = time.perf_counter()
     import dask.array  # noqa: F401  (what a job imports on first use, timed apart as benchmarks/peers.py does)
@@ -55,16 +55,16 @@ def _one_process(n_obs, metrics, warm, profile):
 
         profiler = cProfile.Profile()
         profiler.runcall(job)
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(14)
         return {}
+    if floor_first:
+        return {"first_floor": _seconds(floor)}
     first = _seconds(job)
-    first_floor = _seconds(floor)
     warm_job, warm_floor = [], []
     for _ in range(warm):
         warm_floor.append(_seconds(floor))
         warm_job.append(_seconds(job))
-    return {"import": imported, "first": first, "first_floor": first_floor,
-            "warm": min(warm_job), "warm_floor": min(warm_floor)}
+    return {"import": imported, "first": first, "warm": min(warm_job), "warm_floor": min(warm_floor)}
 
 
 def _seconds(func):
@@ -73,14 +73,23 @@ def _seconds(func):
     return time.perf_counter() - start
 
 
-def _round(args):
+def _process(args, floor_first=False):
     command = [sys.executable, __file__, "--n-obs", str(args.n_obs), "--warm", str(args.warm),
                "--metric", *args.metric, "--child"] + (["--profile"] if args.profile else [])
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command + (["--floor-first"] if floor_first else []), capture_output=True, text=True,
+                          check=True)
     if args.profile:
         print(done.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _round(args, index):
+    order = (False, True) if index % 2 == 0 else (True, False)
+    got = {}
+    for floor_first in order:
+        got.update(_process(args, floor_first))
+    return got
 
 
 def main():
@@ -91,18 +100,19 @@ def main():
     parser.add_argument("--warm", type=int, default=10, help="warm calls of each side per process")
     parser.add_argument("--profile", action="store_true", help="where one first call's time goes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-first", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_one_process(args.n_obs, args.metric, args.warm, args.profile)))
+        print(json.dumps(_one_process(args.n_obs, args.metric, args.warm, args.profile, args.floor_first)))
         return
     if args.profile:
-        _round(args)
+        _process(args)
         return
     print(f"machine: {os.cpu_count()} cores; n_obs {args.n_obs:,}; metric {', '.join(args.metric)}; "
           f"{args.rounds} fresh processes")
     rounds = []
     for index in range(args.rounds):
-        got = _round(args)
+        got = _round(args, index)
         rounds.append(got)
         print(f"round {index + 1}: import {got['import']:.2f} s; first call {got['first']:.3f} s against the "
               f"floor's {got['first_floor']:.3f} s ({got['first'] / got['first_floor']:.2f}x); warm "

@@ -121,6 +121,22 @@ def test_slab_row_norms_are_those_of_the_values_written(rng, center, input_dtype
         np.testing.assert_allclose(piece, (written * written).sum(axis=1), rtol=1e-6 if dtype == "float32" else 1e-14)
 
 
+@pytest.mark.parametrize("moments", ["column-sums", "row-norms", "none"])
+def test_float32_products_that_overflow_where_no_row_norm_does_are_redone_in_float64(rng, moments):
+    """Row norms of 1e18-sized values fit float32, their sums over 3,000 rows do not: the
+    chunk is redone in float64 (whether or not it sums moments) and equals float64 input's."""
+    wide = rng.standard_normal((3000, 2)) * 1e18
+    chunks = [wide.astype(np.float32), rng.standard_normal((3000, 3)).astype(np.float32)]
+    blocks, products = [[(0, 0, 2, 0), (1, 0, 3, 2)]], [(0, (0, 5), 0, (0, 5))]
+    shifts = [feature.first_rows_mean(c, "float32") for c in chunks]
+    assert np.isinf(np.float32(1e18) ** 2 * 3000) and np.isfinite(np.float32(1e18) ** 2 * 2)
+    got = feature.chunk_sums(chunks, blocks, shifts, "float32", products, 2, moments=moments)
+    want = feature.chunk_sums(chunks, blocks, shifts, "float64", products, 2, moments=moments)
+    assert got["products"][0].dtype == np.float64
+    np.testing.assert_array_equal(got["products"][0], want["products"][0])
+    assert np.isfinite(got["products"][0]).all()
+
+
 def test_combine_sums_moments_and_accumulates_products_in_float64():
     a = {"n": 2, "colsum": [[np.array([1.0])]]}
     b = {"n": 3, "colsum": [[np.array([2.0])]]}

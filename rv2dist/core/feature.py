@@ -29,7 +29,9 @@ def first_rows_mean(x, dtype):
     """Mean of the first rows of ``x`` in float64, rounded to ``dtype``: the centring
     shift (any fixed row near the mean serves; a few rows give one)."""
     xp = namespace(x)
-    return astype(xp.mean(f64(x[: min(SHIFT_ROWS, x.shape[0]), :]), axis=0), getattr(xp, dtype))
+    rows = min(SHIFT_ROWS, x.shape[0])
+    # summed in float64 without a float64 copy of the rows
+    return astype(xp.sum(x[:rows, :], axis=0, dtype=xp.float64) / rows, getattr(xp, dtype))
 
 
 def shift_slab(chunks, pieces, shifts, dtype, out=None, row_norms=None):
@@ -202,9 +204,25 @@ def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_
                 else:
                     totals[p] = accumulate(totals[p], buffers[p])
     sums = buffers if single else totals
-    if dtype != "float64" and not all_finite(sums + _moment_leaves(summed), xp):
+    if dtype != "float64" and not _sums_finite(sums, summed, xp):
         return None
     return {"products": sums, "moments": summed}
+
+
+# the moments' sum of squares below which no float32 product can overflow (float32's
+# largest value is 3.4e38: a margin for rounding)
+_NO_OVERFLOW = 1e37
+
+
+def _sums_finite(products, moments, xp):
+    """Whether every sum of a float32 chunk is finite.  An entry of a product, and every
+    partial sum of it, is at most the squared Frobenius norm of the slabs (Cauchy-Schwarz),
+    which the moments hold: where that is well inside float32's range only the moments
+    are looked at, not the products."""
+    leaves = _moment_leaves(moments)
+    if moments is not None and all_finite(leaves, xp) and float(xp.sum(moments["norm_sum"])) < _NO_OVERFLOW:
+        return True
+    return all_finite(products + leaves, xp)
 
 
 def _scale_rows(block, factors, xp):

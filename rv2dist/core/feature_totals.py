@@ -68,26 +68,11 @@ def feature_statistics(sums, product_pieces, mirrored, center, cubes="own-produc
 
 def _products(sums):
     """The summed products, float64 on a device; on the host as summed (a chunk of one
-    sub-block hands on its float32 product), reduced in float64 row block by row block
-    below: a float64 copy of every product would be fresh memory, whose first touch
-    costs more than the reductions themselves."""
+    sub-block hands on its float32 product), reduced in float64 a few rows at a time by
+    :func:`_host_reductions`: a float64 copy of every product would be fresh memory,
+    whose first touch costs more than the reductions themselves."""
     products = [p for group in sums for p in group["products"]]
     return products if namespace(*products) is np else [f64(p) for p in products]
-
-
-# rows of a float32 product upcast at once by the host's reductions (a few MiB, reused)
-_ROW_BLOCK = 512
-
-
-def _quadratic_form(left, product, right, xp):
-    """``left' product right`` in float64, a row block at a time for a narrower product."""
-    if product.dtype == xp.float64:
-        return left.T @ product @ right
-    total = xp.zeros((left.shape[1], right.shape[1]))
-    for start in range(0, product.shape[0], _ROW_BLOCK):
-        stop = start + _ROW_BLOCK
-        total += left[start:stop].T @ (f64(product[start:stop]) @ right)
-    return total
 
 
 @dataclass(frozen=True)
@@ -106,22 +91,18 @@ class _Reduced:
 def _reductions(products, product_pieces, mirrored, residual, colsum, n, center, column_sums, cubes):
     """The products reduced to :class:`_Reduced`.  Every reduction is queued before the
     host waits for anything, and copied back in one transfer: on a GPU each copy waits
-    for the device; the plain sums of squares need no means, so they queue behind the
-    chunk products."""
+    for the device."""
     xp = namespace(*products)
-    indicators = iter(to_device_together(
-        [_piece_indicator(pieces) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
-    plain = [_piece_squares(product, rows, next(indicators), next(indicators), xp)
-             for product, (rows, _) in zip(products, product_pieces)]
     cubed = (_cubed_traces(products, product_pieces, mirrored, residual, n, xp)
              if center and cubes == "own-products" else None)
     # per piece pair: m_r' P m_c centred; uncentred, s_r' P s_c with s the column sums
     # (the |Xs|^2 of the permutation moments), the residual means being zero
-    with_sums = center or column_sums
-    weights = iter(to_device_together(
-        [_piece_indicator(pieces, residual if center else colsum) for rows, cols in product_pieces
-         for pieces in (rows, cols)], xp) if with_sums else ())
-    quads = [_quadratic_form(next(weights), product, next(weights), xp) for product in products] if with_sums else []
+    weights = residual if center else colsum if column_sums else None
+    if xp is np:
+        pairs = [_host_reductions(product, rows, cols, weights) for product, (rows, cols) in zip(products, product_pieces)]
+        plain, quads = [p.squares for p in pairs], [p.quad for p in pairs if p.quad is not None]
+    else:
+        plain, quads = _device_reductions(products, product_pieces, weights, xp)
     reduced = iter(to_host_together(plain + quads + ([cubed] if cubed is not None else [])))
     plain = [next(reduced) for _ in products]
     quads = [next(reduced) for _ in quads]
@@ -130,6 +111,54 @@ def _reductions(products, product_pieces, mirrored, residual, colsum, n, center,
         return _Reduced(plain, quads, None, trace_cubed)
     zeros = [np.zeros((len(rows), len(cols))) for rows, cols in product_pieces]
     return _Reduced(plain, zeros, quads if column_sums else None, trace_cubed)
+
+
+@dataclass(frozen=True)
+class _PieceSums:
+    """Of one product, per (row piece, column piece): ``squares`` the sum of the squared
+    entries, ``quad`` ``w_r' P w_c`` (None without weights)."""
+
+    squares: np.ndarray
+    quad: np.ndarray | None
+
+
+# rows of a float32 product upcast at a time by :func:`_host_reductions` (in cache)
+_ROW_BLOCK = 32
+
+
+def _host_reductions(product, rows, cols, weights):
+    """:class:`_PieceSums` of a host ``product`` in one pass, in float64: a few rows at a
+    time are upcast into a buffer that stays in cache, their column sums of squares and
+    ``w' rows`` added per row piece; the column pieces are summed at the end."""
+    column_sums_of_squares = np.zeros((len(rows), product.shape[1]))
+    weighted_rows = np.zeros((len(rows), product.shape[1])) if weights is not None else None
+    upcast = None if product.dtype == np.float64 else np.empty((_ROW_BLOCK, product.shape[1]))
+    for k, (layer, start, stop, offset) in enumerate(rows):
+        for first in range(0, stop - start, _ROW_BLOCK):
+            last = min(stop - start, first + _ROW_BLOCK)
+            block = product[offset + first : offset + last]
+            if upcast is not None:
+                block = upcast[: last - first]
+                block[...] = product[offset + first : offset + last]
+            if weighted_rows is not None:
+                weighted_rows[k] += weights[layer][start + first : start + last] @ block
+            column_sums_of_squares[k] += np.einsum("ij,ij->j", block, block)
+    squares = column_sums_of_squares @ _piece_indicator(cols)
+    quad = weighted_rows @ _piece_indicator(cols, weights) if weights is not None else None
+    return _PieceSums(squares, quad)
+
+
+def _device_reductions(products, product_pieces, weights, xp):
+    """The piece sums of squares and (with ``weights``) ``w_r' P w_c`` of float64 device
+    products: one squaring pass and small GEMMs instead of launches per piece."""
+    indicators = iter(to_device_together(
+        [_piece_indicator(pieces) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
+    plain = [next(indicators).T @ (product * product) @ next(indicators) for product in products]
+    if weights is None:
+        return plain, []
+    weighted = iter(to_device_together(
+        [_piece_indicator(pieces, weights) for rows, cols in product_pieces for pieces in (rows, cols)], xp))
+    return plain, [next(weighted).T @ product @ next(weighted) for product in products]
 
 
 @dataclass(frozen=True)
@@ -248,17 +277,6 @@ def _moments_on_host(moments):
         "norm_outer": next(host),
         "norm_cross": [[next(host) for _ in parts] for parts in moments["norm_cross"]],
     }
-
-
-def _piece_squares(product, pieces, row_indicator, col_indicator, xp):
-    """Per piece pair, the sum of the squares of that block of ``product``."""
-    if xp is np:
-        # per row piece, squares summed in float64 without a squared or float64 copy
-        columns = [np.einsum("ij,ij->j", block, block, dtype=np.float64)
-                   for block in (product[offset : offset + stop - start, :] for _, start, stop, offset in pieces)]
-        return xp.stack(columns, axis=0) @ col_indicator
-    # on a device: one pass and two small GEMMs instead of launches per piece
-    return row_indicator.T @ (product * product) @ col_indicator
 
 
 def _piece_indicator(pieces, residual=None):
