@@ -58,9 +58,33 @@ def shift_slab(chunks, pieces, shifts, dtype, out=None, row_norms=None):
     if len(pieces) == 1 and shifts[pieces[0][0]] is None and out is None and row_norms is None:
         index, start, stop = pieces[0]
         return astype(chunks[index][:, start:stop], dt)
+    k = chunks[0].shape[0]
     if out is None:
-        width = sum(stop - start for _, start, stop in pieces)
-        out = xp.empty((chunks[0].shape[0], width), dtype=dt)
+        out = xp.empty((k, sum(stop - start for _, start, stop in pieces)), dtype=dt)
+    if xp is not np:
+        norms = _shift_pieces(chunks, pieces, shifts, out, row_norms is not None, xp)
+    else:
+        # a tile of rows at a time: its row norms are taken while it is in cache
+        norms = [np.empty(k, dtype=dt) for _ in pieces] if row_norms is not None else None
+        for first in range(0, k, TILE_ROWS):
+            last = min(k, first + TILE_ROWS)
+            tile_norms = _shift_pieces([c[first:last] for c in chunks], pieces, shifts, out[first:last],
+                                       norms is not None, xp)
+            for piece_norms, tile in zip(norms or (), tile_norms or ()):
+                piece_norms[first:last] = tile
+    if row_norms is not None:
+        row_norms.extend(norms)
+    return out
+
+
+# rows of a slab written at a time on the host (their row norms read them from cache)
+TILE_ROWS = 64
+
+
+def _shift_pieces(chunks, pieces, shifts, out, with_norms, xp):
+    """:func:`shift_slab`'s passes over all rows of ``chunks`` at once: each piece
+    written into ``out``; per piece its row norms (or None without ``with_norms``)."""
+    norms = [] if with_norms else None
     offset = 0
     for index, start, stop in pieces:
         part = chunks[index][:, start:stop]
@@ -71,14 +95,14 @@ def shift_slab(chunks, pieces, shifts, dtype, out=None, row_norms=None):
             # one pass instead of a temporary and a copy
             xp.subtract(part, shifts[index][start:stop], out=target, casting="unsafe")
         else:
-            out[:, offset : offset + stop - start] = astype(part, dt) - shifts[index][start:stop]
-        if row_norms is not None:
+            out[:, offset : offset + stop - start] = astype(part, out.dtype) - shifts[index][start:stop]
+        if with_norms:
             # an unshifted piece's own rows hold the same values, contiguous where the
             # slab's are strided (0.6x the time)
             same = shifts[index] is None and part.dtype == target.dtype
-            row_norms.append(sums_of_squares(part if same else target, 1, xp))
+            norms.append(sums_of_squares(part if same else target, 1, xp))
         offset += stop - start
-    return out
+    return norms
 
 
 # what a chunk task sums besides the products: nothing (all but the first product group
