@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rv2dist.core.host_blas import cross_matmul
 from rv2dist.core.xp import accumulate, all_finite, astype, concat, f64, matmul_into, namespace, numpy_like, sums_of_squares
 
 
@@ -111,7 +112,7 @@ MOMENTS = ("none", "row-norms", "column-sums")
 
 
 def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments="column-sums", sub_rows=SUB_ROWS,
-               weights=None, buffers=None):
+               weights=None, buffers=None, blas="numpy"):
     """Every sum over the rows of one chunk that the feature route needs.
 
     The chunk is walked in sub-blocks of ``sub_rows`` rows through slab and product
@@ -146,6 +147,10 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments="colum
         to before returning (kept memory, no fresh pages), and the returned float64 sums
         of several sub-blocks lent from, to come back once unreferenced; default: new
         arrays.
+    blas : {"numpy", "torch", "auto"}
+        The host BLAS of the products of two different operands (see
+        :func:`rv2dist.core.host_blas.cross_matmul`); a layer against itself, and every
+        product on a device, is taken by the array's own namespace.
 
     Returns
     -------
@@ -169,22 +174,35 @@ def chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments="colum
     # once nothing refers to them
     returned = buffers.lend_result if lending else None
     try:
+        matmuls = _matmuls(products, chunks[0].shape[0], blas, xp)
         sums = _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty,
-                           returned, xp)
+                           returned, matmuls, xp)
     finally:
         for array in lent:
             buffers.give_back(array)
     if sums is None:
         # float32 products overflow from about 1e19 (squares past 3.4e38): this chunk
         # again in float64; non-finite input stays non-finite and is reported as such
-        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers)
+        return chunk_sums(chunks, blocks, shifts, "float64", products, n_layers, moments, sub_rows, weights, buffers,
+                          blas)
     return sums
 
 
-def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned, xp):
-    """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)`` and
-    its float64 sums of several sub-blocks from ``returned`` (None: new arrays); None
-    where a float32 sum overflowed."""
+def _matmuls(products, rows, blas, xp):
+    """Per product, the ``matmul(x, y, out)`` that computes it."""
+    own = [(rb, rr) == (cb, cr) for rb, rr, cb, cr in products]
+    if xp is not np or all(own):
+        return [matmul_into] * len(products)
+    flop = sum(2 * rows * (rr[1] - rr[0]) * (cr[1] - cr[0]) for (_, rr, _, cr), mine in zip(products, own) if not mine)
+    cross = cross_matmul(blas, flop)
+    return [matmul_into if mine else cross for mine in own]
+
+
+def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_rows, weights, empty, returned,
+                matmuls, xp):
+    """:func:`chunk_sums` in ``dtype``, its working arrays from ``empty(shape, dtype)``,
+    its float64 sums of several sub-blocks from ``returned`` (None: new arrays) and its
+    products from ``matmuls``; None where a float32 sum overflowed."""
     if moments not in MOMENTS:
         raise ValueError(f"unknown moments {moments!r}; choose one of {', '.join(MOMENTS)}")
     k = chunks[0].shape[0]
@@ -219,7 +237,7 @@ def _chunk_sums(chunks, blocks, shifts, dtype, products, n_layers, moments, sub_
                 x, y = views[rb][:, rr[0] : rr[1]], views[cb][:, cr[0] : cr[1]]
                 if buffers[p] is None and not single:
                     buffers[p] = empty((x.shape[1], y.shape[1]), dtype)
-                buffers[p] = matmul_into(x.T, y, buffers[p])
+                buffers[p] = matmuls[p](x.T, y, buffers[p])
                 if single:
                     continue
                 if totals[p] is None and returned is not None:

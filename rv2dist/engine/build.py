@@ -10,7 +10,7 @@ from __future__ import annotations
 from rv2dist.engine.assemble import assemble
 from rv2dist.engine.blocks_graph import job_block_values, permuted_block_values
 from rv2dist.engine.buffers import finish_job
-from rv2dist.engine.feature_graph import chunk_totals, statistics_of, statistics_tag
+from rv2dist.engine.feature_graph import blas_setting, chunk_totals, statistics_of, statistics_tag
 from rv2dist.engine.layout import Layouts, is_dask
 from rv2dist.engine.resampling_graph import bootstrap_statistics, permuted_statistics
 from rv2dist.engine.statistics_graph import build_statistics
@@ -85,6 +85,7 @@ def job_graph(layers, plan, spec, *, annotations=None, finish_seconds=None):
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
+    blas_setting()  # a bad value is named whichever route the job takes
     graph = TaskGraph(inputs_token(layers))
     layouts = Layouts(graph, layers, plan)
     sets = [_statistics(graph, layouts.chunks(plan.row_chunks), plan, spec, flag) for flag in spec.flags]

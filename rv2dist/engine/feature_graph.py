@@ -8,7 +8,7 @@ moves between workers).
 
 from __future__ import annotations
 
-from rv2dist.core import feature, feature_totals
+from rv2dist.core import feature, feature_totals, host_blas
 from rv2dist.engine.buffers import KEPT_BUFFERS, on_worker
 from rv2dist.engine.taskgraph import head, reading
 
@@ -32,6 +32,14 @@ def _chunk_sums(chunks, **arguments):
     slabs = None if on_worker() else KEPT_BUFFERS
     with reading(chunks) as arrays:
         return feature.chunk_sums(arrays, buffers=slabs, **arguments)
+
+
+def blas_setting():
+    """The host BLAS of cross-products (dask config ``rv2dist.blas``: ``"auto"``,
+    ``"numpy"`` or ``"torch"``; see :func:`rv2dist.core.host_blas.cross_matmul`)."""
+    import dask
+
+    return host_blas.check_blas(dask.config.get("rv2dist.blas", "auto"))
 
 
 def _moments(group, center, plan):
@@ -62,13 +70,14 @@ def chunk_totals(graph, chunks, plan, center, tag, weights=None, shift_keys=None
         The centring shifts' keys, when other statistics already have them.
     """
     shift_keys = shift_keys or shifts(graph, chunks, plan.compute_dtype, center, tag)
+    blas = blas_setting()
     weights = weights or [None] * len(plan.row_chunks)
     blocks = [tuple(block) for block in plan.blocks]
     totals = []
     for g, (start, stop) in enumerate(plan.product_groups):
         products = [(p.row_block, p.row_range, p.col_block, p.col_range) for p in plan.products[start:stop]]
         static = dict(blocks=blocks, dtype=plan.compute_dtype, products=products, n_layers=plan.n_layers,
-                      moments=_moments(g, center, plan), sub_rows=plan.sub_rows)
+                      moments=_moments(g, center, plan), sub_rows=plan.sub_rows, blas=blas)
         parts = [graph.add_bound(f"chunk{tag}", (c, g), _chunk_sums, static, chunks=[layer[c] for layer in chunks],
                                  shifts=shift_keys, weights=weights[c])
                  for c in range(len(plan.row_chunks))]
