@@ -144,6 +144,22 @@ def test_client_as_a_scheduler_address(net):
     np.testing.assert_allclose(on_cluster.values, rv2dist.similarity(net, metric="cka").values, rtol=1e-12)
 
 
+def test_an_unreachable_scheduler_address_is_named_after_the_configured_wait(net):
+    import socket
+    import time
+
+    import dask
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    start = time.monotonic()
+    with dask.config.set({"rv2dist.scheduler-timeout": 1}), \
+            pytest.raises(ConnectionError, match=f"cannot reach the scheduler at {address}"):
+        rv2dist.similarity(net, metric="cka", client=address)
+    assert time.monotonic() - start < 10  # not the 15 s default
+
+
 # --- Datasets and observation ids ------------------------------------------------------------
 
 def test_dataset_layers_stored_units_first_count_and_others_are_named(net):

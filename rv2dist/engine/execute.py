@@ -93,15 +93,37 @@ def gpu_annotations(client, device):
     return {"resources": {"GPU": 1}} if device == "gpu" and gpu_workers(client) else {}
 
 
-def connect_to(address, timeout="15s"):
-    """A :class:`distributed.Client` of the scheduler at ``address``; a ValueError naming
-    the address when it is none or cannot be reached."""
+def scheduler_timeout() -> float:
+    """Seconds a scheduler named by address or file is tried before it is said to be
+    unreachable, and a lost one is tried again before the client closes (dask config
+    ``rv2dist.scheduler-timeout``: seconds or a time such as ``"30s"``; default 15)."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get("rv2dist.scheduler-timeout", 15)
+    try:
+        seconds = parse_timedelta(value, default="s")
+    except (TypeError, ValueError, KeyError):
+        seconds = None
+    if not seconds or seconds <= 0:
+        raise ValueError(f"dask config 'rv2dist.scheduler-timeout' is {value!r}: give the seconds to wait for "
+                         "a scheduler, as 15 or '15s'")
+    return seconds
+
+
+def connect_to(address=None, scheduler_file=None):
+    """A :class:`distributed.Client` of the scheduler at ``address`` (or named by
+    ``scheduler_file``), tried for :func:`scheduler_timeout` seconds: a ConnectionError
+    naming it when it cannot be reached, a ValueError when it is no address."""
     from distributed import Client
 
+    timeout = scheduler_timeout()
     try:
+        if scheduler_file:
+            return Client(scheduler_file=scheduler_file, timeout=timeout)
         return Client(address, timeout=timeout)
     except OSError as error:
-        raise ConnectionError(f"cannot reach the scheduler at {address}: {error}") from None
+        raise ConnectionError(f"cannot reach the scheduler at {address or scheduler_file}: {error}") from None
     except ValueError as error:  # an address that is no address
         raise ValueError(f"{address!r} is not a scheduler address ({error})") from None
 

@@ -9,6 +9,8 @@ import os
 import signal
 import threading
 
+from rv2dist.engine.execute import connect_to
+
 # the default level of the embedded clusters' own log lines: a worker's "Compute Failed"
 # with its traceback would reach the terminal before rv2dist's one-line message about
 # the same fault (``rv2dist -v`` passes INFO)
@@ -31,24 +33,6 @@ def no_workers_timeout() -> float:
     import dask
 
     return float(dask.config.get("rv2dist.no-workers-timeout", 60))
-
-
-def scheduler_timeout() -> float:
-    """Seconds a scheduler named by address or file is tried before it is said to be
-    unreachable, and a lost one is tried again before the client closes (dask config
-    ``rv2dist.scheduler-timeout``: seconds or a time such as ``"30s"``; default 15)."""
-    import dask
-    from dask.utils import parse_timedelta
-
-    value = dask.config.get("rv2dist.scheduler-timeout", 15)
-    try:
-        seconds = parse_timedelta(value, default="s")
-    except (TypeError, ValueError, KeyError):
-        seconds = None
-    if not seconds or seconds <= 0:
-        raise ClusterError(f"dask config 'rv2dist.scheduler-timeout' is {value!r}: give the seconds to wait for "
-                           "a scheduler, as 15 or '15s'")
-    return seconds
 
 
 def watch(client, futures, poll=0.5, on_poll=None):
@@ -145,15 +129,10 @@ def connect(scheduler=None, scheduler_file=None, workers=None, log_level=EMBEDDE
             raise ClusterError(f"scheduler file {scheduler_file} does not exist")
         _check_scheduler_file(scheduler_file)
     if scheduler or scheduler_file:
-        timeout = scheduler_timeout()
         try:
-            if scheduler_file:
-                return Client(scheduler_file=scheduler_file, timeout=timeout)
-            return Client(scheduler, timeout=timeout)
-        except OSError as error:
-            raise ClusterError(f"cannot reach the scheduler at {scheduler or scheduler_file}: {error}") from None
-        except ValueError as error:  # an address that is no address
-            raise ClusterError(f"{scheduler!r} is not a scheduler address ({error})") from None
+            return connect_to(scheduler, scheduler_file)
+        except (ConnectionError, ValueError) as error:
+            raise ClusterError(str(error)) from None
     cores = os.cpu_count() or 1
     with _workers_ignore_ctrl_c():
         cluster = LocalCluster(
