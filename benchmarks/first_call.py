@@ -9,7 +9,9 @@ rv2dist: one times the job's first call (what a notebook cell meets first), the 
 the floor's first call, so that each pays a fresh process's first touch of memory; the
 first then times the best of ``--warm`` further calls of each, alternately.
 
-Printed per round and as medians over ``--rounds`` rounds: the imports (rv2dist, and
+After its timings the job's process also touches 256 MiB it never had and prints the rate: on a
+virtual machine whose host backs memory lazily that rate, and with it a first call, varies
+from round to round.  Printed per round and as medians over ``--rounds`` rounds: the imports (rv2dist, and
 dask.array and xarray, which a job's first call would import; timed apart, as in
 benchmarks/peers.py), both first calls and the warm ones, and their ratios.  ``--profile`` prints, for one more fresh process,
 where the first call's time goes (cProfile, cumulative, the top entries).
@@ -64,7 +66,19 @@ def _one_process(n_obs, metrics, warm, profile, floor_first):
     for _ in range(warm):
         warm_floor.append(_seconds(floor))
         warm_job.append(_seconds(job))
-    return {"import": imported, "first": first, "warm": min(warm_job), "warm_floor": min(warm_floor)}
+    return {"import": imported, "first": first, "warm": min(warm_job), "warm_floor": min(warm_floor),
+            "fresh_gib_s": _fresh_memory_rate()}
+
+
+def _fresh_memory_rate(mib=256):
+    """GiB/s at which this process touches memory it never had, after the timings: on a
+    virtual machine whose host backs guest memory lazily, a first call's fresh arrays
+    can cost far more than the same bytes warm, and the rounds' first calls vary with it."""
+    import numpy as np
+
+    start = time.perf_counter()
+    np.ones(mib * 2**20 // 4, dtype=np.float32)
+    return mib / 1024 / (time.perf_counter() - start)
 
 
 def _seconds(func):
@@ -116,7 +130,8 @@ def main():
         rounds.append(got)
         print(f"round {index + 1}: import {got['import']:.2f} s; first call {got['first']:.3f} s against the "
               f"floor's {got['first_floor']:.3f} s ({got['first'] / got['first_floor']:.2f}x); warm "
-              f"{got['warm']:.3f} s against {got['warm_floor']:.3f} s ({got['warm'] / got['warm_floor']:.2f}x)")
+              f"{got['warm']:.3f} s against {got['warm_floor']:.3f} s ({got['warm'] / got['warm_floor']:.2f}x); "
+              f"fresh memory then touched at {got['fresh_gib_s']:.1f} GiB/s")
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     first_ratio = statistics.median(r["first"] / r["first_floor"] for r in rounds)
     warm_ratio = statistics.median(r["warm"] / r["warm_floor"] for r in rounds)
