@@ -2,7 +2,7 @@
 
 from rv2dist.api import plan, rv2, similarity
 from rv2dist.core.errors import (DegenerateCellWarning, FewReplicatesWarning, ShiftedIntervalWarning,
-                                 UndefinedLayerWarning, UndefinedReplicateWarning)
+                                 UndefinedLayerWarning, UndefinedReplicateWarning, UnreadOptionWarning)
 from rv2dist.planning.plan import Plan, PlanError
 
 __version__ = "0.1.0"
@@ -26,7 +26,7 @@ _LAZY = {
     "release_buffers": "engine.buffers",
 }
 
-__all__ = ["DegenerateCellWarning", "FewReplicatesWarning", "Plan", "PlanError", "ShiftedIntervalWarning", "UndefinedLayerWarning", "UndefinedReplicateWarning", "plan", "rv2",
+__all__ = ["DegenerateCellWarning", "FewReplicatesWarning", "Plan", "PlanError", "ShiftedIntervalWarning", "UndefinedLayerWarning", "UndefinedReplicateWarning", "UnreadOptionWarning", "plan", "rv2",
            "similarity", *_LAZY]
 
 

@@ -126,3 +126,25 @@ def test_compare_models_checks_metric_and_options_before_recording():
     result = rv2dist.compare_models(*models, loader(), ["0", "2"], names=("a", "b"), progress=False,
                                     metric=["shape_metric"], alpha=0.5)
     assert read == [0, 1, 2] and result.shape_metric.attrs["alpha"] == 0.5
+
+
+def test_an_option_no_metric_reads_is_said_once_and_changes_nothing(stores, tmp_path):
+    a, b = stores
+    with pytest.warns(rv2dist.UnreadOptionWarning) as caught:
+        result = rv2dist.similarity(a, b, metric=["cka", "rv2"], ridge_lambda=2.0, alpha=0.5)
+    said = sorted(str(w.message) for w in caught)
+    assert said == ["alpha=0.5 changes nothing: no metric asked for (cka, rv2) reads it (shape_metric would)",
+                    "ridge_lambda=2.0 changes nothing: no metric asked for (cka, rv2) reads it (ridge would)"]
+    assert caught[0].filename == __file__  # the caller's line
+    np.testing.assert_array_equal(result.cka.values, rv2dist.similarity(a, b, metric=["cka", "rv2"]).cka.values)
+    with pytest.warns(rv2dist.UnreadOptionWarning, match=r"^rcond=1e-06 changes nothing: .*\(cca, cca_r2, svcca"):
+        rv2dist.plan(a, b, metric="cka", rcond=1e-6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read by a metric asked for, or left at its default: nothing said
+        rv2dist.similarity(a, b, metric=["cka", "ridge"], ridge_lambda=2.0, rcond=1e-6)
+        rv2dist.similarity(a, b, metric="cka", ridge_lambda=0.1)
+    done = run_cli("compare", a, b, "--metric", "cka", "--ridge-lambda", "2", "--out", tmp_path / "r.nc")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("rv2dist compare: warning: ridge_lambda=2.0 changes nothing") == 1, done.stderr

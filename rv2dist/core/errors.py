@@ -27,3 +27,9 @@ class DegenerateCellWarning(RuntimeWarning):
     """Two layers' ranks together exceed the observations less one: canonical
     correlations of the pair are 1 whatever the data, so CCA-type measures and
     regression say nothing of it (the result's ``forced_ones`` variable counts them)."""
+
+
+class UnreadOptionWarning(UserWarning):
+    """An option was set that none of the measures asked for reads (``ridge_lambda``
+    with CKA, say): it changes nothing."""
+

@@ -211,3 +211,16 @@ def check_names(metric) -> list[str]:
     if repeated is not None:
         raise ValueError(f"metric {repeated!r} is asked for more than once")
     return names
+
+
+def unread_options(names, options) -> dict[str, list[str]]:
+    """The options of ``options`` (a :class:`~rv2dist.core.block_measures.MeasureOptions`)
+    set away from their defaults that none of the measures ``names`` reads, each with the
+    measures that would: ``rcond`` is read by every second-moment measure."""
+    defaults = {**sm.DEFAULTS, "rcond": None}
+    readers = {option: [name for name, m in MEASURES.items()
+                        if option in m.options or (option == "rcond" and m.family == "blocks")]
+               for option in defaults}
+    return {option: readers[option] for option in defaults
+            if getattr(options, option) != defaults[option] and not set(readers[option]) & set(names)}
+

@@ -30,8 +30,6 @@ def open_activations(path):
         Naming the path and the fault: missing, not a zarr store, incomplete, or not in
         the schema (no ``obs``, layers of different length, unknown layers).
     """
-    import xarray as xr
-
     path = Path(path)
     if not path.exists():
         raise _absent(path)
@@ -41,11 +39,23 @@ def open_activations(path):
     path = path.absolute()
     checksums = verified_checksums(path)
     try:
-        dataset = xr.open_zarr(path, chunks={}, consolidated=None)
+        dataset = _open_zarr(path)
     except Exception as error:  # zarr raises several types for a non-store
         raise _unreadable(path, error) from None
     dataset = validate_dataset(dataset, source=str(path))
     return checked_layers(dataset, path, checksums, layer_order(dataset, str(path)))
+
+
+def _open_zarr(path):
+    """xarray's lazy view of the store at ``path``: from its consolidated metadata, or,
+    for a store another tool wrote without them, from each array's own (where xarray's
+    own fallback would warn about the store's layout)."""
+    import xarray as xr
+
+    try:
+        return xr.open_zarr(path, chunks={}, consolidated=True)
+    except Exception:  # no consolidated metadata (zarr raises several types)
+        return xr.open_zarr(path, chunks={}, consolidated=False)
 
 
 def _absent(path):
