@@ -326,15 +326,17 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     long = [f"encoder.layer.{i}.attention.output.dense" for i in range(4)]
 
-    def comparison(name, layers_a, layers_b, network_a):
+    def comparison(name, layers_a, layers_b, network_a, label="CKA"):
         values = np.linspace(0, 1, len(layers_a) * len(layers_b)).reshape(len(layers_a), -1)
         return {"name": name, "network_a": network_a, "network_b": "b", "status": "done",
                 "matrices": {"cka": values.tolist()}, "layers_a": layers_a, "layers_b": layers_b,
+                "labels": {"cka": label},
                 "significant": {"cka": (values > 0.5).tolist()}, "significance": "* corrected p < 0.05 (holm)"}
 
     data = {"jobs": [{"id": "j", "name": "j", "status": "finished", "comparisons_done": 3, "comparisons_total": 3,
                       "comparisons": [comparison("long", long, long, "sentence-transformers/all-MiniLM-L6-v2"),
-                                      comparison("short", ["c1", "c2"], ["c1", "c2"], "c"),
+                                      comparison("short", ["c1", "c2"], ["c1", "c2"], "c",
+                                                 "ridge R² (columns from rows)"),
                                       comparison("huge", ["x" * 150, "l"], long[:2], "e")]}]}
     page = page_html(data).replace("</body>", CHECK_LABELS)
     write_text(tmp_path / "report.html", page)
@@ -343,6 +345,7 @@ def test_report_sizes_label_space_to_the_names_in_headless_chromium(tmp_path):
     assert found == {"outside": [], "over": []}
     shown = re.findall(r'<text[^>]*>([^<]*)', dom)
     assert all(name in shown for name in long) and "c1" in shown
+    assert "ridge R² (columns from rows)" in shown and "cka" not in shown  # the colour bar's title: the label
     assert any(name.startswith("xxxx") and name.endswith("\u2026") for name in shown)
     assert f"<title>{'x' * 150}</title>" in dom
 

@@ -20,12 +20,13 @@ from rv2dist.core.significance import FLOOR_NOTE, MARK_LEVEL, floor_z
 def comparison_entry(comparison, networks, status, *, result=None, metrics=(), seconds=None) -> dict:
     """What the page shows of one comparison: its networks (``networks`` maps the
     job's names to the stores' own) and ``status``; with its ``result``, the matrices
-    of ``metrics``, the layers, each metric's colour scale and the cells the page
-    stars; and the ``seconds`` it took."""
+    of ``metrics``, the layers, each metric's colour scale and label (the colour bar's
+    title) and the cells the page stars; and the ``seconds`` it took."""
     entry = {"network_a": networks[comparison.a], "network_b": networks[comparison.b], "status": status}
     if result is not None:
         entry.update(matrices={metric: result[metric].values.tolist() for metric in metrics},
                      scales={metric: MEASURES[metric].scale for metric in metrics if metric in MEASURES},
+                     labels={metric: MEASURES[metric].label for metric in metrics if metric in MEASURES},
                      layers_a=[str(v) for v in result["layer_a"].values],
                      layers_b=[str(v) for v in result["layer_b"].values], **_stars(result, metrics))
     if seconds is not None:
