@@ -148,3 +148,17 @@ def test_an_option_no_metric_reads_is_said_once_and_changes_nothing(stores, tmp_
     done = run_cli("compare", a, b, "--metric", "cka", "--ridge-lambda", "2", "--out", tmp_path / "r.nc")
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("rv2dist compare: warning: ridge_lambda=2.0 changes nothing") == 1, done.stderr
+
+
+def test_tests_of_only_untested_measures_are_refused_before_a_cluster_starts(stores, tmp_path, monkeypatch):
+    from rv2dist.cli import compare
+
+    def no_cluster(args):
+        raise AssertionError("a cluster was asked for")
+
+    monkeypatch.setattr(compare, "connect", no_cluster)
+    a, b = stores
+    done = run_cli("compare", a, b, "--metric", "cca", "procrustes", "--tests", "--out", tmp_path / "r.nc")
+    assert done.returncode == 2, done.stderr
+    assert "none of the metrics asked for (cca, procrustes) has them" in done.stderr
+    assert not (tmp_path / "r.nc").exists()
