@@ -14,7 +14,7 @@ virtual machine whose host backs memory lazily that rate, and with it a first ca
 from round to round.  Printed per round and as medians over ``--rounds`` rounds: the imports (rv2dist, and
 dask.array and xarray, which a job's first call would import; timed apart, as in
 benchmarks/peers.py), both first calls and the warm ones, and their ratios.  ``--profile`` prints, for one more fresh process,
-where the first call's time goes (cProfile, cumulative, the top entries).
+where the first call's time goes (cProfile, the entries of most own time).
 
     python benchmarks/first_call.py [--n-obs 2000] [--rounds 5] [--warm 10] [--profile]
 """

@@ -12,7 +12,10 @@
    share of the GEMM rate with float64 and float32 products, all four metrics in one job;
    then the same from host numpy against the host-to-device copy of the same bytes;
 5. two workers sharing the GPU (a stand-in for two GPUs), ``--gpus`` (LocalCUDACluster,
-   with RMM where installed) and a mixed CPU/GPU cluster with ``GPU`` resources.
+   with RMM where installed) and a mixed CPU/GPU cluster with ``GPU`` resources;
+6. significance (tests, permutations, bootstrap) and every measure (CCA, SVCCA, PWCCA,
+   Procrustes, shape metrics, regression, RSA ...) on the device against numpy float64,
+   with the job of every measure timed against RV2 alone.
 
 ``--rehearse`` runs the same flow on the CPU (numpy stands in for CuPy, small sizes) so the
 script can be tried before a device session.  Prints a summary table last and writes
@@ -130,6 +133,24 @@ def significance(dev, rng, n):
     boot = timed(lambda: rv2dist.similarity(ga, gb, device=dev.kind, bootstrap=20), 1)[0]
     return {"worst_relative_difference": max(errors.values()), "by_variable": errors, "plain_s": plain,
             "tests_over_plain": tested / plain, "bootstrap20_over_plain": boot / plain}
+
+
+def measures(dev, rng, n):
+    """Every measure on the device against numpy float64 on the host (the worst relative
+    difference per measure), and the job of every measure against RV2 alone, at ``n``."""
+    from rv2dist.core.measures import MEASURES
+
+    names = list(MEASURES)
+    a, b = relu_layers(rng, n, (64, 256, 1024), np.float32), relu_layers(rng, n, (128, 512), np.float32)
+    ref = rv2dist.similarity(a, b, metric=names, device="cpu", precision="float64")
+    ga = {k: dev.xp.asarray(v) for k, v in a.items()}
+    gb = {k: dev.xp.asarray(v) for k, v in b.items()}
+    got = rv2dist.similarity(ga, gb, metric=names, device=dev.kind)
+    errors = {name: relative_error(got[name].values, ref[name].values) for name in names}
+    every = timed(lambda: rv2dist.similarity(ga, gb, metric=names, device=dev.kind), 3)[0]
+    alone = timed(lambda: rv2dist.similarity(ga, gb, metric="rv2", device=dev.kind), 3)[0]
+    return {"worst_relative_difference": max(errors.values()), "by_measure": errors, "every_s": every,
+            "rv2_s": alone, "every_over_rv2": every / alone}
 
 
 def gemm_rates(dev, rng, n):
@@ -380,6 +401,7 @@ def main():
         "mixed_cluster": lambda: mixed_cluster(dev, n_paper),
         "local_cuda_cluster": lambda: cuda_cluster(dev, n_paper),
         "significance": lambda: significance(dev, rng, n_paper),
+        "measures": lambda: measures(dev, rng, n_paper),
     }
     for name, check in checks.items():
         if name not in skip:
@@ -421,6 +443,14 @@ def summary(report):
                   f"copy of {part['host_to_device_copy_seconds']:.2f} s: {part['from_host_over_copy']:.2f}x |")
     for key in ("two_workers", "mixed_cluster", "local_cuda_cluster"):
         print(f"| {key} | {report.get(key, 'skipped')} |")
+    part = report.get("measures", "skipped")
+    if isinstance(part, dict):
+        worst = max(part["by_measure"], key=part["by_measure"].get)
+        print(f"| every measure on the device vs numpy float64 | worst {part['worst_relative_difference']:.1e} "
+              f"({worst}); every measure {part['every_s']:.3f} s against RV2 alone {part['rv2_s']:.3f} s: "
+              f"{part['every_over_rv2']:.2f}x |")
+    else:
+        print(f"| measures | {part} |")
 
 
 if __name__ == "__main__":

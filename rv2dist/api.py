@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from rv2dist.core import checks, significance
 from rv2dist.core.block_measures import check_measure_options
-from rv2dist.core.errors import (FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning,
-                                 UnreadOptionWarning)
-from rv2dist.core.measures import MEASURES, check_names, unread_options
+from rv2dist.core.errors import FewReplicatesWarning, UndefinedLayerWarning, UndefinedReplicateWarning
+from rv2dist.core.measures import MEASURES, check_names, warn_unread_options
 from rv2dist.engine import execute
 from rv2dist.engine.assemble import ResultSpec, undefined_message, warn_undefined
 from rv2dist.engine.layout import InputLayer, backend, input_row_chunks
@@ -138,17 +136,10 @@ def _make_plan(everything, widths, n, names, flags, options, client):
         second_moments=any(MEASURES[name].family == "blocks" for name in names))
 
 
-def _warn_unread_options(names, measure_options):
-    for option, readers in unread_options(names, measure_options).items():
-        value = getattr(measure_options, option)
-        warnings.warn(f"{option}={value!r} changes nothing: no metric asked for ({', '.join(names)}) reads it "
-                      f"({', '.join(readers)} would)", UnreadOptionWarning, stacklevel=4)
-
-
 def _prepare(a, b, options, client, given_plan=None) -> _Job:
     """Check a call's inputs and options; plan it."""
     names = check_names(options["metric"])
-    _warn_unread_options(names, options["measure_options"])
+    warn_unread_options(names, options["measure_options"], stacklevel=4)  # at the caller's line
     center = checks.flag("center", options["center"])
     checks.flag("align_obs", options["align_obs"])
     resampling = options["resampling"]

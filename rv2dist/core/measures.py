@@ -18,6 +18,7 @@ import numpy as np
 
 from rv2dist.core import rv_family
 from rv2dist.core import second_moments as sm
+from rv2dist.core.errors import UnreadOptionWarning
 
 
 @dataclass(frozen=True)
@@ -213,14 +214,18 @@ def check_names(metric) -> list[str]:
     return names
 
 
-def unread_options(names, options) -> dict[str, list[str]]:
-    """The options of ``options`` (a :class:`~rv2dist.core.block_measures.MeasureOptions`)
-    set away from their defaults that none of the measures ``names`` reads, each with the
-    measures that would: ``rcond`` is read by every second-moment measure."""
-    defaults = {**sm.DEFAULTS, "rcond": None}
-    readers = {option: [name for name, m in MEASURES.items()
-                        if option in m.options or (option == "rcond" and m.family == "blocks")]
-               for option in defaults}
-    return {option: readers[option] for option in defaults
-            if getattr(options, option) != defaults[option] and not set(readers[option]) & set(names)}
+def warn_unread_options(names, options, stacklevel=2) -> None:
+    """An :class:`~rv2dist.core.errors.UnreadOptionWarning` for each option of
+    ``options`` (a :class:`~rv2dist.core.block_measures.MeasureOptions`) set away from its
+    default that none of the measures ``names`` reads, naming those that would
+    (``rcond`` is read by every second-moment measure)."""
+    import warnings
 
+    defaults = {**sm.DEFAULTS, "rcond": None}
+    for option, default in defaults.items():
+        readers = [name for name, m in MEASURES.items()
+                   if option in m.options or (option == "rcond" and m.family == "blocks")]
+        if getattr(options, option) != default and not set(readers) & set(names):
+            warnings.warn(f"{option}={getattr(options, option)!r} changes nothing: no metric asked for "
+                          f"({', '.join(names)}) reads it ({', '.join(readers)} would)", UnreadOptionWarning,
+                          stacklevel=stacklevel)
