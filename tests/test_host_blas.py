@@ -64,3 +64,19 @@ def test_unknown_or_missing_blas_is_named(rng, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # what an uninstalled torch imports as
     with dask.config.set({"rv2dist.blas": "torch"}), pytest.raises(ValueError, match="torch cannot be imported"):
         rv2dist.similarity(a, relu_network(rng, 50, (6,), np.float32))
+
+
+def test_a_bad_blas_setting_stops_the_command_line_before_a_cluster_starts(rng, tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    from rv2dist.service import cluster
+
+    def no_cluster(**options):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
+    rv2dist.write_activations(tmp_path / "a.zarr", relu_network(rng, 40, (3, 4), np.float32))
+    with dask.config.set({"rv2dist.blas": "mkl"}):
+        done = run_cli("compare", tmp_path / "a.zarr", "--out", tmp_path / "r.nc")
+    assert done.returncode == 2 and "'rv2dist.blas' is 'mkl'; choose one of auto, numpy, torch" in done.stderr
+    assert not (tmp_path / "r.nc").exists()

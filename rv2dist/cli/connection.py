@@ -18,6 +18,7 @@ def connect(args):
 
     from rv2dist.service import cluster
 
+    cluster.check_config()  # a bad value is named before any cluster starts
     asked = log_level(args)
     level = getattr(logging, asked) if asked else cluster.EMBEDDED_LOG_LEVEL
     # rv2dist reports a lost scheduler in one line; the client's own reconnect errors

@@ -107,6 +107,17 @@ def _connect_timeout() -> float:
     return parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
 
 
+def check_config() -> None:
+    """A ClusterError naming a dask config value of rv2dist's that a job would refuse
+    (``rv2dist.blas``), so that a command says so before starting a cluster."""
+    from rv2dist.engine.feature_graph import blas_setting
+
+    try:
+        blas_setting()
+    except ValueError as error:
+        raise ClusterError(str(error)) from None
+
+
 def connect(scheduler=None, scheduler_file=None, workers=None, log_level=EMBEDDED_LOG_LEVEL):
     """A :class:`distributed.Client` to a running cluster, or to an embedded local one.
 
