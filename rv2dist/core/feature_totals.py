@@ -134,7 +134,7 @@ def _host_reductions(product, rows, cols, weights):
     weighted_rows = np.zeros((len(rows), product.shape[1])) if weights is not None else None
     upcast = None if product.dtype == np.float64 else np.empty((_ROW_BLOCK, product.shape[1]))
     for k, (layer, start, stop, offset) in enumerate(rows):
-        step = _ROW_BLOCK if upcast is not None else stop - start
+        step = _ROW_BLOCK if upcast is not None else max(1, stop - start)
         for first in range(0, stop - start, step):
             last = min(stop - start, first + step)
             block = product[offset + first : offset + last]
