@@ -59,12 +59,16 @@ def time_on_workers(paths, workers, folder):
 
     scheduler_file = folder / f"scheduler-{workers}.json"
     scheduler_file.unlink(missing_ok=True)
-    processes = [subprocess.Popen(["dask", "scheduler", "--scheduler-file", str(scheduler_file), "--port", "0",
-                                   "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)]
+    # what `dask scheduler` and `dask worker` run, without needing their scripts on PATH
+    # (packages installed with pip --target, as on the device machine, have none there)
+    processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--scheduler-file",
+                                   str(scheduler_file), "--port", "0", "--dashboard-address", ":0"],
+                                  stderr=subprocess.DEVNULL)]
     try:
         _wait_for_file(scheduler_file)
-        processes.append(subprocess.Popen(["dask", "worker", "--scheduler-file", str(scheduler_file), "--nworkers",
-                                           str(workers), "--nthreads", "1"], stderr=subprocess.DEVNULL))
+        processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                           str(scheduler_file), "--nworkers", str(workers), "--nthreads", "1"],
+                                          stderr=subprocess.DEVNULL))
         with Client(scheduler_file=str(scheduler_file)) as client:
             client.wait_for_workers(workers, timeout=120)
             seconds = []
