@@ -15,11 +15,9 @@ DEMO_RESULT, DEMO_PLOT = "result.nc", "rv2.png"
 
 def run_compare(args):
     from rv2dist.core import significance
-    from rv2dist.core.block_measures import check_measure_options
-    from rv2dist.core.measures import check_names
     from rv2dist.io.reader import open_activations
     from rv2dist.io.results import check_result_path
-    from rv2dist.planning.options import check_resampling
+    from rv2dist.planning.options import check_job_options
     from rv2dist.plot.figures import check_figure_path
 
     check_result_path(args.out)  # before any work: a result replaces no folder or store
@@ -29,9 +27,7 @@ def run_compare(args):
         open_activations(path)
     resampling = {key: getattr(args, key) for key in RESAMPLING_KEYS}
     measure_options = {key: getattr(args, key) for key in MEASURE_KEYS}
-    check_resampling(**resampling)  # before the cluster starts
-    significance.check_tests(check_names(list(args.metric)), args.tests)
-    check_measure_options(**measure_options)
+    check_job_options(list(args.metric), resampling, measure_options)  # before the cluster starts
     options = dict(metric=list(args.metric), center=not args.no_center, route=args.route, layers=args.layers,
                    device=device(args), align_obs=args.align_obs, precision=args.precision,
                    memory_budget=args.memory_budget, **resampling, **measure_options)

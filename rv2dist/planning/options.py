@@ -123,3 +123,19 @@ def check_resampling(tests=False, correction="holm", permutations=None, bootstra
                       FewReplicatesWarning, stacklevel=stacklevel)
     return Resampling(bool(tests), correction, permutations, bootstrap, int(seed), float(confidence),
                       bool(keep_replicates))
+
+
+def check_job_options(metric, resampling, measure_options) -> None:
+    """What a job says of its options before it reads any data: an unknown metric,
+    ``tests`` that no metric asked for has, resampling or second-moment options out of
+    range (a ValueError naming it); ``resampling`` and ``measure_options`` hold
+    :func:`check_resampling`'s and
+    :func:`~rv2dist.core.block_measures.check_measure_options`'s keywords."""
+    from rv2dist.core.block_measures import check_measure_options
+    from rv2dist.core.measures import check_names
+    from rv2dist.core.significance import check_tests
+
+    names = check_names(metric)
+    check_tests(names, check_resampling(**resampling, stacklevel=4).tests)
+    check_measure_options(**measure_options)
+

@@ -128,19 +128,16 @@ def _check_arguments(similarity, metric, options) -> None:
     """What :func:`rv2dist.similarity` will say of its arguments without data: an
     unknown one (a TypeError), an unknown metric, significance or second-moment option
     out of range (a ValueError naming it)."""
-    from rv2dist.core.block_measures import check_measure_options
-    from rv2dist.core.measures import check_names
-    from rv2dist.planning.options import check_resampling
+    from rv2dist.planning.options import check_job_options
+    from rv2dist.service.jobfile import MEASURE_KEYS, RESAMPLING_KEYS
 
     arguments = inspect.signature(similarity).bind(None, metric=metric, **options)
     arguments.apply_defaults()
     given = arguments.arguments
-    check_names(metric)
     with warnings.catch_warnings():  # (too few replicates: similarity itself says so)
         warnings.simplefilter("ignore")
-        check_resampling(*(given[key] for key in ("tests", "correction", "permutations", "bootstrap", "seed",
-                                                  "confidence", "keep_replicates")))
-    check_measure_options(*(given[key] for key in ("alpha", "ridge_lambda", "svcca_variance", "rcond")))
+        check_job_options(metric, {key: given[key] for key in RESAMPLING_KEYS},
+                          {key: given[key] for key in MEASURE_KEYS})
 
 
 def held_activations_budget() -> int:
