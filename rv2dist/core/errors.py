@@ -32,4 +32,3 @@ class DegenerateCellWarning(RuntimeWarning):
 class UnreadOptionWarning(UserWarning):
     """An option was set that none of the measures asked for reads (``ridge_lambda``
     with CKA, say): it changes nothing."""
-

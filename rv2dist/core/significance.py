@@ -286,10 +286,10 @@ def undefined_replicates(replicates, observed):
     return int(sum(bool(np.isnan(r[defined]).any()) for r in replicates))
 
 
-# said in the interval's description when some replicates were undefined
 # said in the interval's description when it leaves out the estimate in some cells
 OUTSIDE = ("; in {outside} cell(s) the estimate lies outside it: a resample's duplicated observations shift the "
            "measure, so there it is no confidence interval")
+# said in the interval's description when some replicates were undefined
 LEFT_OUT = ("; {undefined} of the {bootstrap} replicates left the metric undefined (too few weighted observations, "
             "or a layer without variance in the resample) and are left out")
 
